@@ -1,0 +1,103 @@
+"""callwatch: per-handler response time and watched-call metrics, pushed to Graphite.
+
+Usage::
+
+    import callwatch
+
+    @callwatch.handler("login")
+    def login(request): ...
+
+    @callwatch.watch(group="db")
+    def get_user(uid): ...
+
+    callwatch.configure("callwatch.yaml")   # patches the YAML's watch targets, starts flushing
+    ...
+    callwatch.shutdown()                    # final flush, undo patches
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar, overload
+
+from . import _core
+from ._runtime import Runtime, configure, flush, shutdown
+from .aggregate import BACKGROUND, OVERFLOW
+from .config import ConfigError
+
+__all__ = [
+    "BACKGROUND",
+    "OVERFLOW",
+    "ConfigError",
+    "Runtime",
+    "__version__",
+    "configure",
+    "flush",
+    "handler",
+    "request",
+    "shutdown",
+    "watch",
+]
+
+__version__ = "0.1.0"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def handler(name: F) -> F: ...
+@overload
+def handler(name: str | None = None) -> Callable[[F], F]: ...
+
+
+def handler(name: Any = None) -> Any:
+    """Make each call of the decorated function (sync or async) one request of a handler.
+
+    ``@callwatch.handler("login")``, or bare ``@callwatch.handler`` to use the function's
+    name.  Watched calls made during the call are attributed to this handler.
+    """
+    if callable(name):
+        return _handler(name, name.__name__)
+
+    def deco(fn: F) -> F:
+        return _handler(fn, name or fn.__name__)
+
+    return deco
+
+
+def _handler(fn: F, name: str) -> F:
+    if _core.disabled_by_env():
+        return fn
+    return _core.make_handler(fn, name)
+
+
+@overload
+def watch(fn: F) -> F: ...
+@overload
+def watch(fn: None = None, *, name: str | None = None, group: str | None = None) -> Callable[[F], F]: ...
+
+
+def watch(fn: Any = None, *, name: str | None = None, group: str | None = None) -> Any:
+    """Count and time calls of a function you own, per request of the current handler.
+
+    ``@callwatch.watch`` or ``@callwatch.watch(name="get_user", group="db")``.  The metric
+    name defaults to the function's qualified name with dots as ``_``.
+    """
+    def deco(f: F) -> F:
+        if _core.disabled_by_env():
+            return f
+        from ._targets import metric_name
+
+        return _core.make_watched(f, metric_name(name or f.__qualname__), metric_name(group) if group else None)
+
+    return deco(fn) if callable(fn) else deco
+
+
+def request(name: str) -> _core.RequestScope | _core.NullScope:
+    """A block of code that is one request of handler ``name``::
+
+        with callwatch.request("nightly_import"):
+            ...
+    """
+    if _core.disabled_by_env():
+        return _core.NullScope(name)
+    return _core.RequestScope(name)

@@ -1,0 +1,128 @@
+"""configure() and shutdown(): wiring config, patching, collector and exporter together."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from . import _core, _targets
+from .aggregate import Snapshot
+from .config import Config, ConfigError, load
+from .export import Clock, Exporter, GraphyteSender, Namer, SnapshotSink, SystemClock
+
+log = logging.getLogger("callwatch")
+
+
+@dataclass
+class Runtime:
+    """The active configuration: what is patched and the exporter that flushes."""
+
+    config: Config
+    exporter: Exporter
+    patches: _targets.Patches
+    resolved: list[_targets.Resolved] = field(default_factory=list)
+
+    def flush(self) -> Snapshot | None:
+        return self.exporter.flush()
+
+
+_lock = threading.RLock()
+_active: Runtime | None = None
+# What the last shutdown() sent for the interval it was in.  If configure() is called
+# again in that same interval, the counts go back into the table, so the next flush sends
+# the whole interval again instead of overwriting it with only the later part.
+_last_partial: Snapshot | None = None
+
+
+def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, *,
+              sender: Any | None = None, clock: Clock | None = None,
+              on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None = None,
+              start_thread: bool = True, strict: bool = False) -> Runtime | None:
+    with _lock:
+        try:
+            cfg = load(source)
+            resolved: list[_targets.Resolved] = []
+            if cfg.enabled:
+                resolved, problems = _targets.resolve(cfg.watch)
+                if problems:
+                    raise ConfigError(problems)
+        except ConfigError as e:
+            if strict:
+                raise
+            log.error("callwatch: configuration not used, callwatch stays off:\n%s", e)
+            return None
+        shutdown()
+        if not cfg.enabled:
+            return None
+        return _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
+
+
+def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, clock: Clock | None,
+           on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None, start_thread: bool) -> Runtime:
+    global _active, _last_partial
+    clock = clock or SystemClock()
+    g = cfg.graphite
+    if sender is None and g.host:
+        sender = GraphyteSender(g.host, g.port, protocol=g.protocol, timeout=g.timeout)
+    sinks: list[SnapshotSink] = []
+    if callable(on_snapshot):
+        sinks.append(on_snapshot)
+    elif on_snapshot is not None:
+        sinks.extend(on_snapshot)
+
+    patches = _targets.patch(resolved)
+
+    collector = _core.collector
+    collector.max_handlers = cfg.handlers.max_handlers
+    aligned = math.floor(clock.time() / g.interval) * g.interval
+    if _last_partial is not None and _last_partial.start == aligned:
+        collector.restore(_last_partial)
+    elif collector.start is None or collector.start < aligned:
+        collector.set_start(aligned)
+    _last_partial = None
+
+    where = f"Graphite at {g.host}:{g.port} ({g.protocol})" if g.host else "the configured sender"
+    exporter = Exporter(collector, Namer.from_config(cfg), sender, interval=g.interval, clock=clock,
+                        max_buffered_points=g.max_buffered_points, sinks=sinks, where=where)
+    rt = Runtime(cfg, exporter, patches, resolved)
+    _active = rt
+    if start_thread:
+        exporter.start()
+    atexit.register(_at_exit)
+    return rt
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Final flush, stop the flush thread, and undo every patch ``configure()`` made."""
+    global _active, _last_partial
+    with _lock:
+        rt = _active
+        if rt is None:
+            return
+        _active = None
+        atexit.unregister(_at_exit)
+        try:
+            _last_partial = rt.exporter.stop(timeout)
+        except Exception:
+            log.exception("callwatch: final flush failed")
+        finally:
+            rt.patches.undo()
+
+
+def _at_exit() -> None:
+    shutdown()
+
+
+def flush() -> Snapshot | None:
+    """Flush now if an interval has ended (for scripts and tests); no-op when not configured."""
+    rt = _active
+    return rt.exporter.flush() if rt is not None else None
+
+
+def active() -> Runtime | None:
+    return _active

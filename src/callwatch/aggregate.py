@@ -1,0 +1,294 @@
+"""Aggregation: what a request's raw numbers add up to, per handler, per interval.
+
+This module knows nothing about wrapping or about Graphite.  The hot path (``_core``) hands
+it, once per request, the request's *state*: a flat list of ints in which watched entry
+``k`` owns three slots::
+
+    state[3*k]      calls of entry k during the request
+    state[3*k + 1]  nanoseconds spent in entry k (outermost calls only)
+    state[3*k + 2]  "active" flag / depth, used by the wrappers to skip re-entries
+
+An entry is either a watched function or a group (``db``, ``redis``...).  A group's calls
+are the sum of its members' calls, computed here; its time is measured by the wrappers so
+that a member nested in another member of the same group is not counted twice.
+
+The flusher calls :meth:`Collector.swap`, which replaces the current table with an empty
+one under a short lock and returns the old one as a :class:`Snapshot`; formatting happens
+outside the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from itertools import compress
+from typing import Callable
+
+from ddsketch import DDSketch
+
+__all__ = [
+    "BACKGROUND",
+    "OVERFLOW",
+    "Collector",
+    "Entry",
+    "FuncStats",
+    "HandlerStats",
+    "Registry",
+    "Snapshot",
+]
+
+#: Handler name for watched calls made outside any handler (cron jobs, startup code...).
+BACKGROUND = "_background"
+#: Handler name that collects requests once ``handlers.max_handlers`` names are in use.
+OVERFLOW = "_other"
+
+#: Relative accuracy of the response-time percentiles (DDSketch guarantee: 1 %).
+SKETCH_ACCURACY = 0.01
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One watched function (``group_index`` is its group's entry, or -1) or one group."""
+
+    index: int
+    name: str
+    group: str | None
+    is_group: bool
+    group_index: int = -1
+
+
+class Registry:
+    """Watched entries and their slots in the per-request state.
+
+    Entries are keyed by (name, group) and never removed, so watching the same function
+    again after ``shutdown()``/``configure()`` reuses its slots and the state stays small.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: list[Entry] = []
+        self._by_key: dict[tuple[str, str | None, bool], Entry] = {}
+        #: len(state) that a new request allocates: 3 slots per entry.
+        self.width = 0
+        #: entry index -> its group's entry index (-1: no group; -2: is a group).
+        self.group_of: list[int] = []
+
+    def group(self, name: str) -> Entry:
+        return self._add(name, None, is_group=True, group_index=-1)
+
+    def function(self, name: str, group: str | None) -> Entry:
+        # The group is registered first, so its slots come before the function's: a
+        # state long enough for the function is long enough for its group.
+        gi = self.group(group).index if group else -1
+        return self._add(name, group, is_group=False, group_index=gi)
+
+    def _add(self, name: str, group: str | None, *, is_group: bool, group_index: int) -> Entry:
+        key = (name, group, is_group)
+        with self._lock:
+            entry = self._by_key.get(key)
+            if entry is None:
+                entry = Entry(len(self.entries), name, group, is_group, group_index)
+                self.entries.append(entry)
+                self.group_of.append(-2 if is_group else group_index)
+                self._by_key[key] = entry
+                self.width = 3 * len(self.entries)
+            return entry
+
+    def grow(self, state: list[int]) -> int:
+        """Extend a request's state that was allocated before newer entries existed."""
+        missing = self.width - len(state)
+        if missing > 0:
+            state.extend([0] * missing)
+        return 0
+
+
+@dataclass
+class FuncStats:
+    """Per handler, per watched function or group, over one interval."""
+
+    calls: int = 0
+    calls_max: int = 0  # most calls in one request
+    ns: int = 0
+    ns_max: int = 0  # most time in one request
+
+    def add(self, calls: int, ns: int) -> None:
+        self.calls += calls
+        if calls > self.calls_max:
+            self.calls_max = calls
+        self.ns += ns
+        if ns > self.ns_max:
+            self.ns_max = ns
+
+    def merge(self, other: FuncStats) -> None:
+        self.calls += other.calls
+        self.calls_max = max(self.calls_max, other.calls_max)
+        self.ns += other.ns
+        self.ns_max = max(self.ns_max, other.ns_max)
+
+
+@dataclass
+class HandlerStats:
+    """One handler over one interval."""
+
+    requests: int = 0
+    errors: int = 0
+    ns: int = 0  # response time, summed
+    ns_max: int = 0
+    sketch: DDSketch = field(default_factory=lambda: DDSketch(SKETCH_ACCURACY))
+    funcs: dict[int, FuncStats] = field(default_factory=dict)
+
+    def merge(self, other: HandlerStats) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.ns += other.ns
+        self.ns_max = max(self.ns_max, other.ns_max)
+        if other.sketch.count:
+            self.sketch.merge(other.sketch)
+        for k, fs in other.funcs.items():
+            mine = self.funcs.get(k)
+            if mine is None:
+                mine = self.funcs[k] = FuncStats()
+            mine.merge(fs)
+
+    def quantile_ns(self, q: float) -> float:
+        value = self.sketch.get_quantile_value(q)
+        return 0.0 if value is None else float(value)
+
+
+@dataclass
+class Snapshot:
+    """Everything measured in ``[start, end)`` (wall-clock seconds)."""
+
+    start: float
+    end: float
+    handlers: dict[str, HandlerStats]
+    entries: tuple[Entry, ...]
+
+
+class Collector:
+    """The per-interval table that every finished request is added to.
+
+    ``record`` runs once per request under a short lock that is never held during I/O;
+    ``swap`` hands the filled table to the flusher and starts an empty one.
+    """
+
+    def __init__(self, registry: Registry, max_handlers: int = 200) -> None:
+        self.registry = registry
+        self.max_handlers = max_handlers
+        self._lock = threading.Lock()
+        self._table: dict[str, HandlerStats] = {}
+        self.start: float | None = None
+        self._admitted: set[str] = set()
+        # Handler -> entries it ever called: later intervals report zeros for them, so
+        # a count that drops to 0 shows as 0 rather than as a gap.
+        self._seen: dict[str, set[int]] = {}
+        #: Requests whose numbers could not be recorded (a bug in callwatch; counted
+        #: rather than raised into the application).
+        self.internal_errors = 0
+
+    # -- hot side: once per request -------------------------------------------------
+
+    def record(self, handler: str, ns: int, error: int, state: list[int]) -> None:
+        """Add one finished request (``ns < 0``: a background call, no response time)."""
+        try:
+            calls = state[0::3]
+            group_of = self.registry.group_of
+            hits: list[tuple[int, int, int]] = []
+            if any(calls):
+                groups: dict[int, int] = {}
+                for k in compress(range(len(calls)), calls):
+                    c = calls[k]
+                    t = state[3 * k + 1]
+                    g = group_of[k]
+                    if g == -2:  # a group's own slots: calls are summed below
+                        continue
+                    hits.append((k, c, t if t > 0 else 0))
+                    if g >= 0:
+                        groups[g] = groups.get(g, 0) + c
+                for g, c in groups.items():
+                    t = state[3 * g + 1]
+                    hits.append((g, c, t if t > 0 else 0))
+            with self._lock:
+                hs = self._table.get(handler)
+                if hs is None:
+                    hs = self._new_handler(handler)
+                if ns >= 0:
+                    hs.requests += 1
+                    hs.errors += error
+                    hs.ns += ns
+                    if ns > hs.ns_max:
+                        hs.ns_max = ns
+                    hs.sketch.add(ns)
+                funcs = hs.funcs
+                for k, c, t in hits:
+                    fs = funcs.get(k)
+                    if fs is None:
+                        fs = funcs[k] = FuncStats()
+                    fs.add(c, t)
+        except Exception:
+            self.internal_errors += 1
+
+    def _new_handler(self, handler: str) -> HandlerStats:
+        # Called under the lock.  Caps the number of distinct handler names.
+        if handler not in self._admitted and handler != BACKGROUND:
+            if len(self._admitted) >= self.max_handlers:
+                handler = OVERFLOW
+                hs = self._table.get(OVERFLOW)
+                if hs is not None:
+                    return hs
+            else:
+                self._admitted.add(handler)
+        hs = self._table[handler] = HandlerStats()
+        return hs
+
+    # -- flusher side --------------------------------------------------------------
+
+    def set_start(self, start: float) -> None:
+        with self._lock:
+            self.start = start
+
+    def swap(self, end: float) -> Snapshot:
+        """Return what was measured since the last swap and start a new interval at ``end``."""
+        with self._lock:
+            table, self._table = self._table, {}
+            start, self.start = self.start, end
+        return self._snapshot(table, end if start is None else start, end)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Merge a snapshot back into the current table (same interval continues)."""
+        with self._lock:
+            for name, hs in snap.handlers.items():
+                mine = self._table.get(name)
+                if mine is None:
+                    mine = self._table[name] = HandlerStats()
+                mine.merge(hs)
+            self.start = snap.start
+
+    def reset(self) -> None:
+        """Forget everything: tables, admitted handler names, seen functions."""
+        with self._lock:
+            self._table = {}
+            self.start = None
+            self._admitted.clear()
+            self._seen.clear()
+
+    def _snapshot(self, table: dict[str, HandlerStats], start: float, end: float) -> Snapshot:
+        for name, hs in table.items():
+            seen = self._seen.setdefault(name, set())
+            seen.update(hs.funcs)
+        for name, seen in self._seen.items():
+            hs = table.get(name)
+            if hs is None:
+                hs = table[name] = HandlerStats()
+            for k in seen:
+                if k not in hs.funcs:
+                    hs.funcs[k] = FuncStats()
+        return Snapshot(start, end, table, tuple(self.registry.entries))
+
+
+def share(part_ns: int, whole_ns: int) -> float:
+    """Percent of ``whole_ns`` spent in ``part_ns`` (0 when there is no whole)."""
+    return 100.0 * part_ns / whole_ns if whole_ns > 0 else 0.0
+
+
+SnapshotSink = Callable[[Snapshot], None]

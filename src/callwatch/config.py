@@ -1,0 +1,507 @@
+"""Loading and checking the YAML configuration.
+
+Every mistake a user can make becomes a :class:`Problem` that names the file, the line,
+the key and the fix; all problems of a file are reported together as one
+:class:`ConfigError`.  Nothing here imports the user's code: resolving ``watch`` targets
+is ``_targets``' job.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GraphiteConfig",
+    "HandlersConfig",
+    "Problem",
+    "WatchTarget",
+    "load",
+]
+
+ENV_CONFIG = "CALLWATCH_CONFIG"
+ENV_GRAPHITE = "CALLWATCH_GRAPHITE"
+ENV_DISABLED = "CALLWATCH_DISABLED"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+#: What a metric-name component may contain (everything else is replaced by ``_``).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_QUALNAME = re.compile(r"^[A-Za-z0-9_*?\[\]!]+(\.[A-Za-z0-9_*?\[\]!]+)*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake: where (``file:line``), which key, what is wrong, and how to fix it."""
+
+    where: str
+    key: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        key = f" {self.key}:" if self.key else ""
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{self.where}:{key} {self.message}.{fix}"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``str()`` has one line per problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class GraphiteConfig:
+    host: str | None = None
+    port: int = 2003
+    protocol: str = "tcp"
+    prefix: str = "callwatch"
+    interval: int = 10
+    tags: bool = False
+    timeout: float = 2.0
+    max_buffered_points: int = 100_000
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    target: str
+    name: str | None = None
+    group: str | None = None
+    where: str = "<config>"
+
+    @property
+    def module(self) -> str:
+        return self.target.partition(":")[0]
+
+    @property
+    def qualname(self) -> str:
+        return self.target.partition(":")[2]
+
+    @property
+    def is_glob(self) -> bool:
+        return any(ch in self.qualname for ch in "*?[")
+
+
+@dataclass(frozen=True)
+class HandlersConfig:
+    rename: Mapping[str, str] = field(default_factory=dict)
+    max_handlers: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    enabled: bool = True
+    graphite: GraphiteConfig = GraphiteConfig()
+    host: str = ""  # the naming.host component ("" = left out of metric names)
+    watch: tuple[WatchTarget, ...] = ()
+    handlers: HandlersConfig = HandlersConfig()
+    source: str = "<defaults>"
+
+
+# --------------------------------------------------------------------------------------
+# A parsed value that remembers its line.
+
+
+@dataclass
+class _V:
+    value: Any  # plain scalar, or dict[str, _V], or list[_V]
+    line: int | None  # 1-based; None for dict input
+    key_line: int | None = None
+
+
+class _Checker:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.problems: list[Problem] = []
+
+    def loc(self, v: _V | None) -> str:
+        if v is None or v.line is None:
+            return self.where
+        return f"{self.where}:{v.line}"
+
+    def add(self, v: _V | None, key: str, message: str, fix: str = "") -> None:
+        self.problems.append(Problem(self.loc(v), key, message, fix))
+
+    # -- typed getters; each returns the default after recording a problem ---------
+
+    def mapping(self, v: _V, key: str, known: tuple[str, ...]) -> dict[str, _V]:
+        if not isinstance(v.value, dict):
+            self.add(v, key, f"expected a mapping of keys ({', '.join(known)}), got {_kind(v.value)}",
+                     f"write it as '{key}:' followed by indented 'key: value' lines")
+            return {}
+        for k, item in v.value.items():
+            if k not in known:
+                close = difflib.get_close_matches(k, known, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys are {', '.join(known)}"
+                kv = _V(None, item.key_line if item.key_line is not None else item.line)
+                self.add(kv, _join(key, k), f"unknown key '{k}'", f"remove it, or {hint}")
+        return dict(v.value)
+
+    def boolean(self, m: dict[str, _V], parent: str, name: str, default: bool) -> bool:
+        v = m.get(name)
+        if v is None:
+            return default
+        if not isinstance(v.value, bool):
+            self.add(v, _join(parent, name), f"expected true or false, got {_show(v.value)}",
+                     f"write '{name}: true' or '{name}: false'")
+            return default
+        return v.value
+
+    def integer(self, m: dict[str, _V], parent: str, name: str, default: int,
+                lo: int, hi: int | None, fix: str) -> int:
+        v = m.get(name)
+        if v is None:
+            return default
+        x = v.value
+        if isinstance(x, float) and x.is_integer() and not isinstance(x, bool):
+            x = int(x)
+        if not isinstance(x, int) or isinstance(x, bool):
+            self.add(v, _join(parent, name), f"expected a whole number, got {_show(v.value)}", fix)
+            return default
+        if x < lo or (hi is not None and x > hi):
+            rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+            self.add(v, _join(parent, name), f"expected a number {rng}, got {x}", fix)
+            return default
+        return x
+
+    def number(self, m: dict[str, _V], parent: str, name: str, default: float, fix: str) -> float:
+        v = m.get(name)
+        if v is None:
+            return default
+        x = v.value
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or x != x or x <= 0 or x == float("inf"):
+            self.add(v, _join(parent, name), f"expected a number greater than 0, got {_show(x)}", fix)
+            return default
+        return float(x)
+
+    def string(self, m: dict[str, _V], parent: str, name: str, default: str | None,
+               *, nullable: bool = False, pattern: re.Pattern[str] | None = None,
+               fix: str = "") -> str | None:
+        v = m.get(name)
+        if v is None:
+            return default
+        x = v.value
+        if x is None and nullable:
+            return None
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and pattern is not None:
+            x = str(x)
+        if not isinstance(x, str):
+            self.add(v, _join(parent, name), f"expected a string, got {_show(x)}",
+                     fix or f"quote the value: {name}: \"...\"")
+            return default
+        if pattern is not None and not pattern.match(x):
+            self.add(v, _join(parent, name), f"{_show(x)} is not allowed here", fix)
+            return default
+        return x
+
+
+def _join(parent: str, key: str) -> str:
+    return f"{parent}.{key}" if parent else key
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, dict):
+        return "a mapping"
+    if isinstance(x, list):
+        return "a list"
+    return _show(x)
+
+
+def _show(x: Any) -> str:
+    if isinstance(x, _V):
+        x = x.value
+    if isinstance(x, dict):
+        return "a mapping"
+    if isinstance(x, list):
+        return "a list"
+    if x is None:
+        return "nothing (null)"
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+
+
+def _from_node(loader: yaml.SafeLoader, node: yaml.Node, chk: _Checker, path: str) -> _V:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _V] = {}
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            kline = knode.start_mark.line + 1
+            if not isinstance(key, str):
+                chk.problems.append(Problem(f"{chk.where}:{kline}", path,
+                                            f"keys must be strings, got {_show(key)}",
+                                            "quote the key"))
+                continue
+            if key in out:
+                chk.problems.append(Problem(f"{chk.where}:{kline}", _join(path, key),
+                                            f"key '{key}' appears twice (first on line {out[key].key_line})",
+                                            "keep one of them"))
+                continue
+            item = _from_node(loader, vnode, chk, _join(path, key))
+            item.key_line = kline
+            out[key] = item
+        return _V(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return _V([_from_node(loader, n, chk, path) for n in node.value], line)
+    return _V(loader.construct_object(node, deep=True), line)
+
+
+def _from_plain(x: Any) -> _V:
+    if isinstance(x, Mapping):
+        return _V({k: _from_plain(v) for k, v in x.items()} if all(isinstance(k, str) for k in x)
+                  else {str(k): _from_plain(v) for k, v in x.items()}, None)
+    if isinstance(x, (list, tuple)):
+        return _V([_from_plain(v) for v in x], None)
+    return _V(x, None)
+
+
+def _read_yaml(path: Path) -> tuple[_V, _Checker]:
+    where = str(path)
+    chk = _Checker(where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(where, "", "file not found",
+                                   "check the path, or set CALLWATCH_CONFIG to the right file")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem(where, "", f"cannot read the file ({e})",
+                                   "make it a readable UTF-8 text file")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return _V({}, 1), chk
+        root = _from_node(loader, node, chk, "")
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ConfigError([Problem(f"{where}{line}", "", f"YAML syntax error: {what}",
+                                   "fix the YAML at that line (indentation, a missing ':' or quote)")]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([Problem(where, "", f"YAML error: {e}", "fix the YAML")]) from None
+    finally:
+        loader.dispose()
+    return root, chk
+
+
+TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers")
+GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
+NAMING_KEYS = ("host",)
+WATCH_KEYS = ("target", "name", "group")
+HANDLERS_KEYS = ("rename", "max_handlers")
+
+
+def load(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Read a configuration from a YAML path, a dict, or (``None``) ``$CALLWATCH_CONFIG``.
+
+    Environment overrides (``CALLWATCH_GRAPHITE``, ``CALLWATCH_DISABLED``) are applied.
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    env = os.environ if env is None else env
+    if isinstance(source, Config):
+        return _apply_env(source, env)
+    if source is None:
+        path = env.get(ENV_CONFIG, "").strip()
+        if path:
+            source = path
+    if source is None:
+        root, chk = _V({}, None), _Checker("<defaults>")
+    elif isinstance(source, Mapping):
+        root, chk = _from_plain(source), _Checker("<dict>")
+    else:
+        root, chk = _read_yaml(Path(source))
+    cfg = _build(root, chk)
+    if chk.problems:
+        raise ConfigError(chk.problems)
+    return _apply_env(cfg, env)
+
+
+def _build(root: _V, chk: _Checker) -> Config:
+    if root.value is None:
+        root = _V({}, root.line)
+    top = chk.mapping(root, "", TOP_KEYS)
+    enabled = chk.boolean(top, "", "enabled", True)
+
+    g = chk.mapping(top["graphite"], "graphite", GRAPHITE_KEYS) if "graphite" in top else {}
+    graphite = GraphiteConfig(
+        host=chk.string(g, "graphite", "host", None, nullable=True,
+                        pattern=re.compile(r"^[A-Za-z0-9_.:\-\[\]]+$"),
+                        fix="give a host name or IP address, e.g. host: 127.0.0.1 (null: send nothing)"),
+        port=chk.integer(g, "graphite", "port", 2003, 1, 65535,
+                         "use carbon's plaintext port, e.g. port: 2003"),
+        protocol=_protocol(chk, g),
+        prefix=chk.string(g, "graphite", "prefix", "callwatch", pattern=re.compile(r"^$|" + _PREFIX.pattern),
+                          fix="use letters, digits, '_' and '-', with '.' between parts, e.g. prefix: myapp.callwatch")
+        or "",
+        interval=chk.integer(g, "graphite", "interval", 10, 1, 86400,
+                             "give whole seconds, at least 1 (Graphite stores one point per second "
+                             "at most), e.g. interval: 10"),
+        tags=chk.boolean(g, "graphite", "tags", False),
+        timeout=chk.number(g, "graphite", "timeout", 2.0, "give seconds, e.g. timeout: 2.0"),
+        max_buffered_points=chk.integer(g, "graphite", "max_buffered_points", 100_000, 0, None,
+                                        "give a count of points, e.g. max_buffered_points: 100000"),
+    )
+
+    n = chk.mapping(top["naming"], "naming", NAMING_KEYS) if "naming" in top else {}
+    host = chk.string(n, "naming", "host", "auto", pattern=re.compile(r"^$|^[A-Za-z0-9_.-]+$"),
+                      fix="use letters, digits, '_', '-' (dots become '_'), 'auto' for the short "
+                          "host name, or \"\" to leave the host out") or ""
+    if host == "auto":
+        host = short_hostname()
+    host = host.replace(".", "_")
+
+    watch = _watch(chk, top.get("watch"))
+
+    h = chk.mapping(top["handlers"], "handlers", HANDLERS_KEYS) if "handlers" in top else {}
+    rename: dict[str, str] = {}
+    rv = h.get("rename")
+    if rv is not None:
+        if not isinstance(rv.value, dict):
+            chk.add(rv, "handlers.rename", f"expected a mapping of old name to new name, got {_kind(rv.value)}",
+                    "write e.g. 'rename: {\"GET /users/<id>\": users_show}'")
+        else:
+            for old, new in rv.value.items():
+                if not isinstance(new.value, str) or not new.value:
+                    chk.add(new, f"handlers.rename.{old}", f"expected a non-empty string, got {_show(new.value)}",
+                            "give the new handler name")
+                else:
+                    rename[old] = new.value
+    handlers = HandlersConfig(
+        rename=rename,
+        max_handlers=chk.integer(h, "handlers", "max_handlers", 200, 1, None,
+                                 "give a count, e.g. max_handlers: 200"),
+    )
+    return Config(enabled=enabled, graphite=graphite, host=host, watch=watch, handlers=handlers,
+                  source=chk.where)
+
+
+def _protocol(chk: _Checker, g: dict[str, _V]) -> str:
+    v = g.get("protocol")
+    if v is None:
+        return "tcp"
+    if v.value not in ("tcp", "udp"):
+        chk.add(v, "graphite.protocol", f"expected tcp or udp, got {_show(v.value)}",
+                "write 'protocol: tcp' (or udp)")
+        return "tcp"
+    return str(v.value)
+
+
+def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
+    if v is None or v.value is None:
+        return ()
+    if not isinstance(v.value, list):
+        chk.add(v, "watch", f"expected a list of targets, got {_kind(v.value)}",
+                "write each target on its own line starting with '- '")
+        return ()
+    out: list[WatchTarget] = []
+    for i, item in enumerate(v.value):
+        key = f"watch[{i}]"
+        if isinstance(item.value, str):
+            m = {"target": item}
+        elif isinstance(item.value, dict):
+            m = chk.mapping(item, key, WATCH_KEYS)
+            if "target" not in m:
+                chk.add(item, key, "missing 'target'",
+                        "add e.g. 'target: myapp.db:get_user'")
+                continue
+        else:
+            chk.add(item, key, f"expected a target string or a mapping, got {_kind(item.value)}",
+                    "write '- myapp.db:get_user' or '- {target: myapp.db:get_user, group: db}'")
+            continue
+        target = chk.string(m, key, "target", None)
+        if target is None:
+            continue
+        tv = m["target"]
+        mod, colon, qual = target.partition(":")
+        if not colon or not _MODULE.match(mod) or not _QUALNAME.match(qual):
+            chk.add(tv, f"{key}.target", f"{_show(target)} is not of the form 'module.path:Qualified.name'",
+                    "write e.g. 'myapp.storage:Storage.get_user' or a glob like 'myapp.storage:*.get_*'")
+            continue
+        name = chk.string(m, key, "name", None, pattern=SAFE_NAME,
+                          fix="use letters, digits, '_' and '-', e.g. name: get_user")
+        group = chk.string(m, key, "group", None, pattern=SAFE_NAME,
+                           fix="use letters, digits, '_' and '-', e.g. group: db")
+        wt = WatchTarget(target=target, name=name, group=group, where=chk.loc(tv))
+        if name is not None and wt.is_glob:
+            chk.add(m["name"], f"{key}.name", "'name' cannot be used with a glob target (it matches many functions)",
+                    "remove 'name', or list the functions one by one")
+            continue
+        out.append(wt)
+    return tuple(out)
+
+
+def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:
+    problems: list[Problem] = []
+    enabled = cfg.enabled
+    raw = env.get(ENV_DISABLED)
+    if raw is not None:
+        val = raw.strip().lower()
+        if val in _TRUE:
+            enabled = False
+        elif val not in _FALSE:
+            problems.append(Problem(f"environment variable {ENV_DISABLED}", "", f"{raw!r} is not a switch",
+                                    f"set {ENV_DISABLED}=1 to turn callwatch off, or unset it"))
+    graphite = cfg.graphite
+    raw = env.get(ENV_GRAPHITE)
+    if raw is not None and raw.strip():
+        host, port = _host_port(raw.strip(), graphite.port)
+        if host is None or port is None:
+            problems.append(Problem(f"environment variable {ENV_GRAPHITE}", "", f"{raw!r} is not HOST[:PORT]",
+                                    f"set e.g. {ENV_GRAPHITE}=127.0.0.1:2003"))
+        else:
+            graphite = GraphiteConfig(**{**graphite.__dict__, "host": host, "port": port})
+    if problems:
+        raise ConfigError(problems)
+    return Config(enabled=enabled, graphite=graphite, host=cfg.host, watch=cfg.watch,
+                  handlers=cfg.handlers, source=cfg.source)
+
+
+def _host_port(s: str, default_port: int) -> tuple[str | None, int | None]:
+    if s.startswith("["):  # [::1]:2003
+        host, _, rest = s[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, _, port_s = s.partition(":")
+    else:
+        host, port_s = s, ""
+    if not host:
+        return None, None
+    if not port_s:
+        return host, default_port
+    if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        return host, None
+    return host, int(port_s)
+
+
+def parse_host_port(s: str, default_port: int = 2003) -> tuple[str, int]:
+    """``"host:port"`` -> (host, port); raises ValueError with a readable message."""
+    host, port = _host_port(s, default_port)
+    if host is None or port is None:
+        raise ValueError(f"{s!r} is not HOST[:PORT], e.g. 127.0.0.1:2003")
+    return host, port
+
+
+def short_hostname() -> str:
+    name = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "localhost"
