@@ -316,6 +316,8 @@ class Exporter:
             snap = None
             if final or (start is not None and boundary > start):
                 snap = self.collector.swap(boundary if start is None or boundary >= start else start)
+                if final:
+                    snap.end = max(now, snap.start)  # a partial interval ends now
                 self.last_snapshot = snap
                 for sink in self.sinks:
                     try:

@@ -1,0 +1,47 @@
+"""``callwatch check-config FILE``: validate a config and show what each target resolves to."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import _targets
+from ..config import ConfigError, load
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("check-config", help="validate a YAML config and resolve its watch targets",
+                       description="Validate a YAML config and resolve its watch targets. "
+                                   "Exit 0 when valid, 2 when not.")
+    p.add_argument("file", help="the YAML file")
+    p.add_argument("--path", action="append", default=[], metavar="DIR",
+                   help="add DIR to sys.path before importing targets (repeatable; "
+                        "the current directory is always added)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for d in [os.getcwd(), *args.path]:
+        if d not in sys.path:
+            sys.path.insert(0, d)
+    try:
+        cfg = load(args.file, env={})
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        print(f"{args.file}: {len(e.problems)} problem(s); not valid", file=sys.stderr)
+        return 2
+    resolved, problems = _targets.resolve(cfg.watch)
+    g = cfg.graphite
+    dest = f"{g.host}:{g.port} ({g.protocol})" if g.host else "nowhere (graphite.host is null: in-process only)"
+    print(f"{args.file}: graphite {dest}, every {g.interval} s, prefix '{g.prefix}', "
+          f"host '{cfg.host}', {'tagged' if g.tags else 'hierarchical'} names")
+    for r in resolved:
+        print(f"  {r.spec.where}: {r.describe()}")
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"{args.file}: {len(problems)} problem(s); not valid", file=sys.stderr)
+        return 2
+    print(f"{args.file}: valid, {len(resolved)} function(s) watched")
+    return 0
