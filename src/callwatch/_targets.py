@@ -49,7 +49,7 @@ class Resolved:
 
 def metric_name(qualname: str) -> str:
     """``Storage.get_user`` -> ``Storage_get_user`` (one Graphite path component)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", qualname)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", qualname.replace(".<locals>.", "."))
 
 
 def _import(spec: WatchTarget, problems: list[Problem]) -> types.ModuleType | None:

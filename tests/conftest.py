@@ -1,0 +1,102 @@
+"""Shared fixtures: a clean callwatch per test, and the real Graphite stack per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import callwatch
+from callwatch import _core, _runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_callwatch() -> Iterator[None]:
+    """Every test starts and ends with nothing configured, patched or running."""
+    callwatch.shutdown()
+    _core.collector.reset()
+    _runtime._last_partial = None
+    yield
+    callwatch.shutdown()
+    _runtime._last_partial = None
+    assert _core._get() is None, "a request context leaked out of the test"
+    assert not [t for t in threading.enumerate() if t.name == "callwatch-flush"], "flush thread left running"
+    _core.collector.reset()
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Graphite:
+    base: Path
+    line_port: int
+    web_url: str
+
+    def render(self, target: str, start: int, end: int) -> list[dict[str, Any]]:
+        q = urllib.parse.urlencode({"target": target, "from": start, "until": end, "format": "json"})
+        with urllib.request.urlopen(f"{self.web_url}/render?{q}", timeout=10) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def points(self, target: str, start: int, end: int) -> dict[int, float]:
+        """{timestamp: value} of the non-null points of a single-series target."""
+        series = self.render(target, start, end)
+        out: dict[int, float] = {}
+        for s in series:
+            for value, ts in s["datapoints"]:
+                if value is not None:
+                    out[ts] = value
+        return out
+
+    def wait_for(self, target: str, start: int, end: int, done: Callable[[dict[int, float]], bool],
+                 timeout: float = 15.0) -> dict[int, float]:
+        """Poll /render until ``done(points)`` (new metrics need ~1 s to get a file)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pts = self.points(target, start, end)
+            if done(pts) or time.monotonic() > deadline:
+                return pts
+            time.sleep(0.2)
+
+    def series(self, target: str, start: int, end: int) -> dict[str, dict[int, float]]:
+        return {s["target"]: {ts: v for v, ts in s["datapoints"] if v is not None}
+                for s in self.render(target, start, end)}
+
+
+@pytest.fixture(scope="session")
+def graphite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graphite]:
+    """A real carbon-cache and graphite-web on loopback (scripts/graphite-up)."""
+    base = tmp_path_factory.mktemp("graphite")
+    line, pickle, query, web = free_ports(4)
+    env = dict(os.environ, CARBON_LINE_PORT=str(line), CARBON_PICKLE_PORT=str(pickle),
+               CARBON_QUERY_PORT=str(query), GRAPHITE_WEB_PORT=str(web))
+    up = subprocess.run([str(ROOT / "scripts" / "graphite-up"), str(base)], env=env,
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"scripts/graphite-up failed:\n{up.stdout}\n{up.stderr}")
+    try:
+        yield Graphite(base, line, f"http://127.0.0.1:{web}")
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "graphite-down"), str(base)], timeout=60)

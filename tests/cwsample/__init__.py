@@ -1,0 +1,1 @@
+"""A small application used as the target of YAML watch entries in the tests."""

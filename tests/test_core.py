@@ -1,0 +1,296 @@
+"""The hot path: attribution, counting, timing and re-entry, with a fake duration clock."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+
+import pytest
+
+import callwatch
+from callwatch import _core
+from callwatch.aggregate import BACKGROUND, Snapshot
+from callwatch.testing import FakeClock
+
+
+def snap() -> Snapshot:
+    return _core.collector.swap(0.0)
+
+
+def calls(s: Snapshot, handler: str) -> dict[str, tuple[int, int, int, int]]:
+    """{entry name: (calls, calls_max, ns, ns_max)}; groups as '[name]'."""
+    hs = s.handlers[handler]
+    out = {}
+    for k, fs in hs.funcs.items():
+        e = s.entries[k]
+        out[f"[{e.name}]" if e.is_group else e.name] = (fs.calls, fs.calls_max, fs.ns, fs.ns_max)
+    return out
+
+
+def test_counts_and_times_per_request_exactly() -> None:
+    clock = FakeClock()
+
+    @callwatch.watch(group="db")
+    def get_user(uid: int) -> int:
+        clock.advance(0.002)
+        return uid
+
+    @callwatch.handler("login")
+    def login(n: int) -> int:
+        for i in range(n):
+            get_user(i)
+        clock.advance(0.001)
+        return n
+
+    with clock:
+        assert login(3) == 3
+        assert login(1) == 1
+    s = snap()
+    hs = s.handlers["login"]
+    assert (hs.requests, hs.errors) == (2, 0)
+    assert hs.ns == 7_000_000 + 3_000_000  # 3*2+1 ms and 1*2+1 ms
+    assert hs.ns_max == 7_000_000
+    assert calls(s, "login") == {
+        "test_counts_and_times_per_request_exactly_get_user": (4, 3, 8_000_000, 6_000_000),
+        "[db]": (4, 3, 8_000_000, 6_000_000),
+    }
+
+
+def test_recursion_counts_every_call_but_times_only_the_outermost() -> None:
+    clock = FakeClock()
+
+    @callwatch.watch(name="fact")
+    def fact(n: int) -> int:
+        clock.advance(0.001)
+        return 1 if n <= 1 else n * fact(n - 1)
+
+    with clock, callwatch.request("r"):
+        assert fact(5) == 120
+    assert calls(snap(), "r") == {"fact": (5, 5, 5_000_000, 5_000_000)}
+
+
+def test_group_time_is_not_double_counted_when_members_nest() -> None:
+    clock = FakeClock()
+
+    @callwatch.watch(name="inner", group="db")
+    def inner() -> None:
+        clock.advance(0.003)
+
+    @callwatch.watch(name="outer", group="db")
+    def outer() -> None:
+        clock.advance(0.001)
+        inner()
+
+    with clock, callwatch.request("r"):
+        outer()
+        inner()
+    assert calls(snap(), "r") == {
+        "outer": (1, 1, 4_000_000, 4_000_000),
+        "inner": (2, 2, 6_000_000, 6_000_000),
+        "[db]": (3, 3, 7_000_000, 7_000_000),  # outer's 4 ms (inner included) + the 2nd inner's 3 ms
+    }
+
+
+def test_exceptions_propagate_unchanged_and_count_as_errors() -> None:
+    class Boom(Exception):
+        pass
+
+    @callwatch.watch(name="w")
+    def w() -> None:
+        raise Boom("from watched")
+
+    @callwatch.handler("h")
+    def h() -> None:
+        w()
+
+    for _ in range(2):
+        with pytest.raises(Boom, match="from watched"):
+            h()
+    with pytest.raises(KeyError):
+        with callwatch.request("r"):
+            raise KeyError("x")
+    s = snap()
+    assert (s.handlers["h"].requests, s.handlers["h"].errors) == (2, 2)
+    assert calls(s, "h")["w"][0] == 2
+    assert (s.handlers["r"].requests, s.handlers["r"].errors) == (1, 1)
+
+
+def test_calls_outside_any_handler_go_to_background() -> None:
+    @callwatch.watch(name="bg", group="db")
+    def bg(x: int) -> int:
+        return x
+
+    assert bg(1) == 1 and bg(2) == 2
+    s = snap()
+    assert calls(s, BACKGROUND)["bg"][:2] == (2, 1)
+    assert calls(s, BACKGROUND)["[db]"][:2] == (2, 1)
+    assert s.handlers[BACKGROUND].requests == 0
+    assert _core._get() is None
+
+
+def test_generated_wrapper_keeps_the_signature_and_defaults() -> None:
+    sentinel: list[int] = []
+
+    def f(a, b=2, /, c=3, *args, d, e=sentinel, **kw):  # type: ignore[no-untyped-def]
+        return (a, b, c, args, d, e, kw)
+
+    w = callwatch.watch(f)
+    assert w.__code__.co_name == "_cw_watched"  # the specialised wrapper, not the generic one
+    assert inspect.signature(w) == inspect.signature(f)
+    assert w(1, d=4) == (1, 2, 3, (), 4, sentinel, {})
+    assert w(1, 9, 8, 7, d=4, e=5, z=6) == (1, 9, 8, (7,), 4, 5, {"z": 6})
+    assert w(1, 2, c=5, d=0)[2] == 5
+    with pytest.raises(TypeError):
+        w(1)  # d is required, as in f
+    with pytest.raises(TypeError):
+        w(a=1, d=2)  # a is positional-only, as in f
+    assert w(1, d=4)[5] is sentinel  # the very same default object
+
+
+def test_functions_without_a_python_signature_get_the_generic_wrapper() -> None:
+    import math
+
+    w = callwatch.watch(name="sqrt")(math.sqrt)
+    assert w.__code__.co_name == "watched"
+    with callwatch.request("r"):
+        assert w(16.0) == 4.0
+    assert calls(snap(), "r")["sqrt"][0] == 1
+
+
+def test_async_handlers_and_concurrent_awaits_inside_one_request() -> None:
+    clock = FakeClock()
+
+    @callwatch.watch(name="aget", group="redis")
+    async def aget(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    @callwatch.handler("ah")
+    async def ah(n: int) -> list[int]:
+        return list(await asyncio.gather(*(aget(i) for i in range(n))))
+
+    async def main() -> None:
+        assert await ah(3) == [0, 1, 2]
+        async with callwatch.request("ar"):
+            await aget(1)
+
+    with clock:
+        asyncio.run(main())
+    s = snap()
+    assert calls(s, "ah") == {"aget": (3, 3, 0, 0), "[redis]": (3, 3, 0, 0)}
+    assert calls(s, "ar")["aget"][0] == 1
+
+
+def test_interleaved_asyncio_requests_are_attributed_to_their_own_handler() -> None:
+    @callwatch.watch(name="io")
+    async def io() -> None:
+        await asyncio.sleep(0.001)
+
+    def make(name: str, n: int):  # type: ignore[no-untyped-def]
+        @callwatch.handler(name)
+        async def h() -> None:
+            for _ in range(n):
+                await io()
+        return h
+
+    handlers = [make(f"h{n}", n) for n in range(1, 5)]
+
+    async def main() -> None:
+        await asyncio.gather(*(h() for h in handlers for _ in range(10)))
+
+    asyncio.run(main())
+    s = snap()
+    for n in range(1, 5):
+        assert s.handlers[f"h{n}"].requests == 10
+        assert calls(s, f"h{n}")["io"][:2] == (10 * n, n)
+
+
+def test_threads_are_attributed_to_their_own_handler() -> None:
+    barrier = threading.Barrier(4)
+
+    @callwatch.watch(name="q")
+    def q() -> None:
+        pass
+
+    def make(name: str, n: int):  # type: ignore[no-untyped-def]
+        @callwatch.handler(name)
+        def h() -> None:
+            for _ in range(n):
+                q()
+        return h
+
+    def worker(n: int) -> None:
+        h = make(f"t{n}", n)
+        barrier.wait()
+        for _ in range(500):
+            h()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = snap()
+    for n in range(1, 5):
+        assert s.handlers[f"t{n}"].requests == 500
+        assert calls(s, f"t{n}")["q"][:2] == (500 * n, n)
+
+
+def test_a_function_watched_during_a_request_still_counts() -> None:
+    def late() -> int:
+        return 7
+
+    with callwatch.request("r"):
+        w = callwatch.watch(name="late_registered")(late)  # state was allocated before this entry
+        assert w() == 7
+        assert w() == 7
+    assert calls(snap(), "r")["late_registered"][0] == 2
+
+
+def test_nested_handlers_attribute_to_the_innermost() -> None:
+    @callwatch.watch(name="x")
+    def x() -> None:
+        pass
+
+    @callwatch.handler("inner")
+    def inner() -> None:
+        x()
+
+    @callwatch.handler("outer")
+    def outer() -> None:
+        x()
+        inner()
+        x()
+
+    outer()
+    s = snap()
+    assert calls(s, "outer")["x"][0] == 2
+    assert calls(s, "inner")["x"][0] == 1
+
+
+def test_bare_and_named_handler_decorators() -> None:
+    @callwatch.handler
+    def bare() -> str:
+        return "b"
+
+    @callwatch.handler()
+    def empty() -> str:
+        return "e"
+
+    assert bare() == "b" and empty() == "e"
+    assert bare.__name__ == "bare" and bare.__wrapped__ is not None  # type: ignore[attr-defined]
+    assert set(snap().handlers) == {"bare", "empty"}
+
+
+def test_disabled_env_makes_decorators_no_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLWATCH_DISABLED", "1")
+
+    def f() -> int:
+        return 1
+
+    assert callwatch.watch(f) is f
+    assert callwatch.handler("h")(f) is f
+    with callwatch.request("r"):
+        pass
+    assert snap().handlers == {}
