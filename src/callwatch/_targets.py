@@ -155,7 +155,7 @@ def _suggest(owner: Any, name: str) -> str:
     import difflib
 
     names = [n for n in dir(owner) if not n.startswith("__")]
-    close = difflib.get_close_matches(name, names, n=3)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
     if close:
         return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
     return "check the spelling and the module path"

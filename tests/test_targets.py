@@ -1,0 +1,143 @@
+"""Resolving YAML targets, patching them, and putting everything back."""
+
+from __future__ import annotations
+
+import pytest
+
+import callwatch
+from callwatch import _core, _targets
+from callwatch.config import WatchTarget
+
+import cwsample.storage as st
+import cwsample.views as views
+
+
+def resolve(*targets: str | WatchTarget) -> tuple[list[_targets.Resolved], list[str]]:
+    specs = [t if isinstance(t, WatchTarget) else WatchTarget(t, where="F:1") for t in targets]
+    found, problems = _targets.resolve(specs)
+    return found, [str(p) for p in problems]
+
+
+def test_every_kind_of_callable_resolves() -> None:
+    found, problems = resolve(
+        "cwsample.storage:get_user",
+        "cwsample.storage:Storage.get_table",
+        "cwsample.storage:Storage.get_static",
+        "cwsample.storage:Storage.get_cls",
+        "cwsample.storage:Storage.Nested.get_deep",
+        "cwsample.storage:SubStorage.get_player",
+    )
+    assert problems == []
+    assert [(r.qualname, r.kind, r.attr, r.name) for r in found] == [
+        ("get_user", "function", "get_user", "get_user"),
+        ("Storage.get_table", "method", "get_table", "Storage_get_table"),
+        ("Storage.get_static", "staticmethod", "get_static", "Storage_get_static"),
+        ("Storage.get_cls", "classmethod", "get_cls", "Storage_get_cls"),
+        ("Storage.Nested.get_deep", "method", "get_deep", "Storage_Nested_get_deep"),
+        ("SubStorage.get_player", "method", "get_player", "SubStorage_get_player"),
+    ]
+
+
+def test_glob_matches_public_names_in_classes_and_module() -> None:
+    found, problems = resolve("cwsample.storage:*.get_*", "cwsample.storage:get_*")
+    assert problems == []
+    assert sorted(r.qualname for r in found) == [
+        "Storage.Nested.get_deep", "Storage.get_cls", "Storage.get_player", "Storage.get_players",
+        "Storage.get_static", "Storage.get_table", "get_user", "get_users",
+    ]
+
+
+def test_glob_skips_private_names_unless_asked() -> None:
+    found, _ = resolve("cwsample.storage:*")
+    assert "_private_helper" not in {r.qualname for r in found}
+    found, _ = resolve("cwsample.storage:_private_*")
+    assert [r.qualname for r in found] == ["_private_helper"]
+
+
+@pytest.mark.parametrize("target, message", [
+    ("nosuchmodule.x:f", "F:1: target: module 'nosuchmodule' not found (from 'nosuchmodule.x:f'). Fix: check the "
+     "spelling, and that the application's directory is on sys.path (check-config: --path DIR)"),
+    ("cwsample.nosuch:f", "F:1: target: module 'cwsample.nosuch' not found (from 'cwsample.nosuch:f'). Fix: check "
+     "the spelling, and that the application's directory is on sys.path (check-config: --path DIR)"),
+    ("cwsample.storage:get_usr", "F:1: target: 'cwsample.storage' has no attribute 'get_usr' (from "
+     "'cwsample.storage:get_usr'). Fix: did you mean 'get_user' or 'get_users'?"),
+    ("cwsample.storage:Storage.get_tabel", "F:1: target: 'Storage' has no attribute 'get_tabel' (from "
+     "'cwsample.storage:Storage.get_tabel'). Fix: did you mean 'get_table'?"),
+    ("cwsample.storage:Nope.get", "F:1: target: 'cwsample.storage' has no attribute 'Nope' (from "
+     "'cwsample.storage:Nope.get'). Fix: check the spelling and the module path"),
+    ("cwsample.storage:*.zap_*", "F:1: target: the glob 'cwsample.storage:*.zap_*' matches no function. Fix: check "
+     "the pattern against the names in cwsample.storage (names starting with '_' only match a pattern part "
+     "starting with '_')"),
+    ("cwsample.storage:NOT_CALLABLE", "F:1: target: 'cwsample.storage:NOT_CALLABLE' is not callable (it is int). "
+     "Fix: point the target at a function or method"),
+    ("cwsample.storage:Storage", "F:1: target: 'cwsample.storage:Storage' is a class, not a function. Fix: watch "
+     "its methods instead, e.g. 'Class.method' or 'Class.*'"),
+    ("cwsample.storage:Storage.prop", "F:1: target: 'cwsample.storage:Storage.prop' is a property or descriptor, "
+     "not a function. Fix: watch the function it calls instead"),
+    ("cwsample.broken:f", "F:1: target: importing 'cwsample.broken' raised RuntimeError: this module fails on "
+     "import. Fix: fix the error in that module (import it by hand to see the traceback)"),
+    ("sqlite3:Cursor.execute", "F:1: target: 'sqlite3:Cursor.execute' belongs to the built-in type 'Cursor', "
+     "which cannot be patched. Fix: watch the Python function that calls it instead"),
+])
+def test_resolution_errors(target: str, message: str) -> None:
+    found, problems = resolve(target)
+    assert (found, problems) == ([], [message])
+
+
+def test_two_functions_with_one_metric_name_is_an_error() -> None:
+    _, problems = resolve(WatchTarget("cwsample.storage:get_user", where="F:1"),
+                          WatchTarget("cwsample.storage:Storage.get_table", name="get_user", where="F:2"))
+    assert problems == ["F:2: target: 'cwsample.storage:Storage.get_table' would get the metric name 'get_user', "
+                        "already used by 'cwsample.storage:get_user' (F:1). Fix: give one of them a different 'name:'"]
+
+
+def test_the_same_function_from_two_targets_is_watched_once() -> None:
+    found, problems = resolve("cwsample.storage:get_user", "cwsample.storage:get_*")
+    assert problems == []
+    assert [r.qualname for r in found] == ["get_user", "get_users"]
+
+
+def test_patch_counts_calls_and_undo_restores_everything() -> None:
+    originals = {
+        "get_user": st.get_user, "views.get_user": views.get_user,
+        "get_table": st.Storage.__dict__["get_table"], "get_static": st.Storage.__dict__["get_static"],
+        "get_cls": st.Storage.__dict__["get_cls"],
+    }
+    found, problems = resolve(
+        WatchTarget("cwsample.storage:get_user", group="db", where="F:1"),
+        WatchTarget("cwsample.storage:Storage.get_*", group="db", where="F:2"),
+        WatchTarget("cwsample.storage:SubStorage.put_player", where="F:3"),
+    )
+    assert problems == []
+    patches = _targets.patch(found)
+    assert patches.aliases == ["cwsample.views.get_user"]
+    s = st.Storage()
+    with callwatch.request("r"):
+        assert views.show(3) == {"id": 3, "full": False}  # bound by "from x import f" earlier
+        assert s.get_table(1) == 1
+        assert st.Storage.get_static(2) == 4 and s.get_static(2) == 4
+        assert st.Storage.get_cls(3) == "Storage:3" and st.SubStorage.get_cls(3) == "SubStorage:3"
+        assert s.get_players(1, 3) == [0, 1, 2]
+        st.SubStorage().put_player(1)
+        st.Storage().put_player(1)  # only SubStorage's was patched
+    snap = _core.collector.swap(0)
+    got = {snap.entries[k].name: fs.calls for k, fs in snap.handlers["r"].funcs.items()}
+    assert got == {"get_user": 1, "Storage_get_table": 1, "Storage_get_static": 2, "Storage_get_cls": 2,
+                   "Storage_get_players": 1, "Storage_get_player": 3, "SubStorage_put_player": 1, "db": 10}
+    patches.undo()
+    assert st.get_user is originals["get_user"] and views.get_user is originals["views.get_user"]
+    for name in ("get_table", "get_static", "get_cls"):
+        assert st.Storage.__dict__[name] is originals[name]
+    assert "put_player" not in st.SubStorage.__dict__
+    assert not hasattr(st.get_user, _core.MARK)
+
+
+def test_already_watched_functions_are_not_wrapped_twice() -> None:
+    found, _ = resolve("cwsample.storage:fact")
+    p1 = _targets.patch(found)
+    wrapped = st.fact
+    found2, _ = resolve("cwsample.storage:fact")
+    p2 = _targets.patch(found2)
+    assert st.fact is wrapped and p2.done == []
+    p1.undo()
+    assert not hasattr(st.fact, _core.MARK)
