@@ -1,0 +1,185 @@
+"""End to end against a real carbon-cache and graphite-web (started by the session fixture).
+
+wrap -> attribute -> aggregate -> graphyte -> carbon-cache -> graphite-web /render.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import callwatch
+from callwatch.testing import FakeClock
+
+import cwsample.storage as st
+
+from conftest import Graphite
+
+pytestmark = pytest.mark.graphite
+
+
+def unique_prefix() -> str:
+    return "it" + uuid.uuid4().hex[:8]
+
+
+def cfg(graphite: Graphite, prefix: str, **extra: object) -> dict[str, object]:
+    g = {"host": "127.0.0.1", "port": graphite.line_port, "interval": 10, "prefix": prefix, **extra}
+    return {"graphite": g, "naming": {"host": "h1"},
+            "watch": [{"target": "cwsample.storage:get_user", "group": "db"},
+                      {"target": "cwsample.storage:Storage.get_*", "group": "db"},
+                      {"target": "cwsample.storage:Redis.*", "group": "redis"}]}
+
+
+def drive_known_load(clock: FakeClock, players: int, tables: int) -> None:
+    s, r = st.Storage(), st.Redis()
+
+    @callwatch.handler("deal")
+    def deal() -> None:
+        s.get_table(1)
+        s.get_players(1, players)  # 1 + players get_player calls
+        clock.advance(0.004)
+
+    @callwatch.handler("login")
+    def login(uid: int) -> None:
+        r.get(f"session:{uid}")
+        st.get_user(uid)
+        clock.advance(0.001)
+
+    for _ in range(tables):
+        deal()
+    for uid in range(5):
+        login(uid)
+
+
+def test_exact_numbers_at_exact_timestamps(graphite: Graphite) -> None:
+    prefix = unique_prefix()
+    now = int(time.time())
+    t0 = (now - 600) // 10 * 10  # well inside carbon's 1 s : 1 h archive
+    clock = FakeClock(t0 + 2)
+    with clock:
+        callwatch.configure(cfg(graphite, prefix), clock=clock, start_thread=False, strict=True)
+        drive_known_load(clock, players=2, tables=3)  # interval t0: a table of 2
+        clock.advance(10)
+        callwatch.flush()
+        drive_known_load(clock, players=7, tables=4)  # interval t0+10: a table of 7
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
+
+    base = f"{prefix}.h1.handler"
+    window = (t0 - 10, t0 + 30)
+
+    def exact(metric: str, expected: dict[int, float]) -> None:
+        got = graphite.wait_for(f"{base}.{metric}", *window, lambda p: len(p) >= len(expected))
+        assert got == expected, metric
+
+    exact("deal.requests", {t0: 3, t0 + 10: 4, t0 + 20: 0})
+    exact("login.requests", {t0: 5, t0 + 10: 5, t0 + 20: 0})
+    exact("deal.watch.Storage_get_player.calls_per_request.mean", {t0: 2.0, t0 + 10: 7.0})
+    exact("deal.watch.Storage_get_player.calls", {t0: 6, t0 + 10: 28, t0 + 20: 0})
+    exact("deal.watch.Storage_get_players.calls", {t0: 3, t0 + 10: 4, t0 + 20: 0})
+    exact("deal.group.db.calls_per_request.mean", {t0: 4.0, t0 + 10: 9.0})  # table + players + n players
+    exact("login.watch.get_user.calls", {t0: 5, t0 + 10: 5, t0 + 20: 0})
+    exact("login.group.redis.calls_per_request.max", {t0: 1, t0 + 10: 1})
+    exact("deal.response_ms.mean", {t0: 4.0, t0 + 10: 4.0})
+    exact("deal.errors", {t0: 0, t0 + 10: 0, t0 + 20: 0})
+    # graphite-web's wildcard sum across handlers is what dashboards use
+    got = graphite.wait_for(f"sumSeries({base}.*.requests)", *window, lambda p: len(p) >= 3)
+    assert got == {t0: 8, t0 + 10: 9, t0 + 20: 0}
+
+
+def test_tagged_series(graphite: Graphite) -> None:
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    clock = FakeClock(t0)
+    with clock:
+        callwatch.configure(cfg(graphite, prefix, tags=True), clock=clock, start_thread=False, strict=True)
+        drive_known_load(clock, players=7, tables=2)
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
+    window = (t0 - 10, t0 + 20)
+    target = (f"seriesByTag('name={prefix}.watch.calls_per_request.mean','handler=deal',"
+              "'function=Storage_get_player')")
+    got = graphite.wait_for(target, *window, lambda p: bool(p))
+    assert got == {t0: 7.0}
+    series = graphite.series(f"seriesByTag('name={prefix}.requests')", *window)
+    assert {name: pts[t0] for name, pts in series.items()} == {
+        f"{prefix}.requests;handler=deal;host=h1": 2,
+        f"{prefix}.requests;handler=login;host=h1": 5,
+    }
+
+
+def test_udp(graphite: Graphite) -> None:
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    clock = FakeClock(t0)
+    with clock:
+        callwatch.configure(cfg(graphite, prefix, protocol="udp"), clock=clock, start_thread=False, strict=True)
+        drive_known_load(clock, players=3, tables=5)
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
+    got = graphite.wait_for(f"{prefix}.h1.handler.deal.watch.Storage_get_player.calls", t0 - 10, t0 + 20,
+                            lambda p: len(p) >= 2)
+    assert got == {t0: 15, t0 + 10: 0}  # the final flush at shutdown reports the empty last interval
+
+
+def test_real_thread_and_clock_lose_nothing(graphite: Graphite) -> None:
+    """The flush thread on the real clock (1 s interval): every request arrives exactly once."""
+    prefix = unique_prefix()
+    t_start = int(time.time())
+    rt = callwatch.configure(cfg(graphite, prefix, interval=1), strict=True)
+    assert rt is not None
+    s = st.Storage()
+    sent = 0
+    deadline = time.time() + 3.5
+    while time.time() < deadline:
+        with callwatch.request("poll"):
+            s.get_table(1)
+            s.get_table(2)
+        sent += 1
+        time.sleep(0.002)
+    callwatch.shutdown()
+    assert rt.exporter.buffered == 0 and rt.exporter.stats.send_errors == 0
+    window = (t_start - 2, int(time.time()) + 2)
+    base = f"{prefix}.h1.handler.poll"
+    got = graphite.wait_for(f"{base}.requests", *window, lambda p: sum(p.values()) == sent)
+    assert sum(got.values()) == sent
+    assert len([v for v in got.values() if v]) >= 3  # spread over several 1 s intervals
+    calls = graphite.wait_for(f"{base}.watch.Storage_get_table.calls", *window,
+                              lambda p: sum(p.values()) == 2 * sent)
+    assert sum(calls.values()) == 2 * sent
+
+
+def test_carbon_unreachable_then_back(graphite: Graphite) -> None:
+    """Points made while carbon is unreachable arrive later with their own timestamps."""
+    from conftest import free_ports
+
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    clock = FakeClock(t0)
+    (dead_port,) = free_ports(1)
+    config = cfg(graphite, prefix)
+    config["graphite"]["port"] = dead_port  # type: ignore[index]
+    with clock:
+        rt = callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        assert rt is not None
+        for i in range(3):
+            drive_known_load(clock, players=i + 1, tables=1)
+            clock.advance(10)
+            callwatch.flush()
+        assert rt.exporter.stats.send_errors == 3 and rt.exporter.buffered > 0
+        rt.exporter.sender.port = graphite.line_port  # carbon is back at that address
+        clock.advance(10)
+        callwatch.flush()
+        assert rt.exporter.buffered == 0
+        callwatch.shutdown()
+    got = graphite.wait_for(f"{prefix}.h1.handler.deal.watch.Storage_get_player.calls_per_request.mean",
+                            t0 - 10, t0 + 40, lambda p: len(p) >= 3)
+    assert got == {t0: 1.0, t0 + 10: 2.0, t0 + 20: 3.0}
+    errors = graphite.wait_for(f"{prefix}.h1.callwatch.send_errors", t0 - 10, t0 + 50, lambda p: len(p) >= 5)
+    # each interval reports the failed sends since the previous one; the last is shutdown's
+    assert errors == {t0: 0, t0 + 10: 1, t0 + 20: 1, t0 + 30: 1, t0 + 40: 0}

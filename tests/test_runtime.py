@@ -1,0 +1,172 @@
+"""configure()/shutdown(): lifecycle, nothing left behind, final flush, re-configure."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import callwatch
+from callwatch import _runtime
+from callwatch.testing import FakeClock, RecordingSender
+
+import cwsample.storage as st
+
+T0 = 1_700_000_000
+CFG = {"graphite": {"host": "unused.invalid", "interval": 10, "prefix": "cw"}, "naming": {"host": "h"},
+       "watch": [{"target": "cwsample.storage:get_user", "group": "db"}]}
+
+
+def test_shutdown_leaves_nothing_patched_or_running() -> None:
+    original = st.get_user
+    rt = callwatch.configure(CFG, sender=RecordingSender(), strict=True)
+    assert rt is not None and rt.exporter.running
+    assert st.get_user is not original
+    callwatch.shutdown()
+    assert st.get_user is original
+    assert not rt.exporter.running
+    assert not [t for t in threading.enumerate() if t.name == "callwatch-flush"]
+    assert _runtime.active() is None
+    callwatch.shutdown()  # twice is fine
+
+
+def test_final_flush_on_shutdown_sends_the_partial_interval() -> None:
+    clock, sender = FakeClock(T0 + 4), RecordingSender()
+    with clock:
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        with callwatch.request("login"):
+            st.get_user(1)
+        callwatch.shutdown()
+    v = sender.values()
+    assert v[("cw.h.handler.login.requests", T0)] == 1
+    assert v[("cw.h.handler.login.watch.get_user.calls", T0)] == 1
+
+
+def test_configure_again_in_the_same_interval_resends_the_whole_interval() -> None:
+    clock, sender = FakeClock(T0 + 1), RecordingSender()
+    with clock:
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        for _ in range(3):
+            with callwatch.request("login"):
+                st.get_user(1)
+        clock.advance(2)
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)  # shuts down first
+        assert sender.values()[("cw.h.handler.login.requests", T0)] == 3
+        for _ in range(2):
+            with callwatch.request("login"):
+                st.get_user(1)
+        clock.advance(10)
+        callwatch.flush()
+    # carbon keeps the last value per timestamp: 5, not 2
+    assert sender.values()[("cw.h.handler.login.requests", T0)] == 5
+
+
+def test_configure_in_a_later_interval_does_not_resend() -> None:
+    clock, sender = FakeClock(T0 + 1), RecordingSender()
+    with clock:
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        with callwatch.request("login"):
+            pass
+        callwatch.shutdown()
+        clock.advance(20)
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        with callwatch.request("login"):
+            pass
+        clock.advance(10)
+        callwatch.flush()
+    v = sender.values()
+    assert v[("cw.h.handler.login.requests", T0)] == 1
+    assert v[("cw.h.handler.login.requests", T0 + 20)] == 1
+
+
+def test_bad_config_logs_one_message_and_changes_nothing(caplog: pytest.LogCaptureFixture,
+                                                          tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("graphite:\n  port: nope\nwatch:\n  - cwsample.storage:get_usr\n")
+    original = st.get_user
+    with caplog.at_level(logging.ERROR, logger="callwatch"):
+        assert callwatch.configure(p) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "callwatch: configuration not used, callwatch stays off:\n"
+        f"{p}:2: graphite.port: expected a whole number, got 'nope'. Fix: use carbon's plaintext port, e.g. port: 2003"]
+    assert st.get_user is original
+    with pytest.raises(callwatch.ConfigError):
+        callwatch.configure(p, strict=True)
+
+
+def test_unresolvable_target_is_a_located_config_error(tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("watch:\n  - cwsample.storage:get_usr\n")
+    with pytest.raises(callwatch.ConfigError) as ei:
+        callwatch.configure(p, strict=True)
+    assert str(ei.value).startswith(f"{p}:2: target: 'cwsample.storage' has no attribute 'get_usr'")
+
+
+def test_disabled_config_patches_nothing() -> None:
+    original = st.get_user
+    assert callwatch.configure({**CFG, "enabled": False}, strict=True) is None
+    assert st.get_user is original and _runtime.active() is None
+
+
+def test_flush_thread_flushes_at_wall_clock_multiples_of_the_interval() -> None:
+    sender = RecordingSender()
+    snaps = []
+    callwatch.configure({"graphite": {"host": "unused.invalid", "interval": 1}}, sender=sender,
+                        on_snapshot=snaps.append, strict=True)
+    deadline = time.monotonic() + 10
+    while len(snaps) < 2 and time.monotonic() < deadline:
+        with callwatch.request("tick"):
+            time.sleep(0.01)
+    callwatch.shutdown()
+    assert len(snaps) >= 3  # two by the thread, one final
+    for s in snaps[:-1]:
+        assert s.start == int(s.start) and s.end == s.start + 1
+    assert [s.start for s in snaps[1:]] == [s.end for s in snaps[:-1]]
+    assert sum(s.handlers["tick"].requests for s in snaps if "tick" in s.handlers) > 0
+    assert len(sender.payloads) >= 3
+
+
+class _Receiver(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data = b""
+        while chunk := self.request.recv(65536):
+            data += chunk
+        self.server.received.append(data)  # type: ignore[attr-defined]
+
+
+def test_interpreter_exit_flushes_the_last_interval(tmp_path: Path) -> None:
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Receiver)
+    srv.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        script = (
+            "import callwatch\n"
+            f"callwatch.configure({{'graphite': {{'host': '127.0.0.1', 'port': {srv.server_address[1]}, "
+            "'interval': 60, 'prefix': 'exit'}, 'naming': {'host': 'h'}}, strict=True)\n"
+            "for _ in range(7):\n"
+            "    with callwatch.request('job'):\n"
+            "        pass\n"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+        data = b"".join(srv.received)  # type: ignore[attr-defined]
+        assert b"exit.h.handler.job.requests 7 " in data
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_atexit_hook_is_removed_by_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", lambda f: registered.append(f))
+    monkeypatch.setattr(atexit, "unregister", lambda f: registered.remove(f))
+    callwatch.configure(CFG, sender=RecordingSender(), start_thread=False, strict=True)
+    assert registered == [_runtime._at_exit]
+    callwatch.shutdown()
+    assert registered == []
