@@ -277,12 +277,12 @@ class Collector:
             seen = self._seen.setdefault(name, set())
             seen.update(hs.funcs)
         for name, seen in self._seen.items():
-            hs = table.get(name)
-            if hs is None:
-                hs = table[name] = HandlerStats()
+            stats = table.get(name)
+            if stats is None:
+                stats = table[name] = HandlerStats()
             for k in seen:
-                if k not in hs.funcs:
-                    hs.funcs[k] = FuncStats()
+                if k not in stats.funcs:
+                    stats.funcs[k] = FuncStats()
         return Snapshot(start, end, table, tuple(self.registry.entries))
 
 

@@ -140,9 +140,9 @@ class Namer:
             background = h == BACKGROUND
             r = hs.requests
             if not background:
-                for metric, value in (("requests", r), ("errors", hs.errors)):
+                for metric, count in (("requests", r), ("errors", hs.errors)):
                     n, t = self.handler_metric(h, metric)
-                    out.append((n, value, t))
+                    out.append((n, count, t))
                 if r:
                     values = {"mean": _ms(hs.ns / r), "max": _ms(hs.ns_max)}
                     for stat, q in QUANTILES.items():

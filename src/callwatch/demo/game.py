@@ -26,7 +26,7 @@ class Server:
 
 @callwatch.handler("login")
 def login(server: Server, user_id: int) -> tuple[object, ...] | None:
-    session = server.cache.get(f"session:{user_id}")
+    session: tuple[object, ...] | None = server.cache.get(f"session:{user_id}")
     if session is None:
         session = server.db.get_user(user_id)
         server.cache.set(f"session:{user_id}", session, ttl=2.0)

@@ -65,17 +65,55 @@ def one_round(server: game.Server, players: int, table_id: int, first_uid: int) 
         game.leave(server, uid, table_id)
 
 
-def _worker(n: int, stop_at: float, switch_at: float, pause: float) -> None:
+class _Phases:
+    """When the 2-player load really ended and the 7-player load really began.
+
+    A round decides its table size when it starts, so the last 2-player requests finish
+    after the switch time; an interval is credited to a phase only if none of the other
+    phase's requests can be in it.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._lock = threading.Lock()
+        self.threads = threads
+        self.last_small_end = 0.0
+        self.first_big_start = float("inf")
+        self.switched = 0
+
+    def small_done(self, t: float) -> None:
+        with self._lock:
+            self.last_small_end = max(self.last_small_end, t)
+
+    def big_started(self, t: float) -> None:
+        with self._lock:
+            self.first_big_start = min(self.first_big_start, t)
+            self.switched += 1
+
+    def of(self, recorded_after: float, recorded_until: float) -> int | None:
+        with self._lock:
+            if recorded_until <= self.first_big_start:
+                return PHASES[0]
+            if self.switched == self.threads and recorded_after >= self.last_small_end:
+                return PHASES[1]
+            return None
+
+
+def _worker(n: int, stop_at: float, switch_at: float, pause: float, phases: _Phases) -> None:
     server = game.Server(seed=n)
     for uid in range(1, 100):
         server.db.add_user(n * 1000 + uid, f"player{uid}")
     server.db.add_table(n, f"table{n}")
+    big = False
     while True:
         now = time.time()
         if now >= stop_at:
             return
-        players = PHASES[0] if now < switch_at else PHASES[1]
-        one_round(server, players, n, n * 1000 + 1)
+        if not big and now >= switch_at:
+            big = True
+            phases.big_started(now)
+        one_round(server, PHASES[1] if big else PHASES[0], n, n * 1000 + 1)
+        if not big:
+            phases.small_done(time.time())
         time.sleep(pause)
 
 
@@ -89,16 +127,13 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
             continue
         rows = sorted(((snap.entries[k], fs) for k, fs in hs.funcs.items() if fs.calls),
                       key=lambda x: (x[0].is_group, x[0].name))
-        first = True
-        for e, fs in rows or [(None, None)]:
-            head = (f"   {h:<11} {hs.requests:>6} {hs.quantile_ns(0.99) / 1e6:>7.3f}   " if first
-                    else " " * 32)
-            first = False
-            if e is None or fs is None:
-                out.write(head + "\n")
-                continue
+        head = f"   {h:<11} {hs.requests:>6} {hs.quantile_ns(0.99) / 1e6:>7.3f}   "
+        if not rows:
+            out.write(head + "\n")
+        for i, (e, fs) in enumerate(rows):
             label = f"[{e.name}]" if e.is_group else e.name
-            out.write(f"{head}{label:<22} {fs.calls / hs.requests:>9.2f} {fs.ns / hs.requests / 1e6:>8.4f}\n")
+            out.write(f"{head if i == 0 else ' ' * len(head)}{label:<22} "
+                      f"{fs.calls / hs.requests:>9.2f} {fs.ns / hs.requests / 1e6:>8.4f}\n")
     out.flush()
 
 
@@ -119,37 +154,21 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     t0 = time.time()
     switch_at = t0 + duration / 2
     stop_at = t0 + duration
-    per_phase: dict[int, dict[str, Totals]] = {p: {} for p in PHASES}
-    count = [0]
+    phases = _Phases(threads)
+    taken: list[tuple[Snapshot, float, float]] = []  # snapshot, recorded after, recorded until
     lock = threading.Lock()
-
-    def phase_of(snap: Snapshot) -> int | None:
-        if snap.end <= switch_at:
-            return PHASES[0]
-        if snap.start >= switch_at:
-            return PHASES[1]
-        return None
+    last_swap = [0.0]
 
     def sink(snap: Snapshot) -> None:
-        p = phase_of(snap)
-        label = f"table of {p} players" if p else "table grows from 2 to 7 players (mixed)"
+        # Called by the flush thread right after the swap: every request in this
+        # snapshot was recorded between the previous swap and now.
+        now = time.time()
         with lock:
-            count[0] += 1
+            after, last_swap[0] = last_swap[0], now
+            taken.append((snap, after, now))
+            p = phases.of(after, now)
+            label = f"table of {p} players" if p else f"table grows from {PHASES[0]} to {PHASES[1]} players"
             _print_snapshot(out, snap, label)
-            if p is None:
-                return
-            for h, hs in snap.handlers.items():
-                if h == BACKGROUND or not hs.requests:
-                    continue
-                tot = per_phase[p].setdefault(h, Totals())
-                tot.requests += hs.requests
-                tot.ns += hs.ns
-                for k, fs in hs.funcs.items():
-                    name = snap.entries[k].name
-                    if snap.entries[k].is_group:
-                        name = f"[{name}]"
-                    tot.calls[name] = tot.calls.get(name, 0) + fs.calls
-                    tot.call_ns[name] = tot.call_ns.get(name, 0) + fs.ns
 
     out.write(f"callwatch demo: card-game server, {threads} threads, {duration:.0f} s "
               f"(table of {PHASES[0]} players, then {PHASES[1]}), flushing every {interval} s"
@@ -157,7 +176,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
               + "\n")
     rt = callwatch.configure(cfg, on_snapshot=sink, strict=True)
     assert rt is not None
-    workers = [threading.Thread(target=_worker, args=(n + 1, stop_at, switch_at, pause), daemon=True)
+    workers = [threading.Thread(target=_worker, args=(n + 1, stop_at, switch_at, pause, phases), daemon=True)
                for n in range(threads)]
     try:
         for w in workers:
@@ -168,11 +187,30 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
         callwatch.shutdown()
     points = rt.exporter.stats.points_sent
 
+    per_phase: dict[int, dict[str, Totals]] = {p: {} for p in PHASES}
+    for snap, after, until in taken:
+        p = phases.of(after, until)
+        if p is not None:
+            _add(per_phase[p], snap)
     growth = _growth(per_phase)
     _print_summary(out, per_phase, growth)
     if graphite is not None:
         _print_graphite_hints(out, cfg, graphite, graphite_web, points, rt.exporter.buffered)
-    return DemoResult(per_phase, growth, count[0], points)
+    return DemoResult(per_phase, growth, len(taken), points)
+
+
+def _add(totals: dict[str, Totals], snap: Snapshot) -> None:
+    for h, hs in snap.handlers.items():
+        if h == BACKGROUND or not hs.requests:
+            continue
+        tot = totals.setdefault(h, Totals())
+        tot.requests += hs.requests
+        tot.ns += hs.ns
+        for k, fs in hs.funcs.items():
+            e = snap.entries[k]
+            name = f"[{e.name}]" if e.is_group else e.name
+            tot.calls[name] = tot.calls.get(name, 0) + fs.calls
+            tot.call_ns[name] = tot.call_ns.get(name, 0) + fs.ns
 
 
 def _growth(per_phase: dict[int, dict[str, Totals]]) -> list[Growth]:

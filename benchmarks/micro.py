@@ -1,0 +1,143 @@
+"""ns per watched call: callwatch's wrapper against a hand-written floor, in one run.
+
+    python benchmarks/micro.py [--calls N] [--repeats R] [--check]
+
+Rows (each: best of R rounds of N calls, minus the cost of the empty loop; rounds of all
+rows are interleaved so machine noise hits every row alike):
+
+  bare call                 f(x)
+  floor wrapper             *args/**kwargs wrapper: two perf_counter_ns(), a count, a time sum
+  floor + ContextVar.get()  the floor plus one ContextVar.get(): the least any per-request
+                            attribution can cost
+  callwatch watched         @callwatch.watch inside a request (what users get)
+  callwatch watched, group  the same with group: db (also tracks the group's time)
+  callwatch generic wrapper the *args/**kwargs fallback (C functions, odd signatures)
+
+--check exits 1 unless "callwatch watched" <= 1.15 x "floor + ContextVar.get()".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import platform
+import sys
+import time
+from time import perf_counter_ns
+from typing import Any, Callable
+
+import callwatch
+from callwatch import _core
+
+TARGET = 1.15
+
+
+def f(x: int) -> int:
+    return x
+
+
+def floor_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    count = 0
+    total = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count, total
+        t0 = perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            total += perf_counter_ns() - t0
+            count += 1
+
+    return wrapper
+
+
+_cv: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("bench", default=None)
+
+
+def floor_cv_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    count = 0
+    total = 0
+    get = _cv.get
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count, total
+        get()
+        t0 = perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            total += perf_counter_ns() - t0
+            count += 1
+
+    return wrapper
+
+
+class _Opaque:
+    """A callable without a Python signature: callwatch falls back to *args/**kwargs."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def run_loop(fn: Callable[[int], int] | None, n: int) -> float:
+    r = range(n)
+    if fn is None:
+        t = perf_counter_ns()
+        for _ in r:
+            pass
+        return perf_counter_ns() - t
+    t = perf_counter_ns()
+    for _ in r:
+        fn(1)
+    return perf_counter_ns() - t
+
+
+def measure(calls: int, repeats: int) -> list[tuple[str, float]]:
+    rows: list[tuple[str, Callable[[int], int] | None]] = [
+        ("empty loop", None),
+        ("bare call", f),
+        ("floor wrapper", floor_wrapper(f)),
+        ("floor + ContextVar.get()", floor_cv_wrapper(f)),
+        ("callwatch watched", callwatch.watch(name="bench_plain")(f)),
+        ("callwatch watched, group", callwatch.watch(name="bench_group", group="bench")(f)),
+        ("callwatch generic wrapper", callwatch.watch(name="bench_generic")(_Opaque())),
+    ]
+    best = {name: float("inf") for name, _ in rows}
+    with callwatch.request("bench"):  # the watched rows run inside a request, as in a server
+        for _ in range(repeats):
+            for name, fn in rows:
+                best[name] = min(best[name], run_loop(fn, calls) / calls)
+    loop = best.pop("empty loop")
+    return [(name, ns - loop) for name, ns in best.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--check", action="store_true", help=f"exit 1 unless the target ({TARGET}x) is met")
+    args = ap.parse_args(argv)
+    gc_was = __import__("gc").isenabled()
+    __import__("gc").disable()
+    try:
+        rows = dict(measure(args.calls, args.repeats))
+    finally:
+        if gc_was:
+            __import__("gc").enable()
+    _core.collector.swap(time.time())  # discard the benchmark's own numbers
+    base = rows["floor + ContextVar.get()"]
+    print(f"Python {platform.python_version()} on {platform.machine()}, "
+          f"{args.repeats} rounds x {args.calls} calls, best round, empty loop subtracted")
+    print(f"| {'row':<26} | {'ns/call':>8} | {'x floor+cv':>10} |")
+    print(f"|{'-' * 28}|{'-' * 10}:|{'-' * 11}:|")
+    for name, ns in rows.items():
+        print(f"| {name:<26} | {ns:>8.1f} | {ns / base:>10.2f} |")
+    ratio = rows["callwatch watched"] / base
+    verdict = "meets" if ratio <= TARGET else "MISSES"
+    print(f"callwatch watched = {ratio:.2f} x floor+ContextVar ({verdict} the {TARGET} x target)")
+    return 0 if ratio <= TARGET or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

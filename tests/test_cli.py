@@ -1,0 +1,82 @@
+"""The command line: in-process through main(), and once through a real subprocess."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from callwatch.cli import main
+from callwatch.demo import run as demo_run
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def test_check_config_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("graphite: {host: 127.0.0.1}\nwatch:\n  - {target: 'cwsample.storage:Storage.get_*', group: db}\n")
+    assert main(["check-config", str(p), "--path", str(TESTS)]) == 0
+    out = capsys.readouterr().out
+    assert f"{p}:3: cwsample.storage:Storage.get_table -> method Storage.get_table, metric 'Storage_get_table', " \
+           "group 'db'" in out
+    assert out.rstrip().endswith(f"{p}: valid, 5 function(s) watched")
+
+
+def test_check_config_invalid_exits_2_with_located_messages(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("watch:\n  - cwsample.storage:get_usr\n  - cwsample.storage:*.zap*\n")
+    assert main(["check-config", str(p), "--path", str(TESTS)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"{p}:2: target: 'cwsample.storage' has no attribute 'get_usr'")
+    assert err[1].startswith(f"{p}:3: target: the glob 'cwsample.storage:*.zap*' matches no function")
+    assert err[2] == f"{p}: 2 problem(s); not valid"
+
+
+def test_check_config_yaml_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("graphite:\n  port: [\n")
+    assert main(["check-config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith(f"{p}:3: YAML syntax error")
+
+
+def test_check_config_through_a_real_subprocess() -> None:
+    r = subprocess.run([sys.executable, "-m", "callwatch", "check-config",
+                        str(ROOT / "config" / "callwatch.example.yaml")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "valid, 6 function(s) watched" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "callwatch", "check-config", "/nonexistent.yaml"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr.splitlines()[0]) == (
+        2, "/nonexistent.yaml: file not found. Fix: check the path, or set CALLWATCH_CONFIG to the right file")
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "check-config" in capsys.readouterr().err
+
+
+def test_demo_shows_the_calls_that_grow_with_the_table() -> None:
+    out = io.StringIO()
+    result = demo_run.run(duration=6, interval=1, threads=2, out=out)
+    growth = {(g.handler, g.function): (g.before, g.after) for g in result.growth}
+    # exact per-request numbers of the card game: these depend only on the table size
+    assert growth[("deal", "Database_get_player")] == (2.0, 7.0)
+    assert growth[("deal", "Database_save_hand")] == (2.0, 7.0)
+    assert growth[("play", "Cache_get")][1] >= 7.0
+    assert growth[("join_table", "Database_get_player")] == (0.5, 3.0)
+    assert growth[("login", "Database_get_user")][0] <= 1.0
+    text = out.getvalue()
+    assert "== What grew when the table went from 2 to 7 players" in text
+    assert "deal        Database_get_player      2.00 ->   7.00  x3.50" in text
+    assert result.snapshots >= 4
+
+
+def test_demo_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--graphite", "host:notaport"]) == 2
+    assert "--graphite: 'host:notaport' is not HOST[:PORT]" in capsys.readouterr().err
