@@ -183,3 +183,22 @@ def test_carbon_unreachable_then_back(graphite: Graphite) -> None:
     errors = graphite.wait_for(f"{prefix}.h1.callwatch.send_errors", t0 - 10, t0 + 50, lambda p: len(p) >= 5)
     # each interval reports the failed sends since the previous one; the last is shutdown's
     assert errors == {t0: 0, t0 + 10: 1, t0 + 20: 1, t0 + 30: 1, t0 + 40: 0}
+
+
+def test_demo_pushes_the_growth_to_graphite(graphite: Graphite) -> None:
+    import io
+
+    from callwatch.config import short_hostname
+    from callwatch.demo import run as demo_run
+
+    t_start = int(time.time())
+    out = io.StringIO()
+    result = demo_run.run(duration=6, interval=1, threads=2, out=out,
+                          graphite=("127.0.0.1", graphite.line_port), graphite_web=graphite.web_url)
+    assert result.points_sent > 0
+    target = f"callwatch.demo.{short_hostname()}.handler.deal.watch.Database_get_player.calls_per_request.mean"
+    got = graphite.wait_for(target, t_start - 2, int(time.time()) + 2,
+                            lambda p: 2.0 in p.values() and 7.0 in p.values())
+    values = sorted(got.values())
+    assert values[0] == 2.0 and values[-1] == 7.0  # a table of 2, then of 7 (one mixed second between)
+    assert f"{graphite.web_url}/render?target=" in out.getvalue()

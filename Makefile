@@ -1,0 +1,32 @@
+# make demo   create .venv, install callwatch, run the card-game demo (about 30 s)
+# make test   everything the tests need (Debian Graphite packages, venvs), then the suite
+# make bench  the micro benchmark (ns per watched call), as shown in the README
+# make graphite-demo   the demo pushing to a real carbon-cache; graphite-web stays up to browse
+
+PYTHON ?= python3
+VENV ?= .venv
+STACK ?= $(CURDIR)/.stack
+
+.PHONY: demo test bench graphite-demo graphite-down
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/callwatch demo
+
+test:
+	bash scripts/test
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/micro.py
+
+graphite-demo: $(VENV)/.installed
+	scripts/graphite-up $(STACK)
+	$(VENV)/bin/callwatch demo --graphite 127.0.0.1:22003 --graphite-web http://127.0.0.1:28080
+	@echo "graphite-web is still running at http://127.0.0.1:28080 -- 'make graphite-down' stops it"
+
+graphite-down:
+	scripts/graphite-down $(STACK)
