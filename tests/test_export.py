@@ -274,3 +274,14 @@ def test_udp_sends_whole_lines_per_datagram() -> None:
         assert got == payload
     finally:
         rx.close()
+
+
+def test_non_string_handler_names_do_not_break_the_flush() -> None:
+    clock, sender = FakeClock(T0), RecordingSender()
+    with clock:
+        setup(clock, sender)
+        with callwatch.request(404):  # type: ignore[arg-type]
+            pass
+        clock.advance(10)
+        callwatch.flush()
+    assert sender.values()[("cw.h1.handler.404.requests", T0)] == 1

@@ -141,3 +141,15 @@ def test_already_watched_functions_are_not_wrapped_twice() -> None:
     assert st.fact is wrapped and p2.done == []
     p1.undo()
     assert not hasattr(st.fact, _core.MARK)
+
+
+def test_a_target_that_cannot_be_set_is_a_located_config_error_and_nothing_stays_patched() -> None:
+    original = st.get_user
+    found, problems = resolve(WatchTarget("cwsample.storage:get_user", where="F:1"),
+                              WatchTarget("cwsample.storage:Frozen.get", where="F:2"))
+    assert problems == []
+    with pytest.raises(callwatch.ConfigError) as ei:
+        _targets.patch(found)
+    assert str(ei.value) == ("F:2: target: cannot patch 'cwsample.storage:Frozen.get': AttributeError: Frozen is "
+                             "frozen. Fix: watch a Python function that calls it instead")
+    assert st.get_user is original

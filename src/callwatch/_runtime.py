@@ -51,15 +51,15 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
                 resolved, problems = _targets.resolve(cfg.watch)
                 if problems:
                     raise ConfigError(problems)
+            shutdown()
+            if not cfg.enabled:
+                return None
+            return _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
         except ConfigError as e:
             if strict:
                 raise
             log.error("callwatch: configuration not used, callwatch stays off:\n%s", e)
             return None
-        shutdown()
-        if not cfg.enabled:
-            return None
-        return _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
 
 
 def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, clock: Clock | None,

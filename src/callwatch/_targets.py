@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _core
-from .config import Problem, WatchTarget
+from .config import ConfigError, Problem, WatchTarget
 
 _MISSING = object()
 
@@ -266,7 +266,12 @@ class Patches:
 
 
 def patch(resolved: list[Resolved]) -> Patches:
+    """Replace each resolved function with its watched wrapper; all or nothing.
+
+    Raises ConfigError (naming the target) if an attribute cannot be set.
+    """
     patches = Patches()
+    r: Resolved | None = None
     try:
         for r in resolved:
             if getattr(r.func, _core.MARK, None) is not None:
@@ -283,9 +288,12 @@ def patch(resolved: list[Resolved]) -> Patches:
             patches.done.append((r.owner, r.attr, old, new))
             if r.kind == "function":
                 _patch_aliases(r, wrapper, patches)
-    except Exception:
+    except Exception as e:
         patches.undo()
-        raise
+        where = r.spec.where if r is not None else "<config>"
+        what = f"{r.spec.module}:{r.qualname}" if r is not None else "a target"
+        raise ConfigError([Problem(where, "target", f"cannot patch '{what}': {type(e).__name__}: {e}",
+                                   "watch a Python function that calls it instead")]) from None
     return patches
 
 

@@ -92,7 +92,7 @@ class Namer:
     def handler(self, raw: str) -> str:
         name = self._handler_names.get(raw)
         if name is None:
-            name = sanitize(self.rename.get(raw, raw))
+            name = sanitize(str(self.rename.get(raw, raw)))
             if len(self._handler_names) < 10_000:
                 self._handler_names[raw] = name
         return name

@@ -67,3 +67,13 @@ def fact(n: int) -> int:
 
 async def aget(key: str) -> str:
     return key
+
+
+class _Frozen(type):
+    def __setattr__(cls, name: str, value: object) -> None:
+        raise AttributeError(f"{cls.__name__} is frozen")
+
+
+class Frozen(metaclass=_Frozen):
+    def get(self) -> int:
+        return 1
