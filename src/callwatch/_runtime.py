@@ -126,3 +126,24 @@ def flush() -> Snapshot | None:
 
 def active() -> Runtime | None:
     return _active
+
+
+def _after_fork_in_child() -> None:
+    # The parent may have been inside record() or a flush when it forked: every lock is
+    # replaced, the parent's counts are dropped (the parent reports them), and the flush
+    # thread is started again, so nothing is counted twice and nothing waits forever.
+    global _lock, _last_partial
+    _lock = threading.RLock()
+    _last_partial = None
+    _core.registry.after_fork_in_child()
+    _core.collector.after_fork_in_child()
+    rt = _active
+    if rt is not None:
+        try:
+            rt.exporter.after_fork_in_child()
+        except Exception:
+            log.exception("callwatch: could not restart the flush thread after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -94,6 +94,9 @@ class Registry:
                 self.width = 3 * len(self.entries)
             return entry
 
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
     def grow(self, state: list[int]) -> int:
         """Extend a request's state that was allocated before newer entries existed."""
         missing = self.width - len(state)
@@ -263,6 +266,13 @@ class Collector:
                     mine = self._table[name] = HandlerStats()
                 mine.merge(hs)
             self.start = snap.start
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts empty, with a new lock (the parent's may be held)."""
+        self._lock = threading.Lock()
+        self._table = {}
+        self._admitted = set()
+        self._seen = {}
 
     def reset(self) -> None:
         """Forget everything: tables, admitted handler names, seen functions."""

@@ -297,6 +297,22 @@ class Exporter:
             self._thread = None
         return self.flush(final=True)
 
+    def after_fork_in_child(self) -> None:
+        """Threads don't survive fork: start our own, with new locks and an empty buffer.
+
+        The buffered points belong to the parent, which still sends them.
+        """
+        was_running = self._thread is not None
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._buffer.clear()
+        self.stats = ExportStats()
+        self._reported = ExportStats()
+        self._failing = self._dropping = False
+        if was_running:
+            self.start()
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,90 @@
+"""After fork the child starts its own flush thread and its own, empty, counts."""
+
+from __future__ import annotations
+
+import os
+import socketserver
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+import callwatch
+from callwatch import _core
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+class _Receiver(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data = b""
+        while chunk := self.request.recv(65536):
+            data += chunk
+        self.server.received.append(data)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def receiver() -> Iterator[socketserver.TCPServer]:
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Receiver)
+    srv.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def wait_child(pid: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child hung (a lock held at fork time?)")
+
+
+def test_child_counts_only_its_own_requests_and_flushes_them(receiver: socketserver.TCPServer) -> None:
+    port = receiver.server_address[1]
+    callwatch.configure({"graphite": {"host": "127.0.0.1", "port": port, "interval": 60, "prefix": "fork"},
+                         "naming": {"host": "h"}}, strict=True)
+    for _ in range(5):
+        with callwatch.request("parent_only"):
+            pass
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            alive = any(t.name == "callwatch-flush" and t.is_alive() for t in threading.enumerate())
+            for _ in range(3):
+                with callwatch.request("child_only"):
+                    pass
+            callwatch.shutdown()
+            code = 0 if alive else 3
+        finally:
+            os._exit(code)
+    assert wait_child(pid) == 0, "the child had no running flush thread"
+    child = b"".join(receiver.received)  # type: ignore[attr-defined]
+    assert b"fork.h.handler.child_only.requests 3 " in child
+    assert b"parent_only" not in child  # the parent's counts are not sent twice
+    receiver.received.clear()  # type: ignore[attr-defined]
+    callwatch.shutdown()
+    parent = b"".join(receiver.received)  # type: ignore[attr-defined]
+    assert b"fork.h.handler.parent_only.requests 5 " in parent and b"child_only" not in parent
+
+
+def test_a_lock_held_at_fork_time_does_not_hang_the_child() -> None:
+    callwatch.configure({"graphite": {"interval": 60}}, strict=True)
+    with _core.collector._lock:  # as if another thread was inside record() when fork() ran
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with callwatch.request("after_fork"):
+                    pass
+                snap = _core.collector.swap(0)
+                os._exit(0 if snap.handlers["after_fork"].requests == 1 else 2)
+            finally:
+                os._exit(1)
+    assert wait_child(pid) == 0
