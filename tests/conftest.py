@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -34,6 +35,41 @@ def clean_callwatch() -> Iterator[None]:
     assert _core._get() is None, "a request context leaked out of the test"
     assert not [t for t in threading.enumerate() if t.name == "callwatch-flush"], "flush thread left running"
     _core.collector.reset()
+
+
+class _Collect(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data = b""
+        while chunk := self.request.recv(65536):
+            data += chunk
+        self.server.received.append(data)  # type: ignore[attr-defined]
+
+
+class TcpReceiver(socketserver.ThreadingTCPServer):
+    """A local plaintext receiver (a unit-test stand-in for carbon's line port)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Collect)
+        self.received: list[bytes] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.received)
+
+
+@pytest.fixture
+def tcp_receiver() -> Iterator[TcpReceiver]:
+    srv = TcpReceiver()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
 def free_ports(n: int) -> list[int]:

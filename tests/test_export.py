@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import socket
-import socketserver
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 import callwatch
 from callwatch.export import GraphyteSender, Namer, sanitize, split_lines
 from callwatch.testing import FakeClock, RecordingSender
+
+from conftest import TcpReceiver
 
 T0 = 1_700_000_000  # a multiple of 10
 
@@ -211,31 +211,11 @@ def test_split_lines_cuts_only_between_lines() -> None:
 # -- the wire: real sockets on loopback -----------------------------------------------
 
 
-class _Receiver(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        data = b""
-        while chunk := self.request.recv(65536):
-            data += chunk
-        self.server.received.append(data)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def tcp_receiver() -> Iterator[socketserver.TCPServer]:
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Receiver)
-    srv.received = []  # type: ignore[attr-defined]
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def test_tcp_send_delivers_exact_bytes(tcp_receiver: socketserver.TCPServer) -> None:
-    port = tcp_receiver.server_address[1]
-    sender = GraphyteSender("127.0.0.1", port, timeout=2)
+def test_tcp_send_delivers_exact_bytes(tcp_receiver: TcpReceiver) -> None:
+    sender = GraphyteSender("127.0.0.1", tcp_receiver.port, timeout=2)
     big = b"".join(sender.build_message(f"m.n{i}", i, T0) for i in range(20_000))  # ~400 kB
     sender.send_message(big)
-    assert tcp_receiver.received == [big]  # type: ignore[attr-defined]
+    assert tcp_receiver.received == [big]
 
 
 def test_tcp_send_fails_when_nothing_listens() -> None:

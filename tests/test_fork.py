@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import os
-import socketserver
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
 import callwatch
 from callwatch import _core
 
+from conftest import TcpReceiver
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-class _Receiver(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        data = b""
-        while chunk := self.request.recv(65536):
-            data += chunk
-        self.server.received.append(data)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def receiver() -> Iterator[socketserver.TCPServer]:
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Receiver)
-    srv.received = []  # type: ignore[attr-defined]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def wait_child(pid: int, timeout: float = 20.0) -> int:
@@ -46,8 +28,8 @@ def wait_child(pid: int, timeout: float = 20.0) -> int:
     raise AssertionError("the child hung (a lock held at fork time?)")
 
 
-def test_child_counts_only_its_own_requests_and_flushes_them(receiver: socketserver.TCPServer) -> None:
-    port = receiver.server_address[1]
+def test_child_counts_only_its_own_requests_and_flushes_them(tcp_receiver: TcpReceiver) -> None:
+    port = tcp_receiver.port
     callwatch.configure({"graphite": {"host": "127.0.0.1", "port": port, "interval": 60, "prefix": "fork"},
                          "naming": {"host": "h"}}, strict=True)
     for _ in range(5):
@@ -66,12 +48,12 @@ def test_child_counts_only_its_own_requests_and_flushes_them(receiver: socketser
         finally:
             os._exit(code)
     assert wait_child(pid) == 0, "the child had no running flush thread"
-    child = b"".join(receiver.received)  # type: ignore[attr-defined]
+    child = tcp_receiver.data
     assert b"fork.h.handler.child_only.requests 3 " in child
     assert b"parent_only" not in child  # the parent's counts are not sent twice
-    receiver.received.clear()  # type: ignore[attr-defined]
+    tcp_receiver.received.clear()
     callwatch.shutdown()
-    parent = b"".join(receiver.received)  # type: ignore[attr-defined]
+    parent = tcp_receiver.data
     assert b"fork.h.handler.parent_only.requests 5 " in parent and b"child_only" not in parent
 
 

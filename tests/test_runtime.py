@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import socketserver
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from callwatch import _runtime
 from callwatch.testing import FakeClock, RecordingSender
 
 import cwsample.storage as st
+
+from conftest import TcpReceiver
 
 T0 = 1_700_000_000
 CFG = {"graphite": {"host": "unused.invalid", "interval": 10, "prefix": "cw"}, "naming": {"host": "h"},
@@ -133,33 +134,17 @@ def test_flush_thread_flushes_at_wall_clock_multiples_of_the_interval() -> None:
     assert len(sender.payloads) >= 3
 
 
-class _Receiver(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        data = b""
-        while chunk := self.request.recv(65536):
-            data += chunk
-        self.server.received.append(data)  # type: ignore[attr-defined]
-
-
-def test_interpreter_exit_flushes_the_last_interval(tmp_path: Path) -> None:
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Receiver)
-    srv.received = []  # type: ignore[attr-defined]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        script = (
-            "import callwatch\n"
-            f"callwatch.configure({{'graphite': {{'host': '127.0.0.1', 'port': {srv.server_address[1]}, "
-            "'interval': 60, 'prefix': 'exit'}, 'naming': {'host': 'h'}}, strict=True)\n"
-            "for _ in range(7):\n"
-            "    with callwatch.request('job'):\n"
-            "        pass\n"
-        )
-        subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
-        data = b"".join(srv.received)  # type: ignore[attr-defined]
-        assert b"exit.h.handler.job.requests 7 " in data
-    finally:
-        srv.shutdown()
-        srv.server_close()
+def test_interpreter_exit_flushes_the_last_interval(tcp_receiver: TcpReceiver) -> None:
+    script = (
+        "import callwatch\n"
+        f"callwatch.configure({{'graphite': {{'host': '127.0.0.1', 'port': {tcp_receiver.port}, "
+        "'interval': 60, 'prefix': 'exit'}, 'naming': {'host': 'h'}}, strict=True)\n"
+        "for _ in range(7):\n"
+        "    with callwatch.request('job'):\n"
+        "        pass\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert b"exit.h.handler.job.requests 7 " in tcp_receiver.data
 
 
 def test_atexit_hook_is_removed_by_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
