@@ -29,8 +29,9 @@ __all__ = ["Clock", "Exporter", "GraphyteSender", "Namer", "SystemClock", "sanit
 
 log = logging.getLogger("callwatch")
 
-#: Largest payload per TCP send, and per UDP datagram.
-TCP_BATCH_BYTES = 64 * 1024
+#: Largest payload per TCP connection (one connection per flush, unless carbon was down
+#: and a large backlog is being resent), and per UDP datagram.
+TCP_BATCH_BYTES = 1024 * 1024
 UDP_DATAGRAM_BYTES = 1400
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -16,6 +16,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--interval", type=int, default=5, help="flush interval in seconds (default 5)")
     p.add_argument("--threads", type=int, default=2, help="load threads (default 2)")
     p.add_argument("--graphite", metavar="HOST:PORT", help="also push to carbon's plaintext port")
+    p.add_argument("--config", metavar="FILE",
+                   help="take the graphite settings (host, port, protocol, prefix, tags) from this YAML")
     p.add_argument("--graphite-web", metavar="URL", help="graphite-web URL, for the hints printed at the end")
     p.set_defaults(func=run)
 
@@ -33,6 +35,15 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"callwatch demo: --graphite: {e}", file=sys.stderr)
             return 2
+    graphite_cfg = None
+    if args.config:
+        from ..config import ConfigError, load
+
+        try:
+            graphite_cfg = load(args.config).graphite
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
     result = run_demo(duration=args.duration, interval=args.interval, graphite=graphite,
-                      graphite_web=args.graphite_web, threads=args.threads)
+                      graphite_web=args.graphite_web, threads=args.threads, graphite_config=graphite_cfg)
     return 0 if any(g.after > g.before for g in result.growth) else 1

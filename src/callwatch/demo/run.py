@@ -139,15 +139,18 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
 
 def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | None = None,
         graphite_web: str | None = None, threads: int = 2, out: TextIO | None = None,
-        pause: float = 0.002) -> DemoResult:
+        pause: float = 0.002, graphite_config: cwconfig.GraphiteConfig | None = None) -> DemoResult:
+    """Run the demo; ``graphite`` (host, port) or ``graphite_config`` also push to carbon."""
     import sys
 
     out = out or sys.stdout
     cfg = cwconfig.load(CONFIG)
-    g = cfg.graphite
+    g = graphite_config or cfg.graphite
     g = cwconfig.GraphiteConfig(**{**g.__dict__, "interval": interval})
     if graphite is not None:
         g = cwconfig.GraphiteConfig(**{**g.__dict__, "host": graphite[0], "port": graphite[1]})
+    if g.host is not None:
+        graphite = (g.host, g.port)
     cfg = cwconfig.Config(enabled=True, graphite=g, host=cfg.host, watch=cfg.watch,
                           handlers=cfg.handlers, source=cfg.source)
 

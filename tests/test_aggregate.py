@@ -1,0 +1,87 @@
+"""The collector alone: per-request states in, per-interval snapshots out."""
+
+from __future__ import annotations
+
+from callwatch.aggregate import BACKGROUND, OVERFLOW, Collector, FuncStats, Registry
+
+
+def make() -> tuple[Registry, Collector, int, int, int]:
+    reg = Registry()
+    a = reg.function("a", "db").index
+    b = reg.function("b", "db").index
+    g = reg.group("db").index
+    return reg, Collector(reg, max_handlers=2), a, b, g
+
+
+def state(reg: Registry, **slots: tuple[int, int]) -> list[int]:
+    st = [0] * reg.width
+    for k, (calls, ns) in slots.items():
+        i = int(k[1:])
+        st[3 * i], st[3 * i + 1] = calls, ns
+    return st
+
+
+def test_registry_layout_puts_the_group_first_and_reuses_entries() -> None:
+    reg = Registry()
+    f = reg.function("f", "db")
+    assert [(e.name, e.is_group) for e in reg.entries] == [("db", True), ("f", False)]
+    assert f.group_index == 0 and reg.group_of == [-2, 0] and reg.width == 6
+    assert reg.function("f", "db") is f and reg.width == 6
+    st = [0] * 3
+    assert reg.grow(st) == 0 and st == [0] * 6
+
+
+def test_record_sums_groups_and_keeps_per_request_maxima() -> None:
+    reg, col, a, b, g = make()
+    col.record("h", 5_000, 0, state(reg, **{f"k{a}": (2, 100), f"k{b}": (1, 50), f"k{g}": (0, 120)}))
+    col.record("h", 7_000, 1, state(reg, **{f"k{a}": (1, 10), f"k{g}": (0, 10)}))
+    snap = col.swap(10.0)
+    hs = snap.handlers["h"]
+    assert (hs.requests, hs.errors, hs.ns, hs.ns_max, hs.sketch.count) == (2, 1, 12_000, 7_000, 2)
+    assert hs.funcs == {a: FuncStats(3, 2, 110, 100), b: FuncStats(1, 1, 50, 50), g: FuncStats(4, 3, 130, 120)}
+
+
+def test_background_records_have_no_response_time() -> None:
+    reg, col, a, _, _ = make()
+    col.record(BACKGROUND, -1, 0, state(reg, **{f"k{a}": (1, 5)}))
+    hs = col.swap(0).handlers[BACKGROUND]
+    assert (hs.requests, hs.sketch.count, hs.funcs[a].calls) == (0, 0, 1)
+
+
+def test_handler_cap_sends_new_names_to_overflow_for_good() -> None:
+    reg, col, *_ = make()
+    for name in ["h1", "h2", "h3", "h4", "h1", BACKGROUND]:
+        col.record(name, 1, 0, state(reg))
+    assert {n: hs.requests for n, hs in col.swap(0).handlers.items()} == {
+        "h1": 2, "h2": 1, OVERFLOW: 2, BACKGROUND: 1}
+    col.record("h3", 1, 0, state(reg))  # still over the cap in the next interval
+    assert OVERFLOW in col.swap(0).handlers
+
+
+def test_snapshot_reports_zeros_for_what_was_seen_before() -> None:
+    reg, col, a, _, g = make()
+    col.record("h", 1, 0, state(reg, **{f"k{a}": (1, 1), f"k{g}": (0, 1)}))
+    col.swap(10)
+    snap = col.swap(20)
+    assert snap.handlers["h"].requests == 0
+    assert snap.handlers["h"].funcs == {a: FuncStats(), g: FuncStats()}
+    assert (snap.start, snap.end) == (10, 20)
+
+
+def test_restore_merges_a_snapshot_back() -> None:
+    reg, col, a, _, _ = make()
+    col.set_start(100)
+    col.record("h", 10, 0, state(reg, **{f"k{a}": (2, 4)}))
+    snap = col.swap(100)
+    col.record("h", 30, 0, state(reg, **{f"k{a}": (5, 1)}))
+    col.restore(snap)
+    merged = col.swap(110)
+    hs = merged.handlers["h"]
+    assert (merged.start, hs.requests, hs.ns, hs.ns_max, hs.sketch.count) == (100, 2, 40, 30, 2)
+    assert hs.funcs[a] == FuncStats(7, 5, 5, 4)
+
+
+def test_a_broken_state_is_counted_not_raised() -> None:
+    _, col, *_ = make()
+    col.record("h", 1, 0, None)  # type: ignore[arg-type]
+    assert col.internal_errors == 1
