@@ -13,7 +13,12 @@ from callwatch import _core
 
 from conftest import TcpReceiver
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Forking a process that has threads (the flush thread) is exactly what gunicorn
+    # --preload does; Python 3.12+ warns about it, and this is the case under test.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
 
 
 def wait_child(pid: int, timeout: float = 20.0) -> int:
