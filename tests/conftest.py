@@ -24,8 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def clean_callwatch() -> Iterator[None]:
-    """Every test starts and ends with nothing configured, patched or running."""
+def clean_callwatch(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts and ends with nothing configured, patched or running.
+
+    Worker slots live in a directory of the test's own, so names are always ``..._w0``.
+    """
+    from callwatch import _slots
+
+    slot_dir = tmp_path_factory.mktemp("slots")
+    monkeypatch.setattr(_slots, "default_dir", lambda: slot_dir)
     callwatch.shutdown()
     _core.collector.reset()
     _runtime._last_partial = None

@@ -40,24 +40,24 @@ def drive(clock: FakeClock) -> None:
 
 
 EXPECTED_LOGIN = {
-    "cw.h1.handler.login.requests": 2,
-    "cw.h1.handler.login.errors": 0,
-    "cw.h1.handler.login.response_ms.mean": 2.0,
-    "cw.h1.handler.login.response_ms.max": 3.0,
-    "cw.h1.handler.login.watch.get_user.calls": 2,
-    "cw.h1.handler.login.watch.get_user.ms": 2.0,
-    "cw.h1.handler.login.watch.get_user.calls_per_request.mean": 1.0,
-    "cw.h1.handler.login.watch.get_user.calls_per_request.max": 2,
-    "cw.h1.handler.login.watch.get_user.ms_per_request.mean": 1.0,
-    "cw.h1.handler.login.watch.get_user.ms_per_request.max": 2.0,
-    "cw.h1.handler.login.watch.get_user.share": 50.0,
-    "cw.h1.handler.login.group.db.calls": 2,
-    "cw.h1.handler.login.group.db.ms": 2.0,
-    "cw.h1.handler.login.group.db.calls_per_request.mean": 1.0,
-    "cw.h1.handler.login.group.db.calls_per_request.max": 2,
-    "cw.h1.handler.login.group.db.ms_per_request.mean": 1.0,
-    "cw.h1.handler.login.group.db.ms_per_request.max": 2.0,
-    "cw.h1.handler.login.group.db.share": 50.0,
+    "cw.h1_w0.handler.login.requests": 2,
+    "cw.h1_w0.handler.login.errors": 0,
+    "cw.h1_w0.handler.login.response_ms.mean": 2.0,
+    "cw.h1_w0.handler.login.response_ms.max": 3.0,
+    "cw.h1_w0.handler.login.watch.get_user.calls": 2,
+    "cw.h1_w0.handler.login.watch.get_user.ms": 2.0,
+    "cw.h1_w0.handler.login.watch.get_user.calls_per_request.mean": 1.0,
+    "cw.h1_w0.handler.login.watch.get_user.calls_per_request.max": 2,
+    "cw.h1_w0.handler.login.watch.get_user.ms_per_request.mean": 1.0,
+    "cw.h1_w0.handler.login.watch.get_user.ms_per_request.max": 2.0,
+    "cw.h1_w0.handler.login.watch.get_user.share": 50.0,
+    "cw.h1_w0.handler.login.group.db.calls": 2,
+    "cw.h1_w0.handler.login.group.db.ms": 2.0,
+    "cw.h1_w0.handler.login.group.db.calls_per_request.mean": 1.0,
+    "cw.h1_w0.handler.login.group.db.calls_per_request.max": 2,
+    "cw.h1_w0.handler.login.group.db.ms_per_request.mean": 1.0,
+    "cw.h1_w0.handler.login.group.db.ms_per_request.max": 2.0,
+    "cw.h1_w0.handler.login.group.db.share": 50.0,
 }
 
 
@@ -76,16 +76,16 @@ def test_one_interval_gives_exact_lines_at_the_interval_start() -> None:
         assert ts == str(T0)
         got[name] = value
     for stat in ("p50", "p90", "p99"):  # rank q*(n-1), rounded down: 1 ms for n=2; sketch within 1 %
-        v = float(got.pop(f"cw.h1.handler.login.response_ms.{stat}"))
+        v = float(got.pop(f"cw.h1_w0.handler.login.response_ms.{stat}"))
         assert abs(v - 1.0) <= 0.01
-    flush_ms = float(got.pop("cw.h1.callwatch.flush_ms"))
+    flush_ms = float(got.pop("cw.h1_w0.callwatch.flush_ms"))
     assert flush_ms >= 0
     assert got == {**{k: str(v) for k, v in EXPECTED_LOGIN.items()},
-                   "cw.h1.callwatch.points_sent": "0", "cw.h1.callwatch.points_dropped": "0",
-                   "cw.h1.callwatch.send_errors": "0", "cw.h1.callwatch.points_buffered": "0",
-                   "cw.h1.callwatch.internal_errors": "0"}
+                   "cw.h1_w0.callwatch.points_sent": "0", "cw.h1_w0.callwatch.points_dropped": "0",
+                   "cw.h1_w0.callwatch.send_errors": "0", "cw.h1_w0.callwatch.points_buffered": "0",
+                   "cw.h1_w0.callwatch.internal_errors": "0"}
     # the exact bytes of one line, as graphyte builds it
-    assert b"cw.h1.handler.login.requests 2 1700000000\n" in sender.data
+    assert b"cw.h1_w0.handler.login.requests 2 1700000000\n" in sender.data
 
 
 def test_percentiles_are_within_one_percent() -> None:
@@ -99,7 +99,7 @@ def test_percentiles_are_within_one_percent() -> None:
         callwatch.flush()
     v = sender.values()
     for stat, true in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0), ("mean", 50.5)):
-        got = v[(f"cw.h1.handler.h.response_ms.{stat}", T0)]
+        got = v[(f"cw.h1_w0.handler.h.response_ms.{stat}", T0)]
         assert abs(got - true) <= 0.01 * true, (stat, got)
 
 
@@ -111,10 +111,10 @@ def test_tagged_names() -> None:
         clock.advance(10)
         callwatch.flush()
     lines = set(sender.lines)
-    assert f"cw.requests;handler=login;host=h1 2 {T0}" in lines
-    assert f"cw.watch.calls_per_request.max;function=get_user;group=db;handler=login;host=h1 2 {T0}" in lines
-    assert f"cw.group.calls;group=db;handler=login;host=h1 2 {T0}" in lines
-    assert f"cw.callwatch.points_sent;host=h1 0 {T0}" in lines
+    assert f"cw.requests;handler=login;host=h1;worker=w0 2 {T0}" in lines
+    assert f"cw.watch.calls_per_request.max;function=get_user;group=db;handler=login;host=h1;worker=w0 2 {T0}" in lines
+    assert f"cw.group.calls;group=db;handler=login;host=h1;worker=w0 2 {T0}" in lines
+    assert f"cw.callwatch.points_sent;host=h1;worker=w0 0 {T0}" in lines
 
 
 def test_next_interval_reports_zero_for_what_was_seen_before() -> None:
@@ -127,10 +127,10 @@ def test_next_interval_reports_zero_for_what_was_seen_before() -> None:
         clock.advance(10)
         callwatch.flush()
     v = sender.values()
-    assert v[("cw.h1.handler.login.requests", T0 + 10)] == 0
-    assert v[("cw.h1.handler.login.watch.get_user.calls", T0 + 10)] == 0
-    assert ("cw.h1.handler.login.response_ms.mean", T0 + 10) not in v  # no requests, no timing
-    assert v[("cw.h1.callwatch.points_sent", T0 + 10)] == len([k for k in v if k[1] == T0])
+    assert v[("cw.h1_w0.handler.login.requests", T0 + 10)] == 0
+    assert v[("cw.h1_w0.handler.login.watch.get_user.calls", T0 + 10)] == 0
+    assert ("cw.h1_w0.handler.login.response_ms.mean", T0 + 10) not in v  # no requests, no timing
+    assert v[("cw.h1_w0.callwatch.points_sent", T0 + 10)] == len([k for k in v if k[1] == T0])
 
 
 def test_outage_keeps_points_and_resends_them_with_their_timestamps() -> None:
@@ -149,10 +149,10 @@ def test_outage_keeps_points_and_resends_them_with_their_timestamps() -> None:
         callwatch.flush()
     v = sender.values()
     for t in (T0, T0 + 10, T0 + 20):
-        assert v[("cw.h1.handler.login.requests", t)] == 2
-    assert v[("cw.h1.handler.login.requests", T0 + 30)] == 0
+        assert v[("cw.h1_w0.handler.login.requests", t)] == 2
+    assert v[("cw.h1_w0.handler.login.requests", T0 + 30)] == 0
     # each interval reports the send errors since the previous report: 0, 1, 1, 1
-    assert [v[("cw.h1.callwatch.send_errors", T0 + 10 * i)] for i in range(4)] == [0, 1, 1, 1]
+    assert [v[("cw.h1_w0.callwatch.send_errors", T0 + 10 * i)] for i in range(4)] == [0, 1, 1, 1]
     assert rt.exporter.buffered == 0
 
 
@@ -172,7 +172,7 @@ def test_full_buffer_drops_the_oldest_and_counts_them() -> None:
         clock.advance(10)
         callwatch.flush()
     v = sender.values()
-    assert v[("cw.h1.callwatch.points_dropped", T0 + 10)] == dropped
+    assert v[("cw.h1_w0.callwatch.points_dropped", T0 + 10)] == dropped
 
 
 def test_rename_sanitize_and_handler_cap() -> None:
@@ -186,7 +186,7 @@ def test_rename_sanitize_and_handler_cap() -> None:
         callwatch.flush()
     names = {n.split(".")[3] for n, _ in sender.values() if ".handler." in n}
     assert names == {"users_show", "a_b_c_d", "_n_", "_other"}  # cap of 3, then _other
-    assert sender.values()[("cw.h1.handler._other.requests", T0)] == 3
+    assert sender.values()[("cw.h1_w0.handler._other.requests", T0)] == 3
     for line in sender.lines:
         assert len(line.split(" ")) == 3
 
@@ -194,6 +194,8 @@ def test_rename_sanitize_and_handler_cap() -> None:
 def test_namer_without_prefix_or_host() -> None:
     n = Namer("", "", tags=False)
     assert n.handler_metric("h", "requests") == ("handler.h.requests", {})
+    w = Namer("cw", "web1", worker="w3")
+    assert w.handler_metric("h", "requests") == ("cw.web1_w3.handler.h.requests", {})
     assert n.self_metric("points_sent") == ("callwatch.points_sent", {})
     t = Namer("", "", tags=True)
     assert t.handler_metric("h", "requests") == ("requests", {"handler": "h"})
@@ -264,4 +266,4 @@ def test_non_string_handler_names_do_not_break_the_flush() -> None:
             pass
         clock.advance(10)
         callwatch.flush()
-    assert sender.values()[("cw.h1.handler.404.requests", T0)] == 1
+    assert sender.values()[("cw.h1_w0.handler.404.requests", T0)] == 1

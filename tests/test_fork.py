@@ -54,12 +54,12 @@ def test_child_counts_only_its_own_requests_and_flushes_them(tcp_receiver: TcpRe
             os._exit(code)
     assert wait_child(pid) == 0, "the child had no running flush thread"
     child = tcp_receiver.data
-    assert b"fork.h.handler.child_only.requests 3 " in child
+    assert b"fork.h_w1.handler.child_only.requests 3 " in child
     assert b"parent_only" not in child  # the parent's counts are not sent twice
     tcp_receiver.received.clear()
     callwatch.shutdown()
     parent = tcp_receiver.data
-    assert b"fork.h.handler.parent_only.requests 5 " in parent and b"child_only" not in parent
+    assert b"fork.h_w0.handler.parent_only.requests 5 " in parent and b"child_only" not in parent
 
 
 def test_a_lock_held_at_fork_time_does_not_hang_the_child() -> None:

@@ -68,7 +68,7 @@ def test_exact_numbers_at_exact_timestamps(graphite: Graphite) -> None:
         callwatch.flush()
         callwatch.shutdown()
 
-    base = f"{prefix}.h1.handler"
+    base = f"{prefix}.h1_w0.handler"
     window = (t0 - 10, t0 + 30)
 
     def exact(metric: str, expected: dict[int, float]) -> None:
@@ -107,8 +107,8 @@ def test_tagged_series(graphite: Graphite) -> None:
     assert got == {t0: 7.0}
     series = graphite.series(f"seriesByTag('name={prefix}.requests')", *window)
     assert {name: pts[t0] for name, pts in series.items()} == {
-        f"{prefix}.requests;handler=deal;host=h1": 2,
-        f"{prefix}.requests;handler=login;host=h1": 5,
+        f"{prefix}.requests;handler=deal;host=h1;worker=w0": 2,
+        f"{prefix}.requests;handler=login;host=h1;worker=w0": 5,
     }
 
 
@@ -122,7 +122,7 @@ def test_udp(graphite: Graphite) -> None:
         clock.advance(10)
         callwatch.flush()
         callwatch.shutdown()
-    got = graphite.wait_for(f"{prefix}.h1.handler.deal.watch.Storage_get_player.calls", t0 - 10, t0 + 20,
+    got = graphite.wait_for(f"{prefix}.h1_w0.handler.deal.watch.Storage_get_player.calls", t0 - 10, t0 + 20,
                             lambda p: len(p) >= 2)
     assert got == {t0: 15, t0 + 10: 0}  # the final flush at shutdown reports the empty last interval
 
@@ -145,7 +145,7 @@ def test_real_thread_and_clock_lose_nothing(graphite: Graphite) -> None:
     callwatch.shutdown()
     assert rt.exporter.buffered == 0 and rt.exporter.stats.send_errors == 0
     window = (t_start - 2, int(time.time()) + 2)
-    base = f"{prefix}.h1.handler.poll"
+    base = f"{prefix}.h1_w0.handler.poll"
     got = graphite.wait_for(f"{base}.requests", *window, lambda p: sum(p.values()) == sent)
     assert sum(got.values()) == sent
     assert len([v for v in got.values() if v]) >= 3  # spread over several 1 s intervals
@@ -177,10 +177,10 @@ def test_carbon_unreachable_then_back(graphite: Graphite) -> None:
         callwatch.flush()
         assert rt.exporter.buffered == 0
         callwatch.shutdown()
-    got = graphite.wait_for(f"{prefix}.h1.handler.deal.watch.Storage_get_player.calls_per_request.mean",
+    got = graphite.wait_for(f"{prefix}.h1_w0.handler.deal.watch.Storage_get_player.calls_per_request.mean",
                             t0 - 10, t0 + 40, lambda p: len(p) >= 3)
     assert got == {t0: 1.0, t0 + 10: 2.0, t0 + 20: 3.0}
-    errors = graphite.wait_for(f"{prefix}.h1.callwatch.send_errors", t0 - 10, t0 + 50, lambda p: len(p) >= 5)
+    errors = graphite.wait_for(f"{prefix}.h1_w0.callwatch.send_errors", t0 - 10, t0 + 50, lambda p: len(p) >= 5)
     # each interval reports the failed sends since the previous one; the last is shutdown's
     assert errors == {t0: 0, t0 + 10: 1, t0 + 20: 1, t0 + 30: 1, t0 + 40: 0}
 
@@ -196,7 +196,7 @@ def test_demo_pushes_the_growth_to_graphite(graphite: Graphite) -> None:
     result = demo_run.run(duration=6, interval=1, threads=2, out=out,
                           graphite=("127.0.0.1", graphite.line_port), graphite_web=graphite.web_url)
     assert result.points_sent > 0
-    target = f"callwatch.demo.{short_hostname()}.handler.deal.watch.Database_get_player.calls_per_request.mean"
+    target = f"callwatch.demo.{short_hostname()}_w0.handler.deal.watch.Database_get_player.calls_per_request.mean"
     got = graphite.wait_for(target, t_start - 2, int(time.time()) + 2,
                             lambda p: 2.0 in p.values() and 7.0 in p.values())
     values = sorted(got.values())

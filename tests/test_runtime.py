@@ -46,8 +46,8 @@ def test_final_flush_on_shutdown_sends_the_partial_interval() -> None:
             st.get_user(1)
         callwatch.shutdown()
     v = sender.values()
-    assert v[("cw.h.handler.login.requests", T0)] == 1
-    assert v[("cw.h.handler.login.watch.get_user.calls", T0)] == 1
+    assert v[("cw.h_w0.handler.login.requests", T0)] == 1
+    assert v[("cw.h_w0.handler.login.watch.get_user.calls", T0)] == 1
 
 
 def test_configure_again_in_the_same_interval_resends_the_whole_interval() -> None:
@@ -59,14 +59,14 @@ def test_configure_again_in_the_same_interval_resends_the_whole_interval() -> No
                 st.get_user(1)
         clock.advance(2)
         callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)  # shuts down first
-        assert sender.values()[("cw.h.handler.login.requests", T0)] == 3
+        assert sender.values()[("cw.h_w0.handler.login.requests", T0)] == 3
         for _ in range(2):
             with callwatch.request("login"):
                 st.get_user(1)
         clock.advance(10)
         callwatch.flush()
     # carbon keeps the last value per timestamp: 5, not 2
-    assert sender.values()[("cw.h.handler.login.requests", T0)] == 5
+    assert sender.values()[("cw.h_w0.handler.login.requests", T0)] == 5
 
 
 def test_configure_in_a_later_interval_does_not_resend() -> None:
@@ -83,8 +83,8 @@ def test_configure_in_a_later_interval_does_not_resend() -> None:
         clock.advance(10)
         callwatch.flush()
     v = sender.values()
-    assert v[("cw.h.handler.login.requests", T0)] == 1
-    assert v[("cw.h.handler.login.requests", T0 + 20)] == 1
+    assert v[("cw.h_w0.handler.login.requests", T0)] == 1
+    assert v[("cw.h_w0.handler.login.requests", T0 + 20)] == 1
 
 
 def test_bad_config_logs_one_message_and_changes_nothing(caplog: pytest.LogCaptureFixture,
@@ -144,7 +144,7 @@ def test_interpreter_exit_flushes_the_last_interval(tcp_receiver: TcpReceiver) -
         "        pass\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
-    assert b"exit.h.handler.job.requests 7 " in tcp_receiver.data
+    assert b"exit.h_w0.handler.job.requests 7 " in tcp_receiver.data
 
 
 def test_atexit_hook_is_removed_by_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:

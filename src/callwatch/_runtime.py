@@ -10,8 +10,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from . import _core, _targets
-from .aggregate import Snapshot
+from pathlib import Path
+
+from . import _core, _slots, _targets
+from .aggregate import Snapshot, snapshot_from_json, snapshot_to_json
 from .config import Config, ConfigError, load
 from .export import Clock, Exporter, GraphyteSender, Namer, SnapshotSink, SystemClock
 
@@ -26,6 +28,12 @@ class Runtime:
     exporter: Exporter
     patches: _targets.Patches
     resolved: list[_targets.Resolved] = field(default_factory=list)
+    slot: _slots.Slot | None = None
+
+    @property
+    def worker(self) -> str:
+        """This process's worker slot name (``w0``...), or "" with ``naming.worker: none``."""
+        return f"w{self.slot.number}" if self.slot is not None and self.slot.number >= 0 else ""
 
     def flush(self) -> Snapshot | None:
         return self.exporter.flush()
@@ -79,9 +87,11 @@ def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, c
 
     collector = _core.collector
     collector.max_handlers = cfg.handlers.max_handlers
+    slot = _claim_slot(cfg)
     aligned = math.floor(clock.time() / g.interval) * g.interval
-    if _last_partial is not None and _last_partial.start == aligned:
-        collector.restore(_last_partial)
+    partial = _last_partial if slot is None else _handoff(slot)
+    if partial is not None and partial.start == aligned:
+        collector.restore(partial)
     elif collector.start is None or collector.start < aligned:
         collector.set_start(aligned)
     _last_partial = None
@@ -89,12 +99,38 @@ def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, c
     where = f"Graphite at {g.host}:{g.port} ({g.protocol})" if g.host else "the configured sender"
     exporter = Exporter(collector, Namer.from_config(cfg), sender, interval=g.interval, clock=clock,
                         max_buffered_points=g.max_buffered_points, sinks=sinks, where=where)
-    rt = Runtime(cfg, exporter, patches, resolved)
+    rt = Runtime(cfg, exporter, patches, resolved, slot)
+    exporter.namer = Namer.from_config(cfg, rt.worker)
     _active = rt
     if start_thread:
         exporter.start()
     atexit.register(_at_exit)
     return rt
+
+
+def _claim_slot(cfg: Config) -> _slots.Slot | None:
+    if cfg.worker == "none":
+        return None
+    directory = Path(cfg.slot_dir) if cfg.slot_dir else _slots.default_dir()
+    slot = _slots.Slot(directory, f"{cfg.graphite.prefix}.{cfg.host}")
+    try:
+        slot.claim()
+    except (OSError, _slots.SlotError) as e:
+        log.warning("callwatch: cannot take a worker slot in %s (%s); metric names get no worker "
+                    "part, so several processes would overwrite each other's points", directory, e)
+        return None
+    return slot
+
+
+def _handoff(slot: _slots.Slot) -> Snapshot | None:
+    data = slot.take_handoff()
+    if data is None:
+        return None
+    try:
+        return snapshot_from_json(data, _core.registry)
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("callwatch: ignoring a malformed hand-off in %s (%s)", slot.path, e)
+        return None
 
 
 def shutdown(timeout: float = 5.0) -> None:
@@ -107,10 +143,16 @@ def shutdown(timeout: float = 5.0) -> None:
         _active = None
         atexit.unregister(_at_exit)
         try:
-            _last_partial = rt.exporter.stop(timeout)
+            final = rt.exporter.stop(timeout)
+            if rt.slot is None:
+                _last_partial = final
+            elif final is not None:
+                rt.slot.leave_handoff(snapshot_to_json(final))
         except Exception:
             log.exception("callwatch: final flush failed")
         finally:
+            if rt.slot is not None:
+                rt.slot.release()
             rt.patches.undo()
 
 
@@ -140,9 +182,22 @@ def _after_fork_in_child() -> None:
     rt = _active
     if rt is not None:
         try:
+            if rt.slot is not None:
+                rt.slot.forget_after_fork()
+                try:
+                    rt.slot.claim()
+                except (OSError, _slots.SlotError) as e:
+                    log.warning("callwatch: no worker slot after fork (%s); sending without one", e)
+                rt.exporter.namer = Namer.from_config(rt.config, rt.worker)
+                exp = rt.exporter
+                aligned = math.floor(exp.clock.time() / exp.interval) * exp.interval
+                _core.collector.set_start(aligned)
+                partial = _handoff(rt.slot)
+                if partial is not None and partial.start == aligned:
+                    _core.collector.restore(partial)
             rt.exporter.after_fork_in_child()
         except Exception:
-            log.exception("callwatch: could not restart the flush thread after fork")
+            log.exception("callwatch: could not set up the forked child")
 
 
 if hasattr(os, "register_at_fork"):

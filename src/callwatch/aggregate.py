@@ -22,9 +22,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
 
 __all__ = [
     "BACKGROUND",
@@ -294,6 +295,49 @@ class Collector:
                 if k not in stats.funcs:
                     stats.funcs[k] = FuncStats()
         return Snapshot(start, end, table, tuple(self.registry.entries))
+
+
+def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:
+    """The sketch's bins as plain data (for handing an interval to another process)."""
+    store = sketch._store  # DenseStore: public ``bins`` and ``offset``
+    bins = [[store.offset + i, c] for i, c in enumerate(store.bins) if c]
+    return {"bins": bins, "zero": sketch._zero_count}
+
+
+def sketch_from_json(data: Mapping[str, Any]) -> DDSketch:
+    sketch = DDSketch(SKETCH_ACCURACY)
+    mapping = LogarithmicMapping(SKETCH_ACCURACY)
+    for key, count in data.get("bins", ()):
+        sketch.add(mapping.value(int(key)), float(count))  # the bin's own value: same bin
+    if data.get("zero"):
+        sketch.add(0.0, float(data["zero"]))
+    return sketch
+
+
+def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
+    """A snapshot keyed by entry *names*, not this process's entry indices."""
+    handlers = {}
+    for name, hs in snap.handlers.items():
+        funcs = []
+        for k, fs in hs.funcs.items():
+            e = snap.entries[k]
+            funcs.append([e.name, e.group, e.is_group, fs.calls, fs.calls_max, fs.ns, fs.ns_max])
+        handlers[name] = {"requests": hs.requests, "errors": hs.errors, "ns": hs.ns, "ns_max": hs.ns_max,
+                          "sketch": sketch_to_json(hs.sketch), "funcs": funcs}
+    return {"start": snap.start, "end": snap.end, "handlers": handlers}
+
+
+def snapshot_from_json(data: Mapping[str, Any], registry: Registry) -> Snapshot:
+    """Rebuild a snapshot written by another process, mapping names to our entries."""
+    handlers: dict[str, HandlerStats] = {}
+    for name, h in data["handlers"].items():
+        hs = HandlerStats(int(h["requests"]), int(h["errors"]), int(h["ns"]), int(h["ns_max"]),
+                          sketch_from_json(h["sketch"]))
+        for ename, group, is_group, calls, calls_max, ns, ns_max in h["funcs"]:
+            e = registry.group(ename) if is_group else registry.function(ename, group)
+            hs.funcs[e.index] = FuncStats(int(calls), int(calls_max), int(ns), int(ns_max))
+        handlers[str(name)] = hs
+    return Snapshot(float(data["start"]), float(data["end"]), handlers, tuple(registry.entries))
 
 
 def share(part_ns: int, whole_ns: int) -> float:

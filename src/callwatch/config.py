@@ -8,6 +8,7 @@ is ``_targets``' job.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -108,6 +109,8 @@ class Config:
     enabled: bool = True
     graphite: GraphiteConfig = GraphiteConfig()
     host: str = ""  # the naming.host component ("" = left out of metric names)
+    worker: str = "auto"  # naming.worker: "auto" (a slot per process) or "none"
+    slot_dir: str | None = None  # naming.slot_dir: where the worker slots' lock files live
     watch: tuple[WatchTarget, ...] = ()
     handlers: HandlersConfig = HandlersConfig()
     source: str = "<defaults>"
@@ -306,7 +309,7 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
 
 TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers")
 GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
-NAMING_KEYS = ("host",)
+NAMING_KEYS = ("host", "worker", "slot_dir")
 WATCH_KEYS = ("target", "name", "group")
 HANDLERS_KEYS = ("rename", "max_handlers")
 
@@ -371,6 +374,18 @@ def _build(root: _V, chk: _Checker) -> Config:
         host = short_hostname()
     host = host.replace(".", "_")
 
+    worker = "auto"
+    wv = n.get("worker")
+    if wv is not None:
+        if wv.value not in ("auto", "none"):
+            chk.add(wv, "naming.worker", f"expected auto or none, got {_show(wv.value)}",
+                    "write 'worker: auto' (each process sends under its own slot, e.g. web1_w0) "
+                    "or 'worker: none' (one process per host and prefix)")
+        else:
+            worker = str(wv.value)
+    slot_dir = chk.string(n, "naming", "slot_dir", None, nullable=True,
+                          fix="give a directory path, e.g. slot_dir: /run/myapp/callwatch")
+
     watch = _watch(chk, top.get("watch"))
 
     h = chk.mapping(top["handlers"], "handlers", HANDLERS_KEYS) if "handlers" in top else {}
@@ -392,8 +407,8 @@ def _build(root: _V, chk: _Checker) -> Config:
         max_handlers=chk.integer(h, "handlers", "max_handlers", 200, 1, None,
                                  "give a count, e.g. max_handlers: 200"),
     )
-    return Config(enabled=enabled, graphite=graphite, host=host, watch=watch, handlers=handlers,
-                  source=chk.where)
+    return Config(enabled=enabled, graphite=graphite, host=host, worker=worker, slot_dir=slot_dir,
+                  watch=watch, handlers=handlers, source=chk.where)
 
 
 def _protocol(chk: _Checker, g: dict[str, _V]) -> str:
@@ -470,11 +485,10 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:
             problems.append(Problem(f"environment variable {ENV_GRAPHITE}", "", f"{raw!r} is not HOST[:PORT]",
                                     f"set e.g. {ENV_GRAPHITE}=127.0.0.1:2003"))
         else:
-            graphite = GraphiteConfig(**{**graphite.__dict__, "host": host, "port": port})
+            graphite = dataclasses.replace(graphite, host=host, port=port)
     if problems:
         raise ConfigError(problems)
-    return Config(enabled=enabled, graphite=graphite, host=cfg.host, watch=cfg.watch,
-                  handlers=cfg.handlers, source=cfg.source)
+    return dataclasses.replace(cfg, enabled=enabled, graphite=graphite)
 
 
 def _host_port(s: str, default_port: int) -> tuple[str | None, int | None]:

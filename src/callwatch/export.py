@@ -78,17 +78,22 @@ class Namer:
     """
 
     def __init__(self, prefix: str, host: str, *, tags: bool = False,
-                 rename: Mapping[str, str] | None = None) -> None:
+                 rename: Mapping[str, str] | None = None, worker: str = "") -> None:
         self.prefix = prefix
         self.host = host
+        self.worker = worker
         self.tags = tags
         self.rename = dict(rename or {})
-        self._base = ".".join(p for p in (prefix, host) if p)
+        # One path component for "who sent it": web1_w0 (host and worker slot), so a single
+        # wildcard sums over workers and hosts alike: callwatch.*.handler.login.requests
+        origin = "_".join(p for p in (host, worker) if p)
+        self._base = ".".join(p for p in (prefix, origin) if p)
         self._handler_names: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Namer:
-        return cls(cfg.graphite.prefix, cfg.host, tags=cfg.graphite.tags, rename=cfg.handlers.rename)
+    def from_config(cls, cfg: Config, worker: str = "") -> Namer:
+        return cls(cfg.graphite.prefix, cfg.host, tags=cfg.graphite.tags, rename=cfg.handlers.rename,
+                   worker=worker)
 
     def handler(self, raw: str) -> str:
         name = self._handler_names.get(raw)
@@ -125,6 +130,8 @@ class Namer:
     def _tags(self, **tags: str) -> dict[str, str]:
         if self.host:
             tags["host"] = self.host
+        if self.worker:
+            tags["worker"] = self.worker
         return {k: v for k, v in tags.items() if v}
 
     def points(self, snap: Snapshot) -> list[Point]:

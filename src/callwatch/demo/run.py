@@ -7,6 +7,7 @@ path and glob, as in a user's config); the flush thread, the snapshot and, with
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import callwatch
 
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
+from ..export import Namer
 from . import game
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
@@ -145,14 +147,12 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
 
     out = out or sys.stdout
     cfg = cwconfig.load(CONFIG)
-    g = graphite_config or cfg.graphite
-    g = cwconfig.GraphiteConfig(**{**g.__dict__, "interval": interval})
+    g = dataclasses.replace(graphite_config or cfg.graphite, interval=interval)
     if graphite is not None:
-        g = cwconfig.GraphiteConfig(**{**g.__dict__, "host": graphite[0], "port": graphite[1]})
+        g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
     if g.host is not None:
         graphite = (g.host, g.port)
-    cfg = cwconfig.Config(enabled=True, graphite=g, host=cfg.host, watch=cfg.watch,
-                          handlers=cfg.handlers, source=cfg.source)
+    cfg = dataclasses.replace(cfg, enabled=True, graphite=g)
 
     t0 = time.time()
     switch_at = t0 + duration / 2
@@ -198,7 +198,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     growth = _growth(per_phase)
     _print_summary(out, per_phase, growth)
     if graphite is not None:
-        _print_graphite_hints(out, cfg, graphite, graphite_web, points, rt.exporter.buffered)
+        _print_graphite_hints(out, rt.exporter.namer, graphite, graphite_web, points, rt.exporter.buffered)
     return DemoResult(per_phase, growth, len(taken), points)
 
 
@@ -249,9 +249,9 @@ def _print_summary(out: TextIO, per_phase: dict[int, dict[str, Totals]], growth:
     out.flush()
 
 
-def _print_graphite_hints(out: TextIO, cfg: cwconfig.Config, graphite: tuple[str, int],
+def _print_graphite_hints(out: TextIO, namer: Namer, graphite: tuple[str, int],
                           graphite_web: str | None, points: int, buffered: int) -> None:
-    base = ".".join(p for p in (cfg.graphite.prefix, cfg.host) if p)
+    base = namer.handler_metric("H", "x")[0].rsplit(".handler.H.", 1)[0]
     target = f"{base}.handler.*.watch.Database_get_player.calls_per_request.mean"
     out.write(f"\n== Graphite: {points} points sent to {graphite[0]}:{graphite[1]}"
               + (f", {buffered} still buffered (carbon unreachable?)" if buffered else "") + "\n")

@@ -1,0 +1,121 @@
+"""Worker slots: one small, stable number per live process, for metric names.
+
+Graphite keeps the last value written for a name and timestamp, so two processes that send
+``...login.requests`` for the same interval overwrite each other.  Each process therefore
+sends under its own *slot* (``web1_w0``, ``web1_w1``...).  A slot is the lowest-numbered
+lock file in the slot directory that no live process holds (``flock``; the kernel releases
+it when the process dies), so a restarted worker takes the slot its predecessor left and
+the number of series stays bounded by the number of workers running at once -- no pid in
+any name.
+
+A process that leaves in the middle of an interval sends that partial interval, then
+writes it (as JSON) into its slot file.  The next process to take the slot in the same
+interval merges it back, so when it sends that interval the total includes both.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("callwatch")
+
+MAX_SLOTS = 4096
+
+
+def default_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"callwatch-slots-{os.getuid()}"
+
+
+class SlotError(Exception):
+    pass
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o022:
+        raise SlotError(f"{path} is not a private directory of this user (owner {st.st_uid}, "
+                        f"mode {stat.S_IMODE(st.st_mode):o}); set naming.slot_dir to one")
+
+
+class Slot:
+    """The slot this process holds, with its lock file open."""
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.directory = directory
+        self.key = re.sub(r"[^A-Za-z0-9_.-]", "_", key) or "_"
+        self.number = -1
+        self._fd = -1
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.key}.{self.number}.slot"
+
+    def claim(self) -> int:
+        _private_dir(self.directory)
+        for n in range(MAX_SLOTS):
+            path = self.directory / f"{self.key}.{n}.slot"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    continue
+                raise
+            self._fd, self.number = fd, n
+            return n
+        raise SlotError(f"all {MAX_SLOTS} slots in {self.directory} are taken")
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the inherited descriptor shares the parent's lock; drop it
+        (closing our copy leaves the parent's lock in place)."""
+        self.release()
+        self.number = -1
+
+    # -- the partial interval handed to the next holder --------------------------
+
+    def take_handoff(self) -> dict[str, Any] | None:
+        """Read and clear what the previous holder left (None when nothing)."""
+        if self._fd < 0:
+            return None
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            raw = b""
+            while chunk := os.read(self._fd, 1 << 20):
+                raw += chunk
+            os.ftruncate(self._fd, 0)
+            if not raw.strip():
+                return None
+            data = json.loads(raw)
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError) as e:
+            log.warning("callwatch: ignoring the unreadable hand-off in %s (%s)", self.path, e)
+            return None
+
+    def leave_handoff(self, data: dict[str, Any]) -> None:
+        if self._fd < 0:
+            return
+        try:
+            raw = json.dumps(data, separators=(",", ":")).encode()
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except (OSError, TypeError, ValueError) as e:
+            log.warning("callwatch: could not write the hand-off to %s (%s)", self.path, e)

@@ -1,0 +1,90 @@
+"""Worker slots: small stable numbers per live process, and the partial-interval hand-off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from callwatch._slots import Slot, SlotError
+
+from conftest import TcpReceiver
+
+
+def test_lowest_free_slot_is_taken_and_freed_on_release(tmp_path: Path) -> None:
+    a, b, c = (Slot(tmp_path, "cw.h") for _ in range(3))
+    assert (a.claim(), b.claim()) == (0, 1)
+    a.release()
+    assert c.claim() == 0  # the slot a left
+    other = Slot(tmp_path, "other.app")
+    assert other.claim() == 0  # keys do not share slots
+    for s in (b, c, other):
+        s.release()
+
+
+def test_handoff_is_read_once(tmp_path: Path) -> None:
+    a = Slot(tmp_path, "k")
+    a.claim()
+    a.leave_handoff({"start": 10, "x": [1, 2]})
+    a.release()
+    b = Slot(tmp_path, "k")
+    assert b.claim() == 0
+    assert b.take_handoff() == {"start": 10, "x": [1, 2]}
+    assert b.take_handoff() is None
+    b.release()
+
+
+def test_a_shared_directory_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "shared"
+    d.mkdir(mode=0o777)
+    d.chmod(0o777)
+    with pytest.raises(SlotError, match="is not a private directory"):
+        Slot(d, "k").claim()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time, callwatch
+    port, slot_dir, n, hold = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    rt = callwatch.configure({"graphite": {"host": "127.0.0.1", "port": port, "interval": 86400, "prefix": "sl"},
+                              "naming": {"host": "h", "slot_dir": slot_dir}}, strict=True)
+    print(rt.worker, int(rt.exporter.collector.start), flush=True)
+    for _ in range(n):
+        with callwatch.request("job"):
+            pass
+    time.sleep(hold)
+""")
+
+
+def run_child(port: int, slot_dir: Path, n: int, hold: float = 0.0) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(port), str(slot_dir), str(n), str(hold)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_processes_get_their_own_slots_and_a_successor_completes_the_interval(
+        tcp_receiver: TcpReceiver, tmp_path: Path) -> None:
+    a = run_child(tcp_receiver.port, tmp_path, 3, hold=3.0)
+    a_worker, a_start = a.stdout.readline().split()  # type: ignore[union-attr]
+    b = run_child(tcp_receiver.port, tmp_path, 4)
+    b_worker, _ = b.stdout.readline().split()  # type: ignore[union-attr]
+    assert (a_worker, b_worker) == ("w0", "w1")  # alive at the same time: two slots
+    assert b.wait(30) == 0 and a.wait(30) == 0
+    c = run_child(tcp_receiver.port, tmp_path, 2)  # a and b are gone: c takes w0, a's slot
+    c_worker, c_start = c.stdout.readline().split()  # type: ignore[union-attr]
+    assert c.wait(30) == 0
+    assert c_worker == "w0"
+    sent = [line.split() for line in tcp_receiver.data.decode().splitlines()]
+    w0 = [(int(v), int(t)) for n, v, t in sent if n == "sl.h_w0.handler.job.requests"]
+    w1 = [(int(v), int(t)) for n, v, t in sent if n == "sl.h_w1.handler.job.requests"]
+    assert w1 == [(4, int(b_start_of(sent, "w1")))]
+    if c_start == a_start:
+        # same interval: c merged a's partial interval, so the last value carbon keeps is 3 + 2
+        assert w0 == [(3, int(a_start)), (5, int(a_start))]
+    else:  # the run crossed an interval boundary (midnight UTC): nothing to merge
+        assert w0 == [(3, int(a_start)), (2, int(c_start))]
+
+
+def b_start_of(sent: list[list[str]], worker: str) -> str:
+    return next(t for n, _, t in sent if n == f"sl.h_{worker}.handler.job.requests")
