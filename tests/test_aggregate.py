@@ -24,11 +24,11 @@ def state(reg: Registry, **slots: tuple[int, int]) -> list[int]:
 def test_registry_layout_puts_the_group_first_and_reuses_entries() -> None:
     reg = Registry()
     f = reg.function("f", "db")
-    assert [(e.name, e.is_group) for e in reg.entries] == [("db", True), ("f", False)]
-    assert f.group_index == 0 and reg.group_of == [-2, 0] and reg.width == 6
-    assert reg.function("f", "db") is f and reg.width == 6
+    assert [(e.name, e.is_group) for e in reg.entries] == [("__request__", False), ("db", True), ("f", False)]
+    assert f.group_index == 1 and reg.group_of == [-3, -2, 1] and reg.width == 9
+    assert reg.function("f", "db") is f and reg.width == 9
     st = [0] * 3
-    assert reg.grow(st) == 0 and st == [0] * 6
+    assert reg.grow(st) == 0 and st == [0] * 9
 
 
 def test_record_sums_groups_and_keeps_per_request_maxima() -> None:
@@ -79,6 +79,22 @@ def test_restore_merges_a_snapshot_back() -> None:
     hs = merged.handlers["h"]
     assert (merged.start, hs.requests, hs.ns, hs.ns_max, hs.sketch.count) == (100, 2, 40, 30, 2)
     assert hs.funcs[a] == FuncStats(7, 5, 5, 4)
+
+
+def test_dimensions_split_a_handler_and_are_capped() -> None:
+    reg, col, a, _, _ = make()
+    col.max_dimension_values = 2
+    for players in (2, 7, 7, 9, 10):
+        st = state(reg, **{f"k{a}": (players, 1)})
+        st[0] = {"players": str(players)}
+        col.record("deal", 1, 0, st)
+    st = state(reg)
+    st[1] = "renamed"  # callwatch.name_request() during the request
+    col.record("deal", 1, 0, st)
+    snap = col.swap(0)
+    got = {k: (hs.requests, hs.funcs[a].calls if a in hs.funcs else 0) for k, hs in snap.handlers.items()}
+    assert got == {"deal": (5, 35), ("deal", "players", "2"): (1, 2), ("deal", "players", "7"): (2, 14),
+                   ("deal", "players", "_other"): (2, 19), "renamed": (1, 0)}
 
 
 def test_a_broken_state_is_counted_not_raised() -> None:

@@ -69,7 +69,10 @@ def test_demo_shows_the_calls_that_grow_with_the_table() -> None:
     assert growth[("deal", "Database_get_player")] == (2.0, 7.0)
     assert growth[("deal", "Database_save_hand")] == (2.0, 7.0)
     assert growth[("play", "Cache_get")][1] >= 7.0
-    assert growth[("join_table", "Database_get_player")] == (0.5, 3.0)
+    # join_table reads the players already seated (0..n-1: 0.5 and 3.0 per request over whole
+    # rounds); an interval boundary can cut a round, so the mean is only close to that
+    before, after = growth[("join_table", "Database_get_player")]
+    assert before == pytest.approx(0.5, abs=0.02) and after == pytest.approx(3.0, abs=0.05)
     assert growth[("login", "Database_get_user")][0] <= 1.0
     text = out.getvalue()
     assert "== What grew when the table went from 2 to 7 players" in text

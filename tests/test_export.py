@@ -103,6 +103,31 @@ def test_percentiles_are_within_one_percent() -> None:
         assert abs(got - true) <= 0.01 * true, (stat, got)
 
 
+def test_dimensions_add_split_series_next_to_the_totals() -> None:
+    clock, sender = FakeClock(T0), RecordingSender()
+
+    @callwatch.watch(name="get_player")
+    def get_player() -> None:
+        pass
+
+    with clock:
+        setup(clock, sender)
+        for players in (2, 7, 7):
+            with callwatch.request("deal"):
+                callwatch.dimension("players", players)
+                for _ in range(players):
+                    get_player()
+        clock.advance(10)
+        callwatch.flush()
+    v = sender.values()
+    assert v[("cw.h1_w0.handler.deal.requests", T0)] == 3
+    assert v[("cw.h1_w0.handler.deal.watch.get_player.calls_per_request.mean", T0)] == round(16 / 3, 6)
+    assert v[("cw.h1_w0.handler.deal.by.players.2.requests", T0)] == 1
+    assert v[("cw.h1_w0.handler.deal.by.players.7.requests", T0)] == 2
+    assert v[("cw.h1_w0.handler.deal.by.players.7.watch.get_player.calls_per_request.mean", T0)] == 7.0
+    assert v[("cw.h1_w0.handler.deal.by.players.2.watch.get_player.calls_per_request.mean", T0)] == 2.0
+
+
 def test_tagged_names() -> None:
     clock, sender = FakeClock(T0), RecordingSender()
     with clock:

@@ -134,11 +134,11 @@ def test_flush_thread_flushes_at_wall_clock_multiples_of_the_interval() -> None:
     assert len(sender.payloads) >= 3
 
 
-def test_interpreter_exit_flushes_the_last_interval(tcp_receiver: TcpReceiver) -> None:
+def test_interpreter_exit_flushes_the_last_interval(tcp_receiver: TcpReceiver, tmp_path: Path) -> None:
     script = (
         "import callwatch\n"
         f"callwatch.configure({{'graphite': {{'host': '127.0.0.1', 'port': {tcp_receiver.port}, "
-        "'interval': 60, 'prefix': 'exit'}, 'naming': {'host': 'h'}}, strict=True)\n"
+        f"'interval': 60, 'prefix': 'exit'}}, 'naming': {{'host': 'h', 'slot_dir': '{tmp_path}'}}}}, strict=True)\n"
         "for _ in range(7):\n"
         "    with callwatch.request('job'):\n"
         "        pass\n"

@@ -31,8 +31,10 @@ __all__ = [
     "Runtime",
     "__version__",
     "configure",
+    "dimension",
     "flush",
     "handler",
+    "name_request",
     "request",
     "shutdown",
     "watch",
@@ -101,3 +103,28 @@ def request(name: str) -> _core.RequestScope | _core.NullScope:
     if _core.disabled_by_env():
         return _core.NullScope(name)
     return _core.RequestScope(name)
+
+
+def dimension(key: str, value: object) -> None:
+    """Also report the current request under ``key=value`` (e.g. players=7).
+
+    The handler's totals stay as they are; the request is added as well to
+    ``handler.<h>.by.<key>.<value>...``, so a chart can show calls per request against
+    the number of players.  Values per handler and key are capped
+    (``handlers.max_dimension_values``); the rest count under ``_other``.
+    Outside a request this does nothing.
+    """
+    st = _core._get()
+    if st is not None:
+        dims = st[0]
+        if not dims:
+            dims = st[0] = {}
+        dims[str(key)] = str(value)
+
+
+def name_request(name: str) -> None:
+    """Report the current request under ``name`` (for frameworks that route after the
+    request started: a middleware opens the request, the router names it)."""
+    st = _core._get()
+    if st is not None:
+        st[1] = name

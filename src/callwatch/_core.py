@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 registry = Registry()
 collector = Collector(registry)
 
-_current: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+_current: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "callwatch_request", default=None
 )
 _get = _current.get

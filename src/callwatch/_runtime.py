@@ -87,6 +87,7 @@ def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, c
 
     collector = _core.collector
     collector.max_handlers = cfg.handlers.max_handlers
+    collector.max_dimension_values = cfg.handlers.max_dimension_values
     slot = _claim_slot(cfg)
     aligned = math.floor(clock.time() / g.interval) * g.interval
     partial = _last_partial if slot is None else _handoff(slot)

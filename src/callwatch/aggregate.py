@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Tuple, Union
 
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
@@ -42,6 +42,13 @@ __all__ = [
 BACKGROUND = "_background"
 #: Handler name that collects requests once ``handlers.max_handlers`` names are in use.
 OVERFLOW = "_other"
+
+#: Dimension values beyond ``max_dimension_values`` per handler and dimension.
+OTHER_VALUE = "_other"
+HEADER = "__request__"
+
+#: A handler's table key: its name, or (name, dimension, value) for a split by dimension.
+HandlerKey = Union[str, Tuple[str, str, str]]
 
 #: Relative accuracy of the response-time percentiles (DDSketch guarantee: 1 %).
 SKETCH_ACCURACY = 0.01
@@ -67,12 +74,15 @@ class Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.entries: list[Entry] = []
+        # Entry 0 is the request's header, not a function: state[0] holds the request's
+        # dimensions (a dict, or 0) and state[1] a handler name set during the request
+        # (callwatch.name_request), or 0.
+        self.entries: list[Entry] = [Entry(0, HEADER, None, False, -3)]
         self._by_key: dict[tuple[str, str | None, bool], Entry] = {}
         #: len(state) that a new request allocates: 3 slots per entry.
-        self.width = 0
-        #: entry index -> its group's entry index (-1: no group; -2: is a group).
-        self.group_of: list[int] = []
+        self.width = 3
+        #: entry index -> its group's entry index (-1: no group; -2: is a group; -3: header).
+        self.group_of: list[int] = [-3]
 
     def group(self, name: str) -> Entry:
         return self._add(name, None, is_group=True, group_index=-1)
@@ -165,7 +175,7 @@ class Snapshot:
 
     start: float
     end: float
-    handlers: dict[str, HandlerStats]
+    handlers: dict[HandlerKey, HandlerStats]
     entries: tuple[Entry, ...]
 
 
@@ -176,26 +186,32 @@ class Collector:
     ``swap`` hands the filled table to the flusher and starts an empty one.
     """
 
-    def __init__(self, registry: Registry, max_handlers: int = 200) -> None:
+    def __init__(self, registry: Registry, max_handlers: int = 200, max_dimension_values: int = 20) -> None:
         self.registry = registry
         self.max_handlers = max_handlers
+        self.max_dimension_values = max_dimension_values
+        self._dim_values: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
-        self._table: dict[str, HandlerStats] = {}
+        self._table: dict[HandlerKey, HandlerStats] = {}
         self.start: float | None = None
         self._admitted: set[str] = set()
         # Handler -> entries it ever called: later intervals report zeros for them, so
         # a count that drops to 0 shows as 0 rather than as a gap.
-        self._seen: dict[str, set[int]] = {}
+        self._seen: dict[HandlerKey, set[int]] = {}
         #: Requests whose numbers could not be recorded (a bug in callwatch; counted
         #: rather than raised into the application).
         self.internal_errors = 0
 
     # -- hot side: once per request -------------------------------------------------
 
-    def record(self, handler: str, ns: int, error: int, state: list[int]) -> None:
+    def record(self, handler: str, ns: int, error: int, state: list[Any]) -> None:
         """Add one finished request (``ns < 0``: a background call, no response time)."""
         try:
+            dims = state[0]
+            if state[1]:
+                handler = state[1]
             calls = state[0::3]
+            calls[0] = 0  # the header
             group_of = self.registry.group_of
             hits: list[tuple[int, int, int]] = []
             if any(calls):
@@ -215,34 +231,44 @@ class Collector:
             with self._lock:
                 hs = self._table.get(handler)
                 if hs is None:
-                    hs = self._new_handler(handler)
-                if ns >= 0:
-                    hs.requests += 1
-                    hs.errors += error
-                    hs.ns += ns
-                    if ns > hs.ns_max:
-                        hs.ns_max = ns
-                    hs.sketch.add(ns)
-                funcs = hs.funcs
-                for k, c, t in hits:
-                    fs = funcs.get(k)
-                    if fs is None:
-                        fs = funcs[k] = FuncStats()
-                    fs.add(c, t)
+                    hs, handler = self._new_handler(handler)
+                _add(hs, ns, error, hits)
+                if dims:
+                    for key, value in dims.items():
+                        dk = (handler, key, value)
+                        ds = self._table.get(dk)
+                        if ds is None:
+                            ds = self._new_split(dk)
+                        _add(ds, ns, error, hits)
         except Exception:
             self.internal_errors += 1
 
-    def _new_handler(self, handler: str) -> HandlerStats:
+    def _new_handler(self, handler: str) -> tuple[HandlerStats, str]:
         # Called under the lock.  Caps the number of distinct handler names.
         if handler not in self._admitted and handler != BACKGROUND:
             if len(self._admitted) >= self.max_handlers:
                 handler = OVERFLOW
                 hs = self._table.get(OVERFLOW)
                 if hs is not None:
-                    return hs
+                    return hs, handler
             else:
                 self._admitted.add(handler)
         hs = self._table[handler] = HandlerStats()
+        return hs, handler
+
+    def _new_split(self, key: tuple[str, str, str]) -> HandlerStats:
+        # Called under the lock.  Caps the values per handler and dimension.
+        handler, dim, value = key
+        values = self._dim_values.setdefault((handler, dim), set())
+        if value not in values:
+            if len(values) >= self.max_dimension_values:
+                key = (handler, dim, OTHER_VALUE)
+                hs = self._table.get(key)
+                if hs is not None:
+                    return hs
+            else:
+                values.add(value)
+        hs = self._table[key] = HandlerStats()
         return hs
 
     # -- flusher side --------------------------------------------------------------
@@ -273,6 +299,7 @@ class Collector:
         self._lock = threading.Lock()
         self._table = {}
         self._admitted = set()
+        self._dim_values = {}
         self._seen = {}
 
     def reset(self) -> None:
@@ -281,9 +308,10 @@ class Collector:
             self._table = {}
             self.start = None
             self._admitted.clear()
+            self._dim_values.clear()
             self._seen.clear()
 
-    def _snapshot(self, table: dict[str, HandlerStats], start: float, end: float) -> Snapshot:
+    def _snapshot(self, table: dict[HandlerKey, HandlerStats], start: float, end: float) -> Snapshot:
         for name, hs in table.items():
             seen = self._seen.setdefault(name, set())
             seen.update(hs.funcs)
@@ -295,6 +323,22 @@ class Collector:
                 if k not in stats.funcs:
                     stats.funcs[k] = FuncStats()
         return Snapshot(start, end, table, tuple(self.registry.entries))
+
+
+def _add(hs: HandlerStats, ns: int, error: int, hits: list[tuple[int, int, int]]) -> None:
+    if ns >= 0:
+        hs.requests += 1
+        hs.errors += error
+        hs.ns += ns
+        if ns > hs.ns_max:
+            hs.ns_max = ns
+        hs.sketch.add(ns)
+    funcs = hs.funcs
+    for k, c, t in hits:
+        fs = funcs.get(k)
+        if fs is None:
+            fs = funcs[k] = FuncStats()
+        fs.add(c, t)
 
 
 def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:
@@ -322,21 +366,23 @@ def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
         for k, fs in hs.funcs.items():
             e = snap.entries[k]
             funcs.append([e.name, e.group, e.is_group, fs.calls, fs.calls_max, fs.ns, fs.ns_max])
-        handlers[name] = {"requests": hs.requests, "errors": hs.errors, "ns": hs.ns, "ns_max": hs.ns_max,
+        key = name if isinstance(name, str) else "\x00".join(name)
+        handlers[key] = {"requests": hs.requests, "errors": hs.errors, "ns": hs.ns, "ns_max": hs.ns_max,
                           "sketch": sketch_to_json(hs.sketch), "funcs": funcs}
     return {"start": snap.start, "end": snap.end, "handlers": handlers}
 
 
 def snapshot_from_json(data: Mapping[str, Any], registry: Registry) -> Snapshot:
     """Rebuild a snapshot written by another process, mapping names to our entries."""
-    handlers: dict[str, HandlerStats] = {}
+    handlers: dict[HandlerKey, HandlerStats] = {}
     for name, h in data["handlers"].items():
         hs = HandlerStats(int(h["requests"]), int(h["errors"]), int(h["ns"]), int(h["ns_max"]),
                           sketch_from_json(h["sketch"]))
         for ename, group, is_group, calls, calls_max, ns, ns_max in h["funcs"]:
             e = registry.group(ename) if is_group else registry.function(ename, group)
             hs.funcs[e.index] = FuncStats(int(calls), int(calls_max), int(ns), int(ns_max))
-        handlers[str(name)] = hs
+        parts = str(name).split("\x00")
+        handlers[(parts[0], parts[1], parts[2]) if len(parts) == 3 else parts[0]] = hs
     return Snapshot(float(data["start"]), float(data["end"]), handlers, tuple(registry.entries))
 
 

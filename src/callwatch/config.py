@@ -102,6 +102,7 @@ class WatchTarget:
 class HandlersConfig:
     rename: Mapping[str, str] = field(default_factory=dict)
     max_handlers: int = 200
+    max_dimension_values: int = 20
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,7 @@ TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers")
 GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
 NAMING_KEYS = ("host", "worker", "slot_dir")
 WATCH_KEYS = ("target", "name", "group")
-HANDLERS_KEYS = ("rename", "max_handlers")
+HANDLERS_KEYS = ("rename", "max_handlers", "max_dimension_values")
 
 
 def load(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
@@ -406,6 +407,8 @@ def _build(root: _V, chk: _Checker) -> Config:
         rename=rename,
         max_handlers=chk.integer(h, "handlers", "max_handlers", 200, 1, None,
                                  "give a count, e.g. max_handlers: 200"),
+        max_dimension_values=chk.integer(h, "handlers", "max_dimension_values", 20, 1, None,
+                                         "give a count, e.g. max_dimension_values: 20"),
     )
     return Config(enabled=enabled, graphite=graphite, host=host, worker=worker, slot_dir=slot_dir,
                   watch=watch, handlers=handlers, source=chk.where)

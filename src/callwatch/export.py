@@ -106,21 +106,32 @@ class Namer:
     def _name(self, parts: Iterable[str]) -> str:
         return ".".join(p for p in parts if p)
 
-    def handler_metric(self, handler: str, metric: str) -> tuple[str, Mapping[str, str]]:
+    def handler_metric(self, handler: str, metric: str,
+                       split: tuple[str, str] | None = None) -> tuple[str, Mapping[str, str]]:
+        """Name and tags of a handler metric; ``split`` = (dimension, value)."""
         if self.tags:
-            return self._name((self.prefix, metric)), self._tags(handler=handler)
-        return self._name((self._base, "handler", handler, metric)), {}
+            return (self._name((self.prefix, "by" if split else "", metric)),
+                    self._tags(handler=handler, **self._split_tags(split)))
+        return self._name((self._base, "handler", handler, *self._split_path(split), metric)), {}
 
     def watch_metric(self, handler: str, kind: str, what: str, group: str | None,
-                     metric: str) -> tuple[str, Mapping[str, str]]:
+                     metric: str, split: tuple[str, str] | None = None) -> tuple[str, Mapping[str, str]]:
         """``kind`` is "watch" (``what`` = function) or "group" (``what`` = group)."""
         if self.tags:
             if kind == "watch":
-                tags = self._tags(handler=handler, function=what, group=group or "")
+                tags = self._tags(handler=handler, function=what, group=group or "", **self._split_tags(split))
             else:
-                tags = self._tags(handler=handler, group=what)
-            return self._name((self.prefix, kind, metric)), tags
-        return self._name((self._base, "handler", handler, kind, what, metric)), {}
+                tags = self._tags(handler=handler, group=what, **self._split_tags(split))
+            return self._name((self.prefix, "by" if split else "", kind, metric)), tags
+        return self._name((self._base, "handler", handler, *self._split_path(split), kind, what, metric)), {}
+
+    @staticmethod
+    def _split_path(split: tuple[str, str] | None) -> tuple[str, ...]:
+        return ("by", split[0], split[1]) if split else ()
+
+    @staticmethod
+    def _split_tags(split: tuple[str, str] | None) -> dict[str, str]:
+        return {"dimension": split[0], "value": split[1]} if split else {}
 
     def self_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
         if self.tags:
@@ -136,27 +147,32 @@ class Namer:
 
     def points(self, snap: Snapshot) -> list[Point]:
         out: list[Point] = []
-        merged: dict[str, HandlerStats] = {}
+        # Names that sanitize (or rename) to the same metric path are merged, not sent twice.
+        merged: dict[tuple[str, tuple[str, str] | None], HandlerStats] = {}
         for raw, hs in snap.handlers.items():
-            name = self.handler(raw)
-            if name in merged:
-                merged[name].merge(hs)
+            key: tuple[str, tuple[str, str] | None]
+            if isinstance(raw, tuple):
+                key = (self.handler(raw[0]), (sanitize(str(raw[1])), sanitize(str(raw[2]))))
             else:
-                merged[name] = hs
+                key = (self.handler(raw), None)
+            if key in merged:
+                merged[key].merge(hs)
+            else:
+                merged[key] = hs
         entries = snap.entries
-        for h, hs in sorted(merged.items()):
+        for (h, split), hs in sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or ("", ""))):
             background = h == BACKGROUND
             r = hs.requests
             if not background:
                 for metric, count in (("requests", r), ("errors", hs.errors)):
-                    n, t = self.handler_metric(h, metric)
+                    n, t = self.handler_metric(h, metric, split)
                     out.append((n, count, t))
                 if r:
                     values = {"mean": _ms(hs.ns / r), "max": _ms(hs.ns_max)}
                     for stat, q in QUANTILES.items():
                         values[stat] = _ms(hs.quantile_ns(q))
                     for stat in RESPONSE_STATS:
-                        n, t = self.handler_metric(h, "response_ms." + stat)
+                        n, t = self.handler_metric(h, "response_ms." + stat, split)
                         out.append((n, values[stat], t))
             for k, fs in sorted(hs.funcs.items(), key=lambda kv: entries[kv[0]].name):
                 e = entries[k]
@@ -171,7 +187,7 @@ class Namer:
                         ("share", round(share(fs.ns, hs.ns), 3)),
                     ]
                 for metric, value in vals:
-                    n, t = self.watch_metric(h, kind, what, e.group, metric)
+                    n, t = self.watch_metric(h, kind, what, e.group, metric, split)
                     out.append((n, value, t))
         return out
 

@@ -48,7 +48,9 @@ def deal(server: Server, table_id: int) -> dict[int, str]:
     deck = [r + s for r in RANKS for s in SUITS]
     server.rng.shuffle(deck)
     hands: dict[int, str] = {}
-    for i, user_id in enumerate(server.db.list_seats(table_id)):
+    seats = server.db.list_seats(table_id)
+    callwatch.dimension("players", len(seats))  # charts split by table size: deal.by.players.7
+    for i, user_id in enumerate(seats):
         server.db.get_player(user_id)
         hands[user_id] = "".join(deck[2 * i: 2 * i + 2])
         server.db.save_hand(user_id, hands[user_id])

@@ -124,7 +124,7 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
     end = time.strftime("%H:%M:%S", time.localtime(snap.end))
     out.write(f"\n== {start}-{end}  {phase}\n")
     out.write(f"   {'handler':<11} {'req':>6} {'p99 ms':>7}   {'watched call':<22} {'calls/req':>9} {'ms/req':>8}\n")
-    for h, hs in sorted(snap.handlers.items()):
+    for h, hs in sorted((k, v) for k, v in snap.handlers.items() if isinstance(k, str)):
         if h == BACKGROUND or not hs.requests:
             continue
         rows = sorted(((snap.entries[k], fs) for k, fs in hs.funcs.items() if fs.calls),
@@ -204,7 +204,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
 
 def _add(totals: dict[str, Totals], snap: Snapshot) -> None:
     for h, hs in snap.handlers.items():
-        if h == BACKGROUND or not hs.requests:
+        if not isinstance(h, str) or h == BACKGROUND or not hs.requests:
             continue
         tot = totals.setdefault(h, Totals())
         tot.requests += hs.requests
