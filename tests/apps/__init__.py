@@ -1,0 +1,1 @@
+"""Small real applications that the integration tests run under real servers."""
