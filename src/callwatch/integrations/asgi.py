@@ -9,14 +9,16 @@ The handler name is, in order: a name set during the request
 ``_unmatched`` for a 404 without a route, else method plus the first path segment.
 The response time runs until the app returns, after the last body chunk is sent, so a
 streamed response is included.  Exceptions count as errors and propagate; 5xx responses
-count as errors.  Lifespan and websocket connections pass through untouched.
+count as errors.  Websocket connections and lifespan events pass through; when the
+server's lifespan shutdown completes, callwatch does its final flush and shuts down
+(uvicorn ends by re-raising SIGTERM, so ``atexit`` would never run).
 """
 
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from .. import _core
+from .. import _core, _runtime
 from ._naming import UNMATCHED, path_prefix_name, route_name
 
 Scope = MutableMapping[str, Any]
@@ -34,7 +36,11 @@ class ASGIMiddleware:
         self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
+        if kind != "http":
             await self.app(scope, receive, send)
             return
         st: list[Any] = [0] * _core.registry.width
@@ -64,6 +70,17 @@ class ASGIMiddleware:
             except Exception:
                 name = "_unnamed"
             _core._record(name, t, err, st)
+
+    @staticmethod
+    def _lifespan_send(send: Send) -> Send:
+        # Servers such as uvicorn end the process by re-raising SIGTERM after the lifespan
+        # shutdown, so atexit handlers never run: the final flush happens here instead.
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                _runtime.shutdown()
+            await send(message)
+
+        return lifespan_send
 
     def handler_name(self, scope: Scope, state: list[Any], status: int) -> str:
         if state[1]:

@@ -1,0 +1,179 @@
+"""Real servers (gunicorn sync/gthread/gevent, uvicorn) -> real carbon -> graphite-web.
+
+Each test drives a known mix of requests, stops the server (workers flush on exit), and
+reads the totals per handler and per watched function back through graphite-web's render
+API, summed over every worker slot and second: they must equal what was sent, exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from apps import config as app_config
+from conftest import Graphite, free_ports
+
+pytestmark = pytest.mark.graphite
+
+TESTS = Path(__file__).resolve().parent
+
+
+@contextmanager
+def server(cmd: list[str], port: int, config: Path, tmp_path: Path,
+           exit_codes: tuple[int, ...] = (0,)) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ, CALLWATCH_CONFIG=str(config),
+               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    log = open(tmp_path / "server.log", "wb")
+    p = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start: {(tmp_path / 'server.log').read_text()}")
+                time.sleep(0.1)
+        yield p
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+    assert p.returncode in exit_codes, (tmp_path / "server.log").read_text()
+
+
+def get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+            r.read()
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def drive(port: int, paths: list[str], concurrency: int) -> None:
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(pool.map(lambda p: get(port, p), paths))
+    assert set(statuses) <= {200, 500}, statuses
+
+
+def totals(graphite: Graphite, prefix: str, start: int, expected: dict[str, int]) -> dict[str, int]:
+    """Sum over all worker slots and all seconds of each metric path below the origin."""
+    def read() -> dict[str, int]:
+        out = {}
+        for metric in expected:
+            pts = graphite.points(f"sumSeries({prefix}.*.handler.{metric})", start - 5, int(time.time()) + 5)
+            out[metric] = int(round(sum(pts.values())))
+        return out
+
+    deadline = time.monotonic() + 20
+    got = read()
+    while got != expected and time.monotonic() < deadline:
+        time.sleep(0.3)
+        got = read()
+    return got
+
+
+MIX = ["/items/3"] * 200 + ["/prices/2"] * 100 + ["/items/1"] * 100 + ["/boom"] * 10
+EXPECTED = {
+    "list_items.requests": 300,
+    "list_items.watch.get_item.calls": 700,
+    "list_items.watch.cache_get.calls": 300,
+    "list_items.group.db.calls": 700,
+    "prices.requests": 100,
+    "prices.watch.get_price.calls": 200,
+    "boom.requests": 10,
+    "boom.errors": 10,
+}
+
+
+def config_for(graphite: Graphite, tmp_path: Path) -> tuple[str, Path]:
+    prefix = "srv" + uuid.uuid4().hex[:8]
+    cfg = app_config.write(tmp_path / "cw.yaml", port=graphite.line_port, prefix=prefix,
+                           slot_dir=tmp_path / "slots")
+    return prefix, cfg
+
+
+def gunicorn(port: int, app: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10",
+            *args, app]
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["-w", "4", "--max-requests", "40"], id="sync-4-workers-restarting"),
+    pytest.param(["-w", "4", "--max-requests", "40", "--preload"], id="sync-4-workers-preload"),
+    pytest.param(["-w", "2", "-k", "gthread", "--threads", "8"], id="gthread-8-threads"),
+    pytest.param(["-w", "2", "-k", "gevent", "--worker-connections", "200"], id="gevent"),
+])
+def test_gunicorn_flask_exact_totals(graphite: Graphite, tmp_path: Path, args: list[str]) -> None:
+    prefix, cfg = config_for(graphite, tmp_path)
+    (port,) = free_ports(1)
+    start = int(time.time())
+    with server(gunicorn(port, "apps.flask_app:app", *args), port, cfg, tmp_path):
+        drive(port, MIX, concurrency=16)
+    assert totals(graphite, prefix, start, EXPECTED) == EXPECTED
+    if "--max-requests" in args:  # workers were replaced, yet the slots stay few
+        slots = graphite.render(f"{prefix}.*.callwatch.points_sent", start - 5, int(time.time()) + 5)
+        assert 1 < len(slots) <= 5, [s["target"] for s in slots]
+
+
+def test_gunicorn_django_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
+    prefix, cfg = config_for(graphite, tmp_path)
+    (port,) = free_ports(1)
+    start = int(time.time())
+    with server(gunicorn(port, "apps.djsite.wsgi:application", "-w", "2"), port, cfg, tmp_path):
+        drive(port, ["/items/3/"] * 120 + ["/boom/"] * 5, concurrency=8)
+    expected = {"item_list.requests": 120, "item_list.watch.get_item.calls": 360,
+                "item_list.watch.cache_get.calls": 120, "boom.errors": 5}
+    assert totals(graphite, prefix, start, expected) == expected
+
+
+def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
+    prefix, cfg = config_for(graphite, tmp_path)
+    (port,) = free_ports(1)
+    start = int(time.time())
+    in_flight_max = 0
+
+    async def one(path: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 200"), data[:100]
+
+    async def main() -> None:
+        nonlocal in_flight_max
+        paths = [f"/items/{1 + i % 4}" for i in range(240)] + ["/prices/3"] * 60
+        tasks = [asyncio.create_task(one(p)) for p in paths]
+        await asyncio.gather(*tasks)
+        in_flight_max = len(tasks)
+
+    cmd = [sys.executable, "-m", "uvicorn", "apps.starlette_app:app", "--port", str(port),
+           "--host", "127.0.0.1", "--log-level", "warning", "--backlog", "1024"]
+    # uvicorn ends by re-raising SIGTERM after its graceful shutdown: exit status -15
+    with server(cmd, port, cfg, tmp_path, exit_codes=(0, -signal.SIGTERM)):
+        asyncio.run(main())
+    expected = {"GET_items_n.requests": 240, "GET_items_n.watch.aget_item.calls": 600,
+                "GET_items_n.watch.cache_get.calls": 240, "GET_prices_n.requests": 60,
+                "GET_prices_n.watch.get_item.calls": 180}
+    assert totals(graphite, prefix, start, expected) == expected
+    assert in_flight_max >= 200
