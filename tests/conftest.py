@@ -143,3 +143,30 @@ def graphite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graphite]:
         yield Graphite(base, line, f"http://127.0.0.1:{web}")
     finally:
         subprocess.run([str(ROOT / "scripts" / "graphite-down"), str(base)], timeout=60)
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server (Debian's) on a free loopback port, without persistence."""
+    (port,) = free_ports(1)
+    workdir = tmp_path_factory.mktemp("redis")
+    p = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(workdir)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        p.terminate()
+        p.wait(10)

@@ -23,7 +23,7 @@ def test_check_config_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     out = capsys.readouterr().out
     assert f"{p}:3: cwsample.storage:Storage.get_table -> method Storage.get_table, metric 'Storage_get_table', " \
            "group 'db'" in out
-    assert out.rstrip().endswith(f"{p}: valid, 5 function(s) watched")
+    assert out.rstrip().endswith(f"{p}: valid, 5 function(s) and 0 preset(s) watched")
 
 
 def test_check_config_invalid_exits_2_with_located_messages(capsys: pytest.CaptureFixture[str],
@@ -49,7 +49,7 @@ def test_check_config_through_a_real_subprocess() -> None:
     r = subprocess.run([sys.executable, "-m", "callwatch", "check-config",
                         str(ROOT / "config" / "callwatch.example.yaml")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "valid, 6 function(s) watched" in r.stdout
+    assert "valid, 6 function(s) and 1 preset(s) watched" in r.stdout
     r = subprocess.run([sys.executable, "-m", "callwatch", "check-config", "/nonexistent.yaml"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr.splitlines()[0]) == (

@@ -159,12 +159,31 @@ def test_bad_watch_entries(tmp_path: Path) -> None:
     assert got == [
         "F:2: watch[0].target: 'no colon here' is not of the form 'module.path:Qualified.name'. Fix: write e.g. "
         "'myapp.storage:Storage.get_user' or a glob like 'myapp.storage:*.get_*'",
-        "F:3: watch[1]: missing 'target'. Fix: add e.g. 'target: myapp.db:get_user'",
+        "F:3: watch[1]: missing 'target' (or 'preset'). Fix: add e.g. 'target: myapp.db:get_user' or 'preset: redis'",
         "F:4: watch[2].name: 'name' cannot be used with a glob target (it matches many functions). "
         "Fix: remove 'name', or list the functions one by one",
         "F:5: watch[3].group: 'has space' is not allowed here. Fix: use letters, digits, '_' and '-', e.g. group: db",
         "F:6: watch[4]: expected a target string or a mapping, got 42. "
-        "Fix: write '- myapp.db:get_user' or '- {target: myapp.db:get_user, group: db}'",
+        "Fix: write '- myapp.db:get_user', '- {target: myapp.db:get_user, group: db}' or '- {preset: redis}'",
+    ]
+
+
+def test_presets(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+        watch:
+          - preset: redis
+          - {preset: dbapi, group: sql}
+        """)
+    assert [(w.preset, w.group, w.where) for w in load(p, env={}).watch] == [
+        ("redis", None, f"{p}:2"), ("dbapi", "sql", f"{p}:3")]
+    assert errors(tmp_path, """
+        watch:
+          - preset: rediss
+          - {preset: dbapi, target: "a:b"}
+        """) == [
+        "F:2: watch[0].preset: unknown preset 'rediss'. Fix: did you mean 'redis'?",
+        "F:3: watch[1].target: 'target' cannot be used with 'preset'. "
+        "Fix: give the preset alone (and optionally its group), or a target",
     ]
 
 

@@ -289,6 +289,74 @@ def _generated_watched(fn: Callable[..., Any], entry: aggregate.Entry) -> Callab
     return cast(Callable[..., Any], made)
 
 
+def add_call(entry: aggregate.Entry, ns: int) -> None:
+    """Count one call of ``entry`` that took ``ns``, measured by someone else (e.g. a
+    library's before/after events rather than a wrapper)."""
+    st = _get()
+    if st is None:
+        st = [0] * registry.width
+        _add_slots(st, entry, ns)
+        _background_done(st)
+        return
+    if len(st) < registry.width:
+        _grow(st)
+    _add_slots(st, entry, ns)
+
+
+def _add_slots(st: list[Any], e: aggregate.Entry, ns: int) -> None:
+    c = 3 * e.index
+    st[c] += 1
+    if not st[c + 2]:  # not inside a wrapped call of the same entry
+        st[c + 1] += ns
+    if e.group_index >= 0 and not st[3 * e.group_index + 2]:
+        st[3 * e.group_index + 1] += ns
+
+
+def make_keyed_watched(fn: F, key_of: Callable[..., str], name_of: Callable[[str], str],
+                       group: str | None, max_keys: int = 64) -> F:
+    """Like ``make_watched``, with one metric per key of the call (e.g. per redis command:
+    ``redis_GET``, ``redis_SET``).  At most ``max_keys`` keys; the rest share ``other``."""
+    entries: dict[str, aggregate.Entry] = {}
+
+    def entry_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> aggregate.Entry:
+        try:
+            key = str(key_of(*args, **kwargs))
+        except Exception:
+            key = "unknown"
+        e = entries.get(key)
+        if e is None:
+            if len(entries) >= max_keys:
+                key = "other"
+                e = entries.get(key)
+            if e is None:
+                e = entries[key] = registry.function(name_of(key), group)
+        return e
+
+    if inspect.iscoroutinefunction(fn):
+        async def akeyed(*args: Any, **kwargs: Any) -> Any:
+            e = entry_for(args, kwargs)
+            t0 = _now()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                add_call(e, _now() - t0)
+
+        wrapper: Callable[..., Any] = akeyed
+    else:
+        def keyed(*args: Any, **kwargs: Any) -> Any:
+            e = entry_for(args, kwargs)
+            t0 = _now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                add_call(e, _now() - t0)
+
+        wrapper = keyed
+    functools.update_wrapper(wrapper, fn)
+    setattr(wrapper, MARK, "keyed")
+    return cast(F, wrapper)
+
+
 # --------------------------------------------------------------------------------------
 # Handlers
 

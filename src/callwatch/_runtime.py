@@ -27,7 +27,7 @@ class Runtime:
     config: Config
     exporter: Exporter
     patches: _targets.Patches
-    resolved: list[_targets.Resolved] = field(default_factory=list)
+    resolved: list[_targets.Resolved | _targets.PresetUse] = field(default_factory=list)
     slot: _slots.Slot | None = None
 
     @property
@@ -54,7 +54,7 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
     with _lock:
         try:
             cfg = load(source)
-            resolved: list[_targets.Resolved] = []
+            resolved: list[_targets.Resolved | _targets.PresetUse] = []
             if cfg.enabled:
                 resolved, problems = _targets.resolve(cfg.watch)
                 if problems:
@@ -70,7 +70,7 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
             return None
 
 
-def _start(cfg: Config, resolved: list[_targets.Resolved], sender: Any | None, clock: Clock | None,
+def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], sender: Any | None, clock: Clock | None,
            on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None, start_thread: bool) -> Runtime:
     global _active, _last_partial
     clock = clock or SystemClock()

@@ -209,13 +209,43 @@ def _glob(spec: WatchTarget, module: types.ModuleType, problems: list[Problem]) 
     return found
 
 
-def resolve(targets: tuple[WatchTarget, ...] | list[WatchTarget]) -> tuple[list[Resolved], list[Problem]]:
+@dataclass
+class PresetUse:
+    """A ``{preset: ...}`` watch entry (see callwatch.presets)."""
+
+    spec: WatchTarget
+
+    @property
+    def group(self) -> str:
+        from .presets import PRESETS
+
+        return self.spec.group or PRESETS[self.spec.preset or ""].group
+
+    def describe(self) -> str:
+        return f"preset {self.spec.preset}, group '{self.group}'"
+
+
+def resolve(targets: tuple[WatchTarget, ...] | list[WatchTarget]
+            ) -> tuple[list[Resolved | PresetUse], list[Problem]]:
     """Resolve every target; returns the functions found and the problems, never raises."""
+    from .presets import missing_package
+
     problems: list[Problem] = []
-    out: list[Resolved] = []
+    out: list[Resolved | PresetUse] = []
     by_func: dict[tuple[int, str], Resolved] = {}
     by_name: dict[tuple[str, str | None], Resolved] = {}
+    presets: set[str] = set()
     for spec in targets:
+        if spec.preset is not None:
+            missing = missing_package(spec.preset)
+            if missing is not None:
+                problems.append(Problem(spec.where, "preset", f"the {spec.preset} preset needs the "
+                                        f"'{missing}' package, which is not installed",
+                                        f"pip install {missing}, or remove the preset"))
+            elif spec.preset not in presets:
+                presets.add(spec.preset)
+                out.append(PresetUse(spec))
+            continue
         module = _import(spec, problems)
         if module is None:
             continue
@@ -248,8 +278,15 @@ class Patches:
 
     done: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # owner, attr, old raw, new raw
     aliases: list[str] = field(default_factory=list)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)  # presets' own undo
 
     def undo(self) -> None:
+        for cb in reversed(self.callbacks):
+            try:
+                cb()
+            except Exception:
+                pass
+        self.callbacks.clear()
         for owner, attr, old, new in reversed(self.done):
             try:
                 d = vars(owner)
@@ -265,15 +302,20 @@ class Patches:
         self.aliases.clear()
 
 
-def patch(resolved: list[Resolved]) -> Patches:
+def patch(resolved: list[Resolved | PresetUse]) -> Patches:
     """Replace each resolved function with its watched wrapper; all or nothing.
 
     Raises ConfigError (naming the target) if an attribute cannot be set.
     """
+    from .presets import PRESETS
+
     patches = Patches()
-    r: Resolved | None = None
+    r: Resolved | PresetUse | None = None
     try:
         for r in resolved:
+            if isinstance(r, PresetUse):
+                PRESETS[r.spec.preset or ""].apply(r.group, patches.callbacks)
+                continue
             if getattr(r.func, _core.MARK, None) is not None:
                 continue  # already watched (e.g. @callwatch.watch): never wrap twice
             wrapper = _core.make_watched(r.func, r.name, r.spec.group)
@@ -291,7 +333,10 @@ def patch(resolved: list[Resolved]) -> Patches:
     except Exception as e:
         patches.undo()
         where = r.spec.where if r is not None else "<config>"
-        what = f"{r.spec.module}:{r.qualname}" if r is not None else "a target"
+        if isinstance(r, PresetUse):
+            what = f"preset {r.spec.preset}"
+        else:
+            what = f"{r.spec.module}:{r.qualname}" if r is not None else "a target"
         raise ConfigError([Problem(where, "target", f"cannot patch '{what}': {type(e).__name__}: {e}",
                                    "watch a Python function that calls it instead")]) from None
     return patches

@@ -84,6 +84,7 @@ class WatchTarget:
     name: str | None = None
     group: str | None = None
     where: str = "<config>"
+    preset: str | None = None  # a preset instead of a target (see callwatch.presets)
 
     @property
     def module(self) -> str:
@@ -311,7 +312,9 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
 TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers")
 GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
 NAMING_KEYS = ("host", "worker", "slot_dir")
-WATCH_KEYS = ("target", "name", "group")
+WATCH_KEYS = ("target", "name", "group", "preset")
+#: callwatch.presets.PRESETS, named here so that config imports nothing of callwatch's.
+PRESET_NAMES = ("redis", "dbapi", "sqlalchemy", "requests", "httpx")
 HANDLERS_KEYS = ("rename", "max_handlers", "max_dimension_values")
 
 
@@ -439,13 +442,19 @@ def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
             m = {"target": item}
         elif isinstance(item.value, dict):
             m = chk.mapping(item, key, WATCH_KEYS)
+            if "preset" in m:
+                preset = _preset(chk, m, key)
+                if preset is not None:
+                    out.append(preset)
+                continue
             if "target" not in m:
-                chk.add(item, key, "missing 'target'",
-                        "add e.g. 'target: myapp.db:get_user'")
+                chk.add(item, key, "missing 'target' (or 'preset')",
+                        "add e.g. 'target: myapp.db:get_user' or 'preset: redis'")
                 continue
         else:
             chk.add(item, key, f"expected a target string or a mapping, got {_kind(item.value)}",
-                    "write '- myapp.db:get_user' or '- {target: myapp.db:get_user, group: db}'")
+                    "write '- myapp.db:get_user', '- {target: myapp.db:get_user, group: db}' "
+                    "or '- {preset: redis}'")
             continue
         target = chk.string(m, key, "target", None)
         if target is None:
@@ -467,6 +476,23 @@ def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
             continue
         out.append(wt)
     return tuple(out)
+
+
+def _preset(chk: _Checker, m: dict[str, _V], key: str) -> WatchTarget | None:
+    pv = m["preset"]
+    if pv.value not in PRESET_NAMES:
+        close = difflib.get_close_matches(str(pv.value), PRESET_NAMES, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "use one of " + ", ".join(PRESET_NAMES)
+        chk.add(pv, f"{key}.preset", f"unknown preset {_show(pv.value)}", hint)
+        return None
+    for other in ("target", "name"):
+        if other in m:
+            chk.add(m[other], f"{key}.{other}", f"'{other}' cannot be used with 'preset'",
+                    "give the preset alone (and optionally its group), or a target")
+            return None
+    group = chk.string(m, key, "group", None, pattern=SAFE_NAME,
+                       fix="use letters, digits, '_' and '-', e.g. group: db")
+    return WatchTarget(target="", group=group, where=chk.loc(pv), preset=str(pv.value))
 
 
 def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:

@@ -43,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
             print(p, file=sys.stderr)
         print(f"{args.file}: {len(problems)} problem(s); not valid", file=sys.stderr)
         return 2
-    print(f"{args.file}: valid, {len(resolved)} function(s) watched")
+    n_presets = sum(isinstance(r, _targets.PresetUse) for r in resolved)
+    print(f"{args.file}: valid, {len(resolved) - n_presets} function(s) and {n_presets} preset(s) watched")
     return 0
