@@ -292,3 +292,41 @@ def test_non_string_handler_names_do_not_break_the_flush() -> None:
         clock.advance(10)
         callwatch.flush()
     assert sender.values()[("cw.h1_w0.handler.404.requests", T0)] == 1
+
+
+def test_dimensions_from_config_functions(tmp_path: Any) -> None:
+    clock, sender = FakeClock(T0), RecordingSender()
+    p = tmp_path / "cw.yaml"
+    p.write_text("graphite: {host: x, prefix: cw, interval: 10}\nnaming: {host: h1}\n"
+                 "handlers:\n  dimensions:\n    deal: {players: 'cwsample.storage:players_of'}\n")
+
+    @callwatch.handler("deal")
+    def deal(table: object, n: int) -> int:
+        return n
+
+    with clock:
+        callwatch.configure(p, sender=sender, clock=clock, start_thread=False, strict=True)
+        deal("t", 2)
+        deal("t", n=7)
+        clock.advance(10)
+        callwatch.flush()
+    v = sender.values()
+    assert v[("cw.h1_w0.handler.deal.by.players.2.requests", T0)] == 1
+    assert v[("cw.h1_w0.handler.deal.by.players.7.requests", T0)] == 1
+
+
+def test_dimension_function_errors_are_located(tmp_path: Any) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("handlers:\n  dimensions:\n    deal:\n      players: 'cwsample.storage:players_off'\n"
+                 "      bad: 'not a path'\n")
+    with pytest.raises(callwatch.ConfigError) as ei:
+        callwatch.configure(p, strict=True)
+    assert str(ei.value).splitlines() == [
+        f"{p}:5: handlers.dimensions.deal.bad: 'not a path' is not of the form 'module.path:function'. "
+        "Fix: write e.g. 'dimensions: {deal: {players: \"myapp.dims:players_at_table\"}}'",
+    ]
+    p.write_text("handlers:\n  dimensions:\n    deal:\n      players: 'cwsample.storage:players_off'\n")
+    with pytest.raises(callwatch.ConfigError) as ei:
+        callwatch.configure(p, strict=True)
+    assert str(ei.value) == (f"{p}:4: target: 'cwsample.storage' has no attribute 'players_off' (from "
+                             "'cwsample.storage:players_off'). Fix: did you mean 'players_of'?")

@@ -222,3 +222,20 @@ def test_route_names() -> None:
     assert route_name("get", "/users/{id:int}/edit") == "GET_users_id_edit"
     assert route_name("POST", "/users/<int:uid>") == "POST_users_uid"
     assert route_name("GET", "/") == "GET_root"
+
+
+def test_config_dimension_function_gets_the_framework_request() -> None:
+    from callwatch.integrations.wsgi import WSGIMiddleware
+
+    callwatch.configure({"handlers": {"dimensions": {"GET_a": {"depth": "cwsample.storage:path_depth"}}}},
+                        start_thread=False, strict=True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = WSGIMiddleware(app)
+    for path in ("/a", "/a/b/c", "/a/b/c"):
+        list(mw({"REQUEST_METHOD": "GET", "PATH_INFO": path}, lambda *a: None))
+    got = {h: hs.requests for h, hs in snap().handlers.items()}
+    assert got == {"GET_a": 3, ("GET_a", "depth", "1"): 1, ("GET_a", "depth", "3"): 2}

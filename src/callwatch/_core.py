@@ -361,6 +361,26 @@ def make_keyed_watched(fn: F, key_of: Callable[..., str], name_of: Callable[[str
 # Handlers
 
 
+#: handler name -> [(dimension, function)], from the config's handlers.dimensions.
+dimension_functions: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+
+
+def config_dimensions(name: str, state: list[Any], *args: Any, **kwargs: Any) -> None:
+    """Add the configured dimensions of handler ``name``: each function gets the handler's
+    arguments (decorated handlers, routers) or the framework's request object."""
+    fns = dimension_functions.get(str(state[1] or name))
+    if not fns:
+        return
+    dims = state[0]
+    if not dims:
+        dims = state[0] = {}
+    for key, fn in fns:
+        try:
+            dims[key] = str(fn(*args, **kwargs))
+        except Exception:
+            dims[key] = "_error"
+
+
 def make_handler(fn: F, name: str) -> F:
     """Return a wrapper that makes each call of ``fn`` one request of handler ``name``."""
     if inspect.iscoroutinefunction(fn):
@@ -379,6 +399,8 @@ def make_handler(fn: F, name: str) -> F:
             finally:
                 t = _now() - t0
                 _reset(tok)
+                if dimension_functions:
+                    config_dimensions(name, st, *args, **kwargs)
                 _record(name, t, err, st)
 
         wrapper: Callable[..., Any] = async_handler
@@ -398,6 +420,8 @@ def make_handler(fn: F, name: str) -> F:
             finally:
                 t = _now() - t0
                 _reset(tok)
+                if dimension_functions:
+                    config_dimensions(name, st, *args, **kwargs)
                 _record(name, t, err, st)
 
         wrapper = sync_handler

@@ -55,14 +55,18 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
         try:
             cfg = load(source)
             resolved: list[_targets.Resolved | _targets.PresetUse] = []
+            dims: dict[str, list[tuple[str, Any]]] = {}
             if cfg.enabled:
                 resolved, problems = _targets.resolve(cfg.watch)
-                if problems:
-                    raise ConfigError(problems)
+                dims, more = _targets.resolve_dimensions(cfg.handlers.dimensions)
+                if problems or more:
+                    raise ConfigError(problems + more)
             shutdown()
             if not cfg.enabled:
                 return None
-            return _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
+            rt = _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
+            _core.dimension_functions = dims
+            return rt
         except ConfigError as e:
             if strict:
                 raise
@@ -155,6 +159,7 @@ def shutdown(timeout: float = 5.0) -> None:
             if rt.slot is not None:
                 rt.slot.release()
             rt.patches.undo()
+            _core.dimension_functions = {}
 
 
 def _at_exit() -> None:

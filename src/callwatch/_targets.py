@@ -355,3 +355,18 @@ def _patch_aliases(r: Resolved, wrapper: Any, patches: Patches) -> None:
                     continue
                 patches.done.append((mod, name, value, wrapper))
                 patches.aliases.append(f"{modname}.{name}")
+
+
+def resolve_dimensions(dims: Any) -> tuple[dict[str, list[tuple[str, Callable[..., Any]]]], list[Problem]]:
+    """handlers.dimensions -> {handler: [(dimension, function)]}, and the problems."""
+    out: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+    problems: list[Problem] = []
+    for handler, per in dims.items():
+        for dim, spec in per.items():
+            module = _import(spec, problems)
+            if module is None:
+                continue
+            found = _explicit(spec, module, problems)
+            if found:
+                out.setdefault(handler, []).append((dim, found[0].func))
+    return out, problems

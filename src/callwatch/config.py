@@ -104,6 +104,8 @@ class HandlersConfig:
     rename: Mapping[str, str] = field(default_factory=dict)
     max_handlers: int = 200
     max_dimension_values: int = 20
+    #: handler -> {dimension: WatchTarget naming the function that computes it}
+    dimensions: Mapping[str, Mapping[str, WatchTarget]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,7 @@ NAMING_KEYS = ("host", "worker", "slot_dir")
 WATCH_KEYS = ("target", "name", "group", "preset")
 #: callwatch.presets.PRESETS, named here so that config imports nothing of callwatch's.
 PRESET_NAMES = ("redis", "dbapi", "sqlalchemy", "requests", "httpx")
-HANDLERS_KEYS = ("rename", "max_handlers", "max_dimension_values")
+HANDLERS_KEYS = ("rename", "max_handlers", "max_dimension_values", "dimensions")
 
 
 def load(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
@@ -406,7 +408,34 @@ def _build(root: _V, chk: _Checker) -> Config:
                             "give the new handler name")
                 else:
                     rename[old] = new.value
+    dimensions: dict[str, dict[str, WatchTarget]] = {}
+    dv = h.get("dimensions")
+    if dv is not None:
+        fix = "write e.g. 'dimensions: {deal: {players: \"myapp.dims:players_at_table\"}}'"
+        if not isinstance(dv.value, dict):
+            chk.add(dv, "handlers.dimensions", f"expected a mapping of handler to dimensions, got {_kind(dv.value)}",
+                    fix)
+        else:
+            for hname, per in dv.value.items():
+                if not isinstance(per.value, dict):
+                    chk.add(per, f"handlers.dimensions.{hname}",
+                            f"expected a mapping of dimension to function, got {_kind(per.value)}", fix)
+                    continue
+                for dname, fv in per.value.items():
+                    where = f"handlers.dimensions.{hname}.{dname}"
+                    f = fv.value
+                    mod, colon, qual = f.partition(":") if isinstance(f, str) else ("", "", "")
+                    if (not colon or not _MODULE.match(mod) or not _QUALNAME.match(qual)
+                            or any(c in qual for c in "*?[")):
+                        chk.add(fv, where, f"{_show(f)} is not of the form 'module.path:function'", fix)
+                        continue
+                    if not SAFE_NAME.match(dname):
+                        chk.add(fv, where, f"the dimension name {dname!r} is not allowed",
+                                "use letters, digits, '_' and '-'")
+                        continue
+                    dimensions.setdefault(hname, {})[dname] = WatchTarget(f, where=chk.loc(fv))
     handlers = HandlersConfig(
+        dimensions=dimensions,
         rename=rename,
         max_handlers=chk.integer(h, "handlers", "max_handlers", 200, 1, None,
                                  "give a count, e.g. max_handlers: 200"),

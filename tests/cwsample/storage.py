@@ -77,3 +77,13 @@ class _Frozen(type):
 class Frozen(metaclass=_Frozen):
     def get(self) -> int:
         return 1
+
+
+def players_of(table: object, n: int) -> int:
+    """A dimension function: gets the handler's own arguments."""
+    return n
+
+
+def path_depth(environ: dict[str, str]) -> int:
+    """A dimension function for a WSGI app: gets the environ."""
+    return environ["PATH_INFO"].count("/")

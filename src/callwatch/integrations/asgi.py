@@ -69,6 +69,8 @@ class ASGIMiddleware:
                 name = self.handler_name(scope, st, status)
             except Exception:
                 name = "_unnamed"
+            if _core.dimension_functions:
+                _core.config_dimensions(name, st, scope)
             _core._record(name, t, err, st)
 
     @staticmethod

@@ -95,6 +95,8 @@ def _finish(request: Any, st: list[Any], t0: int, err: int) -> None:
         name = str(st[1]) if st[1] else handler_name(request)
     except Exception:
         name = "_unnamed"
+    if _core.dimension_functions:
+        _core.config_dimensions(name, st, request)
     _core._record(name, t, err, st)
 
 

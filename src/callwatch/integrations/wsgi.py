@@ -84,6 +84,8 @@ class _Request:
             name = self.mw.handler_name(self.environ, self.state)
         except Exception:
             name = "_unnamed"
+        if _core.dimension_functions:
+            _core.config_dimensions(name, self.state, self.environ)
         _core._record(name, t, err, self.state)
 
 
