@@ -177,3 +177,26 @@ def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) 
                 "GET_prices_n.watch.get_item.calls": 180}
     assert totals(graphite, prefix, start, expected) == expected
     assert in_flight_max >= 200
+
+
+def test_gevent_game_server_command_router_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
+    prefix, cfg = config_for(graphite, tmp_path)
+    (port,) = free_ports(1)
+    start = int(time.time())
+
+    def client(n: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), 10) as s:
+            f = s.makefile("rwb")
+            for i in range(10):
+                f.write(b"2 %d\n" % n if i % 2 else b"3 %d %d\n" % (n, 2 if n % 2 else 7))
+                f.flush()
+                assert f.readline() == b"ok\n"
+
+    with server([sys.executable, "-m", "apps.gevent_game", str(port)], port, cfg, tmp_path):
+        with ThreadPoolExecutor(50) as pool:
+            list(pool.map(client, range(50)))
+    # 50 clients x 5 logins; 25 clients x 5 joins at 2 players, 25 x 5 at 7
+    expected = {"login.requests": 250, "login.watch.get_item.calls": 250, "login.watch.cache_get.calls": 250,
+                "join_table.requests": 250, "join_table.watch.get_price.calls": 125 * 2 + 125 * 7,
+                "join_table.by.players.7.watch.get_price.calls": 125 * 7}
+    assert totals(graphite, prefix, start, expected) == expected
