@@ -361,6 +361,9 @@ def make_keyed_watched(fn: F, key_of: Callable[..., str], name_of: Callable[[str
 # Handlers
 
 
+#: The sampling profiler (callwatch.profiling.Profiler) when ``profile:`` is configured.
+profiler: Any = None
+
 #: handler name -> [(dimension, function)], from the config's handlers.dimensions.
 dimension_functions: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
 
@@ -390,6 +393,8 @@ def make_handler(fn: F, name: str) -> F:
             st = [0] * registry.width
             tok = _set(st)
             err = 0
+            p = profiler
+            prof = p.begin(name) if p is not None else None
             t0 = _now()
             try:
                 return await fn(*args, **kwargs)
@@ -398,6 +403,8 @@ def make_handler(fn: F, name: str) -> F:
                 raise
             finally:
                 t = _now() - t0
+                if prof is not None:
+                    p.end(prof, name, t, st)
                 _reset(tok)
                 if dimension_functions:
                     config_dimensions(name, st, *args, **kwargs)
@@ -411,6 +418,8 @@ def make_handler(fn: F, name: str) -> F:
             st = [0] * registry.width
             tok = _set(st)
             err = 0
+            p = profiler
+            prof = p.begin(name) if p is not None else None
             t0 = _now()
             try:
                 return fn(*args, **kwargs)
@@ -419,6 +428,8 @@ def make_handler(fn: F, name: str) -> F:
                 raise
             finally:
                 t = _now() - t0
+                if prof is not None:
+                    p.end(prof, name, t, st)
                 _reset(tok)
                 if dimension_functions:
                     config_dimensions(name, st, *args, **kwargs)
@@ -432,7 +443,7 @@ def make_handler(fn: F, name: str) -> F:
 class RequestScope:
     """``with callwatch.request("name"):`` -- one request of a handler, for any block."""
 
-    __slots__ = ("name", "_state", "_token", "_t0")
+    __slots__ = ("name", "_state", "_token", "_t0", "_prof", "_p")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -440,11 +451,15 @@ class RequestScope:
     def __enter__(self) -> RequestScope:
         self._state = st = [0] * registry.width
         self._token = _set(st)
+        self._p = p = profiler
+        self._prof = p.begin(self.name) if p is not None else None
         self._t0 = _now()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
         t = _now() - self._t0
+        if self._prof is not None:
+            self._p.end(self._prof, self.name, t, self._state)
         _reset(self._token)
         err = 1 if exc_type is not None and issubclass(exc_type, Exception) else 0
         _record(self.name, t, err, self._state)

@@ -106,11 +106,34 @@ def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], 
                         max_buffered_points=g.max_buffered_points, sinks=sinks, where=where)
     rt = Runtime(cfg, exporter, patches, resolved, slot)
     exporter.namer = Namer.from_config(cfg, rt.worker)
+    if cfg.profile is not None:
+        _core.profiler = _make_profiler(cfg, collector, exporter)
     _active = rt
     if start_thread:
         exporter.start()
     atexit.register(_at_exit)
     return rt
+
+
+def _make_profiler(cfg: Config, collector: Any, exporter: Exporter) -> Any:
+    from .profiling import ProfiledRequest, Profiler
+
+    assert cfg.profile is not None
+    collector.profile_top = cfg.profile.top
+    registry = _core.registry
+
+    def sink(req: ProfiledRequest) -> None:
+        collector.record_profile(req.handler, req.elapsed_ns,
+                                 [(r.label, r.calls, r.own_ns, r.cum_ns) for r in req.rows])
+
+    def watched_calls(state: list[Any]) -> dict[str, int]:
+        entries = registry.entries
+        return {entries[k].name: state[3 * k] for k in range(1, min(len(entries), len(state) // 3))
+                if state[3 * k]}
+
+    profiler = Profiler(cfg.profile, sink, watched_calls)
+    exporter.hooks.append(profiler.on_flush)
+    return profiler
 
 
 def _claim_slot(cfg: Config) -> _slots.Slot | None:
@@ -160,6 +183,7 @@ def shutdown(timeout: float = 5.0) -> None:
                 rt.slot.release()
             rt.patches.undo()
             _core.dimension_functions = {}
+            _core.profiler = None
 
 
 def _at_exit() -> None:
@@ -185,6 +209,8 @@ def _after_fork_in_child() -> None:
     _last_partial = None
     _core.registry.after_fork_in_child()
     _core.collector.after_fork_in_child()
+    if _core.profiler is not None:
+        _core.profiler.after_fork_in_child()
     rt = _active
     if rt is not None:
         try:

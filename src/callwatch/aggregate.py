@@ -170,6 +170,15 @@ class HandlerStats:
 
 
 @dataclass
+class ProfileStats:
+    """The profiled requests of one handler over one interval, summed per function."""
+
+    requests: int = 0
+    ns: int = 0  # their response time
+    funcs: dict[str, list[int]] = field(default_factory=dict)  # label -> [calls, own_ns, cum_ns]
+
+
+@dataclass
 class Snapshot:
     """Everything measured in ``[start, end)`` (wall-clock seconds)."""
 
@@ -177,6 +186,9 @@ class Snapshot:
     end: float
     handlers: dict[HandlerKey, HandlerStats]
     entries: tuple[Entry, ...]
+    profiles: dict[str, ProfileStats] = field(default_factory=dict)
+    #: per handler, the profiled functions to report (a stable, bounded set)
+    profile_top: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Collector:
@@ -191,6 +203,11 @@ class Collector:
         self.max_handlers = max_handlers
         self.max_dimension_values = max_dimension_values
         self._dim_values: dict[tuple[str, str], set[str]] = {}
+        self._profiles: dict[str, ProfileStats] = {}
+        self._profile_chosen: dict[str, dict[str, int]] = {}
+        self._profile_round = 0
+        #: profiled functions reported per handler (profile.top)
+        self.profile_top = 10
         self._lock = threading.Lock()
         self._table: dict[HandlerKey, HandlerStats] = {}
         self.start: float | None = None
@@ -271,6 +288,29 @@ class Collector:
         hs = self._table[key] = HandlerStats()
         return hs
 
+    def record_profile(self, handler: str, ns: int, rows: Any) -> None:
+        """Add one profiled request: rows of (label, calls, own_ns, cum_ns)."""
+        try:
+            with self._lock:
+                ps = self._profiles.get(handler)
+                if ps is None:
+                    if len(self._profiles) >= self.max_handlers:
+                        return
+                    ps = self._profiles[handler] = ProfileStats()
+                ps.requests += 1
+                ps.ns += ns
+                funcs = ps.funcs
+                for label, calls, own, cum in rows:
+                    f = funcs.get(label)
+                    if f is None:
+                        funcs[label] = [calls, own, cum]
+                    else:
+                        f[0] += calls
+                        f[1] += own
+                        f[2] += cum
+        except Exception:
+            self.internal_errors += 1
+
     # -- flusher side --------------------------------------------------------------
 
     def set_start(self, start: float) -> None:
@@ -281,8 +321,31 @@ class Collector:
         """Return what was measured since the last swap and start a new interval at ``end``."""
         with self._lock:
             table, self._table = self._table, {}
+            profiles, self._profiles = self._profiles, {}
             start, self.start = self.start, end
-        return self._snapshot(table, end if start is None else start, end)
+        snap = self._snapshot(table, end if start is None else start, end)
+        snap.profiles = profiles
+        snap.profile_top = self._select_profile_top(profiles)
+        return snap
+
+    def _select_profile_top(self, profiles: dict[str, ProfileStats]) -> dict[str, list[str]]:
+        # The top functions by cumulative time, plus those chosen in the last few intervals
+        # that are still there (so a series does not flicker in and out), at most 2 x top.
+        top = self.profile_top
+        keep_for = 6
+        self._profile_round += 1
+        out: dict[str, list[str]] = {}
+        for handler, ps in profiles.items():
+            chosen = self._profile_chosen.setdefault(handler, {})
+            ranked = sorted(ps.funcs, key=lambda lb: -ps.funcs[lb][2])
+            for label in ranked[:top]:
+                chosen[label] = self._profile_round
+            for label, when in list(chosen.items()):
+                if self._profile_round - when > keep_for:
+                    del chosen[label]
+            picked = [lb for lb in ranked if lb in chosen][: 2 * top]
+            out[handler] = picked
+        return out
 
     def restore(self, snap: Snapshot) -> None:
         """Merge a snapshot back into the current table (same interval continues)."""
@@ -301,6 +364,7 @@ class Collector:
         self._admitted = set()
         self._dim_values = {}
         self._seen = {}
+        self._profiles = {}
 
     def reset(self) -> None:
         """Forget everything: tables, admitted handler names, seen functions."""
@@ -310,6 +374,8 @@ class Collector:
             self._admitted.clear()
             self._dim_values.clear()
             self._seen.clear()
+            self._profiles = {}
+            self._profile_chosen.clear()
 
     def _snapshot(self, table: dict[HandlerKey, HandlerStats], start: float, end: float) -> Snapshot:
         for name, hs in table.items():

@@ -109,6 +109,22 @@ class HandlersConfig:
 
 
 @dataclass(frozen=True)
+class ProfileConfig:
+    """``profile:``: sampled full profiles of requests (absent: off, at no cost)."""
+
+    rate: float = 0.01  # fraction of requests profiled
+    min_interval: float = 60.0  # seconds: each named handler is profiled at least this often
+    budget: float = 0.02  # at most this fraction of wall time spent in profiled requests
+    top: int = 10  # functions per handler pushed as metrics (cumulative time order)
+    dump_dir: str | None = None  # where pstats dumps of slow/over-budget requests go
+    slow_ms: float | None = None  # dump profiled requests slower than this
+    call_budget: Mapping[str, int] = field(default_factory=dict)  # watched name -> max calls
+    keep_per_handler: int = 20  # newest dumps kept per handler
+    max_dump_mb: float = 100.0  # total size of all dumps
+    trigger_file: str | None = None  # "HANDLER SECONDS" in it: profile every request of it
+
+
+@dataclass(frozen=True)
 class Config:
     enabled: bool = True
     graphite: GraphiteConfig = GraphiteConfig()
@@ -117,6 +133,7 @@ class Config:
     slot_dir: str | None = None  # naming.slot_dir: where the worker slots' lock files live
     watch: tuple[WatchTarget, ...] = ()
     handlers: HandlersConfig = HandlersConfig()
+    profile: ProfileConfig | None = None
     source: str = "<defaults>"
 
 
@@ -311,7 +328,9 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
     return root, chk
 
 
-TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers")
+TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers", "profile")
+PROFILE_KEYS = ("rate", "min_interval", "budget", "top", "dump_dir", "slow_ms", "call_budget",
+                "keep_per_handler", "max_dump_mb", "trigger_file")
 GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
 NAMING_KEYS = ("host", "worker", "slot_dir")
 WATCH_KEYS = ("target", "name", "group", "preset")
@@ -442,8 +461,72 @@ def _build(root: _V, chk: _Checker) -> Config:
         max_dimension_values=chk.integer(h, "handlers", "max_dimension_values", 20, 1, None,
                                          "give a count, e.g. max_dimension_values: 20"),
     )
+    profile = _profile(chk, top["profile"]) if "profile" in top else None
     return Config(enabled=enabled, graphite=graphite, host=host, worker=worker, slot_dir=slot_dir,
-                  watch=watch, handlers=handlers, source=chk.where)
+                  watch=watch, handlers=handlers, profile=profile, source=chk.where)
+
+
+def _fraction(chk: _Checker, m: dict[str, _V], name: str, default: float) -> float:
+    v = m.get(name)
+    if v is None:
+        return default
+    x = v.value
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1:
+        chk.add(v, f"profile.{name}", f"expected a fraction from 0 to 1, got {_show(x)}",
+                f"write e.g. '{name}: 0.01' (1 %)")
+        return default
+    return float(x)
+
+
+def _seconds_or_zero(chk: _Checker, m: dict[str, _V], name: str, default: float) -> float:
+    v = m.get(name)
+    if v is None:
+        return default
+    x = v.value
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x < float("inf"):
+        chk.add(v, f"profile.{name}", f"expected seconds (0 or more), got {_show(x)}",
+                f"write e.g. '{name}: 60' (0 turns it off)")
+        return default
+    return float(x)
+
+
+def _profile(chk: _Checker, v: _V) -> ProfileConfig | None:
+    if v.value is None:
+        return ProfileConfig()
+    m = chk.mapping(v, "profile", PROFILE_KEYS)
+    d = ProfileConfig()
+    budget: dict[str, int] = {}
+    bv = m.get("call_budget")
+    if bv is not None:
+        if not isinstance(bv.value, dict):
+            chk.add(bv, "profile.call_budget", f"expected a mapping of watched name to a count, got {_kind(bv.value)}",
+                    "write e.g. 'call_budget: {get_db_user: 5}'")
+        else:
+            for fname, cv in bv.value.items():
+                if not isinstance(cv.value, int) or isinstance(cv.value, bool) or cv.value < 0:
+                    chk.add(cv, f"profile.call_budget.{fname}", f"expected a whole number, got {_show(cv.value)}",
+                            "give the most calls per request that is normal, e.g. 5")
+                else:
+                    budget[fname] = cv.value
+    slow = m.get("slow_ms")
+    slow_ms: float | None = None
+    if slow is not None and slow.value is not None:
+        slow_ms = chk.number(m, "profile", "slow_ms", 0.0, "give milliseconds, e.g. slow_ms: 500")
+    return ProfileConfig(
+        rate=_fraction(chk, m, "rate", d.rate),
+        min_interval=_seconds_or_zero(chk, m, "min_interval", d.min_interval),
+        budget=_fraction(chk, m, "budget", d.budget),
+        top=chk.integer(m, "profile", "top", d.top, 1, 1000, "give a count, e.g. top: 10"),
+        dump_dir=chk.string(m, "profile", "dump_dir", None, nullable=True,
+                            fix="give a directory, e.g. dump_dir: /var/tmp/callwatch-profiles"),
+        slow_ms=slow_ms,
+        call_budget=budget,
+        keep_per_handler=chk.integer(m, "profile", "keep_per_handler", d.keep_per_handler, 1, None,
+                                     "give a count, e.g. keep_per_handler: 20"),
+        max_dump_mb=chk.number(m, "profile", "max_dump_mb", d.max_dump_mb, "give megabytes, e.g. max_dump_mb: 100"),
+        trigger_file=chk.string(m, "profile", "trigger_file", None, nullable=True,
+                                fix="give a file path, e.g. trigger_file: /tmp/callwatch-profile-now"),
+    )
 
 
 def _protocol(chk: _Checker, g: dict[str, _V]) -> str:

@@ -133,6 +133,13 @@ class Namer:
     def _split_tags(split: tuple[str, str] | None) -> dict[str, str]:
         return {"dimension": split[0], "value": split[1]} if split else {}
 
+    def profile_metric(self, handler: str, label: str, metric: str) -> tuple[str, Mapping[str, str]]:
+        """``label`` "" for the handler's own profile metrics (requests)."""
+        fn = sanitize(label) if label else ""
+        if self.tags:
+            return self._name((self.prefix, "profile", metric)), self._tags(handler=handler, function=fn)
+        return self._name((self._base, "handler", handler, "profile", fn, metric)), {}
+
     def self_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
         if self.tags:
             return self._name((self.prefix, "callwatch", metric)), self._tags()
@@ -188,6 +195,18 @@ class Namer:
                     ]
                 for metric, value in vals:
                     n, t = self.watch_metric(h, kind, what, e.group, metric, split)
+                    out.append((n, value, t))
+        for raw, ps in sorted(snap.profiles.items()):
+            h = self.handler(raw)
+            n, t = self.profile_metric(h, "", "requests")
+            out.append((n, ps.requests, t))
+            r = ps.requests or 1
+            for label in snap.profile_top.get(raw, ()):
+                calls, own, cum = ps.funcs[label]
+                for metric, value in (("calls_per_request", round(calls / r, 6)),
+                                      ("ms_per_request", _ms(cum / r)),
+                                      ("own_ms_per_request", _ms(own / r))):
+                    n, t = self.profile_metric(h, label, metric)
                     out.append((n, value, t))
         return out
 
@@ -284,6 +303,8 @@ class Exporter:
         self.clock = clock or SystemClock()
         self.max_buffered = max_buffered_points
         self.sinks = list(sinks)
+        #: called at every flush, in the flush thread (the profiler writes dumps here)
+        self.hooks: list[Callable[[], None]] = []
         self.where = where
         self.stats = ExportStats()
         self._buffer: collections.deque[bytes] = collections.deque()
@@ -364,6 +385,11 @@ class Exporter:
                         sink(snap)
                     except Exception:
                         log.exception("callwatch: snapshot sink %r failed", sink)
+            for hook in self.hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("callwatch: flush hook %r failed", hook)
             if self.sender is not None:
                 if snap is not None:
                     self._enqueue(self.namer.points(snap) + self._self_points(), int(snap.start))

@@ -54,6 +54,8 @@ class ASGIMiddleware:
 
         tok = _core._set(st)
         err = 0
+        p = _core.profiler
+        prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
             await self.app(scope, receive, send_wrapper)
@@ -62,13 +64,15 @@ class ASGIMiddleware:
             raise
         finally:
             t = _core._now() - t0
-            _core._reset(tok)
             if status >= 500:
                 err = 1
             try:
                 name = self.handler_name(scope, st, status)
             except Exception:
                 name = "_unnamed"
+            if prof is not None:
+                p.end(prof, name, t, st)
+            _core._reset(tok)
             if _core.dimension_functions:
                 _core.config_dimensions(name, st, scope)
             _core._record(name, t, err, st)

@@ -65,28 +65,45 @@ class CallWatchMiddleware:
             return self.__acall__(request)
         st: list[Any] = [0] * _core.registry.width
         tok = _core._set(st)
+        p = _core.profiler
+        prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
             response = self.get_response(request)
         except Exception:
+            _end_profile(p, prof, request, st, t0)
             _core._reset(tok)
             _finish(request, st, t0, 1)
             raise
+        _end_profile(p, prof, request, st, t0)
         _core._reset(tok)
         return _after(request, response, st, t0)
 
     async def __acall__(self, request: Any) -> Any:
         st: list[Any] = [0] * _core.registry.width
         tok = _core._set(st)
+        p = _core.profiler
+        prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
             response = await self.get_response(request)
         except Exception:
+            _end_profile(p, prof, request, st, t0)
             _core._reset(tok)
             _finish(request, st, t0, 1)
             raise
+        _end_profile(p, prof, request, st, t0)
         _core._reset(tok)
         return _after(request, response, st, t0)
+
+
+def _end_profile(p: Any, prof: Any, request: Any, st: list[Any], t0: int) -> None:
+    if prof is not None:
+        try:
+            name = str(st[1]) if st[1] else handler_name(request)
+        except Exception:
+            name = "_unnamed"
+        p.end(prof, name, _core._now() - t0, st)
 
 
 def _finish(request: Any, st: list[Any], t0: int, err: int) -> None:

@@ -39,16 +39,22 @@ class WSGIMiddleware:
             return start_response(status, headers, exc_info)
 
         tok = _core._set(req.state)
+        p = _core.profiler
+        if p is not None:
+            req.begin_profile(p)
         try:
             body = self.app(environ, start)
         except Exception:
+            req.end_profile()
             _core._reset(tok)
             req.finish(error=True)
             raise
         except BaseException:
+            req.end_profile()
             _core._reset(tok)
             req.finish(error=False)
             raise
+        req.end_profile()
         _core._reset(tok)
         return _Body(body, req)
 
@@ -64,7 +70,7 @@ class WSGIMiddleware:
 
 
 class _Request:
-    __slots__ = ("mw", "environ", "state", "t0", "status", "done")
+    __slots__ = ("mw", "environ", "state", "t0", "status", "done", "profiler", "prof")
 
     def __init__(self, mw: WSGIMiddleware, environ: Environ) -> None:
         self.mw = mw
@@ -73,6 +79,22 @@ class _Request:
         self.t0 = _core._now()
         self.status = ""
         self.done = False
+        self.profiler: Any = None
+        self.prof: Any = None
+
+    def begin_profile(self, p: Any) -> None:
+        # The name is only known once the framework has routed the request.  The profile
+        # covers the app call; a streamed body is produced outside it.
+        self.profiler, self.prof = p, p.begin(None)
+
+    def end_profile(self) -> None:
+        if self.prof is not None:
+            prof, self.prof = self.prof, None
+            try:
+                name = self.mw.handler_name(self.environ, self.state)
+            except Exception:
+                name = "_unnamed"
+            self.profiler.end(prof, name, _core._now() - self.t0, self.state)
 
     def finish(self, error: bool) -> None:
         if self.done:

@@ -1,0 +1,254 @@
+"""Sampled full profiles of requests (``profile:`` in the config).
+
+Mechanism: yappi, with a *tag per request context*.  When a request is chosen, its context
+gets a tag (a ``ContextVar``) and yappi runs; yappi asks for the tag at every function
+entry, so each call is attributed to the context that made it.  The profile of the
+request is the stats filtered by its tag: other threads, other asyncio tasks and other
+greenlets running meanwhile are left out, because they run in other contexts.  cProfile
+cannot do that: it has no notion of context, and from Python 3.12 on it records every
+thread of the process (sys.monitoring), so a profile under a threaded server would mix
+requests.
+
+At most one request is profiled at a time per process.  Requests are chosen at random
+(``rate``); a handler not profiled for ``min_interval`` seconds gets its next request
+profiled, so rare handlers show up too; and the rate is lowered whenever profiled requests
+took more than ``budget`` of the wall time in an interval.  Without ``profile:`` nothing
+here is imported or run.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import logging
+import marshal
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ProfileConfig
+
+log = logging.getLogger("callwatch")
+
+__all__ = ["FuncRow", "ProfiledRequest", "Profiler", "func_label"]
+
+_tag: contextvars.ContextVar[int] = contextvars.ContextVar("callwatch_profile_tag", default=0)
+
+
+@dataclass(frozen=True)
+class FuncRow:
+    """One function in one profiled request."""
+
+    label: str  # short and metric-safe: db.get_player, sqlite3.Cursor.execute, time.sleep
+    calls: int
+    primitive: int  # calls that were not recursive
+    own_ns: int
+    cum_ns: int
+
+
+@dataclass
+class ProfiledRequest:
+    handler: str
+    elapsed_ns: int
+    wall: float
+    rows: list[FuncRow]
+    pstats: dict[Any, Any] | None = None  # for a dump (marshal-able, what pstats loads)
+
+
+_OWN = os.path.dirname(os.path.abspath(__file__))
+_METHOD = re.compile(r"^<method '([^']+)' of '([^']+)' objects>$")
+_BUILTIN = re.compile(r"^<built-in method ([^>]+)>$")
+
+
+def func_label(module: str, line: int, name: str, builtin: bool) -> str:
+    """A short, stable name for a profiled function (not yet metric-safe)."""
+    if builtin or line == 0:
+        m = _METHOD.match(name)
+        if m:
+            return f"{m.group(2)}.{m.group(1)}"
+        m = _BUILTIN.match(name)
+        if m:
+            return m.group(1)
+        return name if module in ("builtins", "~", "") else f"{module}.{name}"
+    stem = os.path.splitext(os.path.basename(module))[0]
+    return f"{stem}.{name}"
+
+
+class Profiler:
+    def __init__(self, cfg: ProfileConfig, sink: Callable[[ProfiledRequest], None],
+                 watched_calls: Callable[[list[Any]], dict[str, int]] | None = None) -> None:
+        import yappi  # only when profiling is configured
+
+        self.yappi = yappi
+        self.cfg = cfg
+        self.sink = sink
+        self.watched_calls = watched_calls
+        self.rate = cfg.rate
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._seq = 0
+        self._last: dict[str, float] = {}
+        self._on_demand: tuple[str, float] | None = None
+        self._profiled_ns = 0
+        self._window_start = time.monotonic()
+        self._dumps: collections.deque[tuple[str, float, int, dict[Any, Any]]] = collections.deque(maxlen=100)
+        yappi.set_clock_type("wall")
+        yappi.set_tag_callback(_tag.get)
+        try:
+            from gevent import monkey
+
+            if monkey.is_module_patched("threading"):
+                yappi.set_context_backend("greenlet")
+        except ImportError:
+            pass
+
+    # -- request side ----------------------------------------------------------------
+
+    def begin(self, name: str | None) -> tuple[int, contextvars.Token[int]] | None:
+        """Start profiling the current request if it is chosen; None when it is not."""
+        if not self._chosen(name):
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None  # another request is being profiled
+        try:
+            self._seq += 1
+            tag = self._seq
+            token = _tag.set(tag)
+            self.yappi.clear_stats()
+            self.yappi.start(builtins=True, profile_threads=True)
+            return tag, token
+        except Exception:
+            self._lock.release()
+            return None
+
+    def _chosen(self, name: str | None) -> bool:
+        now = time.monotonic()
+        od = self._on_demand
+        if od is not None and name == od[0]:
+            if now < od[1]:
+                return True
+            self._on_demand = None
+        if name is not None and self.cfg.min_interval > 0:
+            last = self._last.get(name)
+            if last is None or now - last >= self.cfg.min_interval:
+                return True
+        return self._rng.random() < self.rate
+
+    def end(self, prof: tuple[int, contextvars.Token[int]], name: str, elapsed_ns: int,
+            state: list[Any]) -> None:
+        tag, token = prof
+        try:
+            self.yappi.stop()
+            stats = self.yappi.get_func_stats(filter={"tag": tag})
+            rows = [FuncRow(func_label(s.module, s.lineno, s.name, s.builtin), int(s.ncall), int(s.nactualcall),
+                            int(s.tsub * 1e9), int(s.ttot * 1e9))
+                    for s in stats if not s.module.startswith(_OWN)]  # not callwatch's own frames
+            dump = None
+            if self._want_dump(elapsed_ns, state):
+                dump = dict(self.yappi.convert2pstats(stats).stats)
+            self.yappi.clear_stats()
+        except Exception:
+            log.exception("callwatch: reading a profile failed")
+            return
+        finally:
+            _tag.reset(token)
+            self._lock.release()
+        if len(self._last) < 10_000 or name in self._last:
+            self._last[name] = time.monotonic()
+        self._profiled_ns += elapsed_ns
+        req = ProfiledRequest(name, elapsed_ns, time.time(), rows, dump)
+        if dump is not None and self.cfg.dump_dir:
+            self._dumps.append((name, req.wall, elapsed_ns, dump))
+        self.sink(req)
+
+    def _want_dump(self, elapsed_ns: int, state: list[Any]) -> bool:
+        cfg = self.cfg
+        if not cfg.dump_dir:
+            return False
+        if cfg.slow_ms is not None and elapsed_ns >= cfg.slow_ms * 1e6:
+            return True
+        if cfg.call_budget and self.watched_calls is not None:
+            calls = self.watched_calls(state)
+            return any(calls.get(fn, 0) > limit for fn, limit in cfg.call_budget.items())
+        return cfg.slow_ms is None and not cfg.call_budget  # no criteria: keep every one
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._dumps.clear()
+        self._profiled_ns = 0
+
+    # -- flush side (the exporter's thread) ------------------------------------------
+
+    def on_flush(self) -> None:
+        self._adjust_rate()
+        self._poll_trigger()
+        self._write_dumps()
+
+    def _adjust_rate(self) -> None:
+        now = time.monotonic()
+        wall = now - self._window_start
+        if wall <= 0:
+            return
+        share = self._profiled_ns / (wall * 1e9)
+        if share > self.cfg.budget:
+            self.rate = self.rate * self.cfg.budget / share
+        else:
+            self.rate = min(self.cfg.rate, max(self.rate * 2, self.cfg.rate / 1000))
+        self._profiled_ns = 0
+        self._window_start = now
+
+    def profile_now(self, handler: str, seconds: float) -> None:
+        """Profile every request of ``handler`` (one at a time) for the next ``seconds``."""
+        self._on_demand = (handler, time.monotonic() + seconds)
+
+    def _poll_trigger(self) -> None:
+        path = self.cfg.trigger_file
+        if not path or not os.path.exists(path):
+            return
+        try:
+            text = Path(path).read_text().split()
+            os.unlink(path)
+            handler, seconds = text[0], float(text[1]) if len(text) > 1 else 60.0
+        except (OSError, ValueError, IndexError) as e:
+            log.warning("callwatch: ignoring trigger file %s (%s); write 'HANDLER SECONDS' in it", path, e)
+            return
+        log.warning("callwatch: profiling every request of %s for %.0f s (trigger file)", handler, seconds)
+        self.profile_now(handler, seconds)
+
+    def _write_dumps(self) -> None:
+        root = Path(self.cfg.dump_dir) if self.cfg.dump_dir else None
+        if root is None:
+            return
+        while self._dumps:
+            handler, wall, elapsed_ns, stats = self._dumps.popleft()
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", handler)[:100] or "_"
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+            path = root / safe / f"{stamp}-{elapsed_ns / 1e6:.0f}ms.prof"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(marshal.dumps(stats))
+            except OSError as e:
+                log.warning("callwatch: cannot write profile dump %s (%s)", path, e)
+                continue
+            self._retain(path.parent)
+        self._cap_total(root)
+
+    def _retain(self, folder: Path) -> None:
+        dumps = sorted(folder.glob("*.prof"))
+        for old in dumps[: max(0, len(dumps) - self.cfg.keep_per_handler)]:
+            old.unlink(missing_ok=True)
+
+    def _cap_total(self, root: Path) -> None:
+        files = sorted(root.glob("*/*.prof"), key=lambda p: p.name)
+        total = sum(p.stat().st_size for p in files)
+        limit = self.cfg.max_dump_mb * 1024 * 1024
+        for p in files:  # oldest first (names start with the UTC time)
+            if total <= limit:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)

@@ -1,0 +1,237 @@
+"""Sampled profiles: isolation per request context, metrics, dumps, triggers, budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pstats
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import callwatch
+from callwatch import _core
+from callwatch.aggregate import Snapshot
+from callwatch.profiling import func_label
+from callwatch.testing import RecordingSender
+
+TESTS = Path(__file__).resolve().parent
+
+
+def labels(s: Snapshot, handler: str) -> set[str]:
+    return set(s.profiles[handler].funcs) if handler in s.profiles else set()
+
+
+def a_only(n: int) -> int:
+    return sum(range(n))
+
+
+def b_only(n: int) -> int:
+    return sum(range(n))
+
+
+def test_asyncio_interleaved_handlers_get_clean_profiles() -> None:
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+
+    @callwatch.handler("ha")
+    async def ha() -> None:
+        for _ in range(5):
+            a_only(100)
+            await asyncio.sleep(0.001)
+
+    @callwatch.handler("hb")
+    async def hb() -> None:
+        for _ in range(5):
+            b_only(100)
+            await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        for i in range(6):  # one profiled at a time: the first to start in each round
+            await asyncio.gather(*((ha(), hb(), hb(), ha()) if i % 2 else (hb(), ha(), ha(), hb())))
+
+    asyncio.run(main())
+    s = _core.collector.swap(0)
+    assert s.profiles["ha"].requests >= 1 and s.profiles["hb"].requests >= 1
+    assert "test_profiling.a_only" in labels(s, "ha") and "test_profiling.b_only" not in labels(s, "ha")
+    assert "test_profiling.b_only" in labels(s, "hb") and "test_profiling.a_only" not in labels(s, "hb")
+    assert s.profiles["ha"].funcs["test_profiling.a_only"][0] == 5 * s.profiles["ha"].requests
+
+
+def test_threads_get_clean_profiles() -> None:
+    """cProfile on 3.12+ would record every thread; the tags keep requests apart."""
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    stop = threading.Event()
+
+    def other_thread() -> None:  # busy outside any profiled request, all along
+        while not stop.is_set():
+            b_only(1000)
+
+    @callwatch.handler("ha")
+    def ha() -> None:
+        for _ in range(3):
+            a_only(100)
+            time.sleep(0.002)  # lets the other thread run in between
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        for _ in range(5):
+            ha()
+    finally:
+        stop.set()
+        t.join()
+    s = _core.collector.swap(0)
+    assert s.profiles["ha"].requests >= 1
+    assert "test_profiling.a_only" in labels(s, "ha") and "test_profiling.b_only" not in labels(s, "ha")
+
+
+GEVENT_SCRIPT = textwrap.dedent("""
+    from gevent import monkey; monkey.patch_all()
+    import gevent, json, time, callwatch
+    from callwatch import _core
+
+    def a_only(n): return sum(range(n))
+    def b_only(n): return sum(range(n))
+
+    @callwatch.handler("ga")
+    def ga():
+        for _ in range(4):
+            a_only(100); time.sleep(0.001)
+
+    @callwatch.handler("gb")
+    def gb():
+        for _ in range(4):
+            b_only(100); time.sleep(0.001)
+
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    for i in range(6):
+        gevent.joinall([gevent.spawn(f) for f in ((ga, gb, gb, ga) if i % 2 else (gb, ga, ga, gb))])
+    s = _core.collector.swap(0)
+    print(json.dumps({h: sorted(p.funcs) for h, p in s.profiles.items()}))
+""")
+
+
+def test_gevent_interleaved_greenlets_get_clean_profiles() -> None:
+    r = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert "<string>.a_only" in got["ga"] and "<string>.b_only" not in got["ga"]
+    assert "<string>.b_only" in got["gb"] and "<string>.a_only" not in got["gb"]
+
+
+def test_profile_metrics_top_functions() -> None:
+    from callwatch.testing import FakeClock
+
+    T0 = 1_700_000_000
+    clock, sender = FakeClock(T0), RecordingSender()
+
+    @callwatch.handler("deal")
+    def deal(n: int) -> None:
+        for i in range(n):
+            a_only(10)
+
+    callwatch.configure({"graphite": {"host": "x", "prefix": "cw", "interval": 10}, "naming": {"host": "h"},
+                         "profile": {"rate": 1.0, "min_interval": 0, "top": 3}},
+                        sender=sender, clock=clock, start_thread=False, strict=True)
+    for _ in range(4):
+        deal(7)
+    clock.advance(10)
+    callwatch.flush()
+    v = sender.values()
+    assert v[("cw.h_w0.handler.deal.profile.requests", T0)] == 4
+    assert v[("cw.h_w0.handler.deal.profile.test_profiling_a_only.calls_per_request", T0)] == 7.0
+    reported = {n.split(".profile.")[1].rsplit(".", 1)[0] for n, _ in v if ".profile." in n and "requests" not in n}
+    assert 1 <= len(reported) <= 3
+
+
+def test_dumps_for_calls_over_budget(tmp_path: Path) -> None:
+    @callwatch.watch(name="get_db_user")
+    def get_db_user() -> None:
+        a_only(10)
+
+    @callwatch.handler("table")
+    def table(players: int) -> None:
+        for _ in range(players):
+            get_db_user()
+
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path),
+                                     "call_budget": {"get_db_user": 5}, "keep_per_handler": 2}},
+                        start_thread=False, strict=True)
+    table(2)  # within budget: no dump
+    table(7)
+    callwatch.flush()
+    callwatch.shutdown()  # the final flush writes what is pending
+    dumps = sorted((tmp_path / "table").glob("*.prof"))
+    assert len(dumps) == 1
+    assert dumps[0].name.endswith("ms.prof") and dumps[0].name[8] == "T"
+    st = pstats.Stats(str(dumps[0]))
+    calls = {k[2]: v[0] for k, v in st.stats.items()}  # type: ignore[attr-defined]
+    assert calls["a_only"] == 7
+
+
+def test_trigger_file_profiles_one_handler_on_demand(tmp_path: Path) -> None:
+    trigger = tmp_path / "profile-now"
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0, "trigger_file": str(trigger)}},
+                        start_thread=False, strict=True)
+
+    @callwatch.handler("rare")
+    def rare() -> None:
+        a_only(5)
+
+    rare()
+    assert _core.collector.swap(0).profiles == {}
+    trigger.write_text("rare 60\n")
+    _core.profiler.on_flush()
+    assert not trigger.exists()
+    for _ in range(3):
+        rare()
+    assert _core.collector.swap(0).profiles["rare"].requests == 3
+
+
+def test_budget_lowers_the_rate() -> None:
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 0.02}},
+                        start_thread=False, strict=True)
+    p = _core.profiler
+    p._window_start = time.monotonic() - 1.0
+    p._profiled_ns = 100_000_000  # 10 % of the last second spent in profiled requests
+    p._adjust_rate()
+    assert p.rate == pytest.approx(0.2, rel=0.05)  # 1.0 x 2 % / 10 %
+
+
+def test_off_means_not_even_imported() -> None:
+    code = ("import sys, callwatch\n"
+            "@callwatch.handler('h')\ndef h(): pass\n"
+            "callwatch.configure({}, strict=True); h(); callwatch.shutdown()\n"
+            "print('yappi' in sys.modules, callwatch._core.profiler)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["False", "None"], r.stderr
+
+
+def test_func_labels() -> None:
+    assert func_label("/srv/app/db.py", 12, "Database.get_player", False) == "db.Database.get_player"
+    assert func_label("builtins", 0, "<method 'execute' of 'sqlite3.Cursor' objects>", True) == \
+        "sqlite3.Cursor.execute"
+    assert func_label("time", 0, "sleep", True) == "time.sleep"
+    assert func_label("builtins", 0, "sorted", True) == "sorted"
+
+
+def test_profile_config_errors(tmp_path: Path) -> None:
+    p = tmp_path / "cw.yaml"
+    p.write_text("profile:\n  rate: 2\n  call_budget: {get_db_user: many}\n")
+    with pytest.raises(callwatch.ConfigError) as ei:
+        callwatch.configure(p, strict=True)
+    assert str(ei.value).splitlines() == [
+        f"{p}:3: profile.call_budget.get_db_user: expected a whole number, got 'many'. "
+        "Fix: give the most calls per request that is normal, e.g. 5",
+        f"{p}:2: profile.rate: expected a fraction from 0 to 1, got 2. Fix: write e.g. 'rate: 0.01' (1 %)",
+    ]
+
+
+def _unused(*a: Any) -> None:
+    pass
