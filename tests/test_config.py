@@ -41,7 +41,8 @@ def test_the_example_config_is_valid_and_complete() -> None:
     assert cfg.graphite.port == 2003
     assert len(cfg.watch) >= 3
     text = (ROOT / "config" / "callwatch.example.yaml").read_text()
-    for key in config.GRAPHITE_KEYS + config.TOP_KEYS + config.WATCH_KEYS + config.HANDLERS_KEYS:
+    for key in (config.GRAPHITE_KEYS + config.TOP_KEYS + config.WATCH_KEYS + config.HANDLERS_KEYS
+                + config.PROFILE_KEYS + config.NAMING_KEYS):
         assert f"{key}:" in text, f"the example does not show {key}"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import _core, _slots, _targets
 from .aggregate import Snapshot, snapshot_from_json, snapshot_to_json
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, Problem, load
 from .export import Clock, Exporter, GraphyteSender, Namer, SnapshotSink, SystemClock
 
 log = logging.getLogger("callwatch")
@@ -59,6 +59,8 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
             if cfg.enabled:
                 resolved, problems = _targets.resolve(cfg.watch)
                 dims, more = _targets.resolve_dimensions(cfg.handlers.dimensions)
+                if cfg.profile is not None:
+                    more += _profile_problems(cfg)
                 if problems or more:
                     raise ConfigError(problems + more)
             shutdown()
@@ -113,6 +115,15 @@ def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], 
         exporter.start()
     atexit.register(_at_exit)
     return rt
+
+
+def _profile_problems(cfg: Config) -> list[Problem]:
+    try:
+        import yappi  # noqa: F401
+    except ImportError:
+        return [Problem(cfg.source, "profile", "profiling needs the 'yappi' package, which is not installed",
+                        "pip install 'callwatch[profile]', or remove the profile section")]
+    return []
 
 
 def _make_profiler(cfg: Config, collector: Any, exporter: Exporter) -> Any:
