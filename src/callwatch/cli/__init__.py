@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import check_config, demo
+from . import callgraph, check_config, demo, diff, stats
 
 __all__ = ["main"]
 
-SUBCOMMANDS = (check_config, demo)
+SUBCOMMANDS = (check_config, demo, stats, diff, callgraph)
 
 
 def build_parser() -> argparse.ArgumentParser:
