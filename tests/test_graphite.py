@@ -202,3 +202,41 @@ def test_demo_pushes_the_growth_to_graphite(graphite: Graphite) -> None:
     values = sorted(got.values())
     assert values[0] == 2.0 and values[-1] == 7.0  # a table of 2, then of 7 (one mixed second between)
     assert f"{graphite.web_url}/render?target=" in out.getvalue()
+
+
+def test_profile_metrics_in_graphite(graphite: Graphite) -> None:
+    import sqlite3
+
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    clock = FakeClock(t0)
+    conn = sqlite3.connect(":memory:")
+
+    @callwatch.handler("report")
+    def report(n: int) -> None:
+        for _ in range(n):
+            st.fact(3)  # not watched, not in the top 1: not reported
+            conn.execute("SELECT 1").fetchone()
+
+    config = cfg(graphite, prefix)
+    # top 1 is the handler function itself (the largest cumulative time); the C method
+    # that no wrapper can reach is reported because a `mode: sampled` entry names it
+    config["profile"] = {"rate": 1.0, "min_interval": 0, "top": 1}
+    config["watch"] = [{"target": "sqlite3.Connection.execute", "mode": "sampled"}]
+    with clock:
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        for _ in range(3):
+            report(4)
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
+    base = f"{prefix}.h1_w0.handler.report.profile"
+    window = (t0 - 10, t0 + 20)
+    assert graphite.wait_for(f"{base}.requests", *window, bool) == {t0: 3}
+    series = graphite.series(f"{base}.*.calls_per_request", *window)
+    deadline = time.monotonic() + 10
+    while len(series) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        series = graphite.series(f"{base}.*.calls_per_request", *window)
+    assert series == {f"{base}.test_graphite_report.calls_per_request": {t0: 1.0},
+                      f"{base}.sqlite3_Connection_execute.calls_per_request": {t0: 4.0}}

@@ -131,6 +131,7 @@ def _make_profiler(cfg: Config, collector: Any, exporter: Exporter) -> Any:
 
     assert cfg.profile is not None
     collector.profile_top = cfg.profile.top
+    collector.profile_patterns = tuple(w.target for w in cfg.watch if w.mode == "sampled")
     registry = _core.registry
 
     def sink(req: ProfiledRequest) -> None:

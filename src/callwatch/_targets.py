@@ -236,6 +236,8 @@ def resolve(targets: tuple[WatchTarget, ...] | list[WatchTarget]
     by_name: dict[tuple[str, str | None], Resolved] = {}
     presets: set[str] = set()
     for spec in targets:
+        if spec.mode == "sampled":
+            continue  # matched against profiles, nothing to import or patch
         if spec.preset is not None:
             missing = missing_package(spec.preset)
             if missing is not None:

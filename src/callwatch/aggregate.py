@@ -19,6 +19,7 @@ outside the lock.
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 from dataclasses import dataclass, field
 from itertools import compress
@@ -208,6 +209,9 @@ class Collector:
         self._profile_round = 0
         #: profiled functions reported per handler (profile.top)
         self.profile_top = 10
+        #: patterns of ``mode: sampled`` watch entries: matching profiled functions are
+        #: always reported
+        self.profile_patterns: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._table: dict[HandlerKey, HandlerStats] = {}
         self.start: float | None = None
@@ -344,6 +348,9 @@ class Collector:
                 if self._profile_round - when > keep_for:
                     del chosen[label]
             picked = [lb for lb in ranked if lb in chosen][: 2 * top]
+            if self.profile_patterns:
+                picked += [lb for lb in ranked if lb not in chosen
+                           and any(fnmatch.fnmatchcase(lb, pat) for pat in self.profile_patterns)][:top]
             out[handler] = picked
         return out
 

@@ -85,6 +85,7 @@ class WatchTarget:
     group: str | None = None
     where: str = "<config>"
     preset: str | None = None  # a preset instead of a target (see callwatch.presets)
+    mode: str = "wrap"  # "sampled": target is a pattern over profiled functions (profile.top)
 
     @property
     def module(self) -> str:
@@ -333,7 +334,7 @@ PROFILE_KEYS = ("rate", "min_interval", "budget", "top", "dump_dir", "slow_ms", 
                 "keep_per_handler", "max_dump_mb", "trigger_file")
 GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
 NAMING_KEYS = ("host", "worker", "slot_dir")
-WATCH_KEYS = ("target", "name", "group", "preset")
+WATCH_KEYS = ("target", "name", "group", "preset", "mode")
 #: callwatch.presets.PRESETS, named here so that config imports nothing of callwatch's.
 PRESET_NAMES = ("redis", "dbapi", "sqlalchemy", "requests", "httpx")
 HANDLERS_KEYS = ("rename", "max_handlers", "max_dimension_values", "dimensions")
@@ -572,6 +573,16 @@ def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
         if target is None:
             continue
         tv = m["target"]
+        mv = m.get("mode")
+        if mv is not None and mv.value not in ("wrap", "sampled"):
+            chk.add(mv, f"{key}.mode", f"expected wrap or sampled, got {_show(mv.value)}",
+                    "write 'mode: sampled' for a pattern over profiled functions, or leave it out")
+            continue
+        if mv is not None and mv.value == "sampled":
+            # Code that cannot be patched (C functions, third-party internals): reported from
+            # the sampled profiles whenever a profiled function's name matches the pattern.
+            out.append(WatchTarget(target=target, where=chk.loc(tv), mode="sampled"))
+            continue
         mod, colon, qual = target.partition(":")
         if not colon or not _MODULE.match(mod) or not _QUALNAME.match(qual):
             chk.add(tv, f"{key}.target", f"{_show(target)} is not of the form 'module.path:Qualified.name'",
