@@ -83,3 +83,14 @@ def test_demo_shows_the_calls_that_grow_with_the_table() -> None:
 def test_demo_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--graphite", "host:notaport"]) == 2
     assert "--graphite: 'host:notaport' is not HOST[:PORT]" in capsys.readouterr().err
+
+
+def test_demo_profiles_the_two_tables_and_draws_the_growth(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = demo_run.run(duration=6, interval=1, threads=2, out=out, output=tmp_path)
+    report = result.profiles
+    assert report is not None, out.getvalue()
+    assert any(name.endswith("(Database.get_player)") for name in report.top)
+    assert report.callgraph is not None and "Database.get_player" in report.callgraph.read_text()
+    assert "calls per request that grew" in out.getvalue()
+    assert " 2.00 ->    7.00   x3.50   db.py" in out.getvalue()

@@ -114,14 +114,22 @@ def _ratio(b: float, a: float) -> float:
     return b / a
 
 
-def diff(a: Profiles, b: Profiles) -> list[DiffRow]:
+def is_wrapper(key: FuncKey) -> bool:
+    """callwatch's own generated watched wrapper (its calls equal the wrapped function's)."""
+    return key[0].startswith("<callwatch wrapper")
+
+
+def diff(a: Profiles, b: Profiles, wrappers: bool = False) -> list[DiffRow]:
     """Per function: calls and cumulative ms per request in A and in B, most grown first
-    (by calls per request, then by added cumulative time)."""
+    (by calls per request, then by added cumulative time).  callwatch's own wrappers are
+    left out unless ``wrappers``."""
     sa: dict[FuncKey, Any] = a.stats.stats  # type: ignore[attr-defined]
     sb: dict[FuncKey, Any] = b.stats.stats  # type: ignore[attr-defined]
     na, nb = a.requests, b.requests
     rows = []
     for key in set(sa) | set(sb):
+        if not wrappers and is_wrapper(key):
+            continue
         ca, ta = (sa[key][1], sa[key][3]) if key in sa else (0, 0.0)
         cb, tb = (sb[key][1], sb[key][3]) if key in sb else (0, 0.0)
         rows.append(DiffRow(key, ca / na, cb / nb, ta * 1000 / na, tb * 1000 / nb))

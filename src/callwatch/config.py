@@ -463,6 +463,11 @@ def _build(root: _V, chk: _Checker) -> Config:
                                          "give a count, e.g. max_dimension_values: 20"),
     )
     profile = _profile(chk, top["profile"]) if "profile" in top else None
+    if profile is None:
+        for w in watch:
+            if w.mode == "sampled":
+                chk.problems.append(Problem(w.where, "mode", "'mode: sampled' reads the sampled profiles, but "
+                                            "there is no profile section", "add 'profile: {rate: 0.01}'"))
     return Config(enabled=enabled, graphite=graphite, host=host, worker=worker, slot_dir=slot_dir,
                   watch=watch, handlers=handlers, profile=profile, source=chk.where)
 

@@ -147,7 +147,8 @@ class Profiler:
             stats = self.yappi.get_func_stats(filter={"tag": tag})
             rows = [FuncRow(func_label(s.module, s.lineno, s.name, s.builtin), int(s.ncall), int(s.nactualcall),
                             int(s.tsub * 1e9), int(s.ttot * 1e9))
-                    for s in stats if not s.module.startswith(_OWN)]  # not callwatch's own frames
+                    for s in stats  # not callwatch's own frames, nor its generated wrappers
+                    if not s.module.startswith(_OWN) and not s.module.startswith("<callwatch wrapper")]
             dump = None
             if self._want_dump(elapsed_ns, state):
                 dump = dict(self.yappi.convert2pstats(stats).stats)

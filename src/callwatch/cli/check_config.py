@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
           f"host '{cfg.host}', {'tagged' if g.tags else 'hierarchical'} names")
     for r in resolved:
         print(f"  {r.spec.where}: {r.describe()}")
+    for w in cfg.watch:
+        if w.mode == "sampled":
+            print(f"  {w.where}: {w.target} -> sampled: matched against profiled functions' names")
     if problems:
         for p in problems:
             print(p, file=sys.stderr)

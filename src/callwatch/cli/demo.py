@@ -19,6 +19,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--config", metavar="FILE",
                    help="take the graphite settings (host, port, protocol, prefix, tags) from this YAML")
     p.add_argument("--graphite-web", metavar="URL", help="graphite-web URL, for the hints printed at the end")
+    p.add_argument("--out", default="callwatch-demo-output", metavar="DIR",
+                   help="where profile dumps and the call graph go (default ./callwatch-demo-output)")
+    p.add_argument("--no-profile", action="store_true", help="no sampled profiles, dumps or call graph")
     p.set_defaults(func=run)
 
 
@@ -45,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
             print(e, file=sys.stderr)
             return 2
     result = run_demo(duration=args.duration, interval=args.interval, graphite=graphite,
-                      graphite_web=args.graphite_web, threads=args.threads, graphite_config=graphite_cfg)
+                      graphite_web=args.graphite_web, threads=args.threads, graphite_config=graphite_cfg,
+                      output=None if args.no_profile else args.out)
     return 0 if any(g.after > g.before for g in result.growth) else 1

@@ -7,7 +7,9 @@ path and glob, as in a user's config); the flush thread, the snapshot and, with
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ class DemoResult:
     growth: list[Growth]
     snapshots: int
     points_sent: int
+    profiles: "ProfileReport | None" = None
 
 
 def one_round(server: game.Server, players: int, table_id: int, first_uid: int) -> None:
@@ -141,12 +144,21 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
 
 def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | None = None,
         graphite_web: str | None = None, threads: int = 2, out: TextIO | None = None,
-        pause: float = 0.002, graphite_config: cwconfig.GraphiteConfig | None = None) -> DemoResult:
-    """Run the demo; ``graphite`` (host, port) or ``graphite_config`` also push to carbon."""
+        pause: float = 0.002, graphite_config: cwconfig.GraphiteConfig | None = None,
+        output: str | Path | None = None) -> DemoResult:
+    """Run the demo; ``graphite`` (host, port) or ``graphite_config`` also push to carbon.
+
+    With ``output`` (and yappi installed) a sample of requests is profiled, their dumps go
+    under ``output/dumps``, and the 2- and 7-player ``deal`` dumps are compared.
+    """
     import sys
 
     out = out or sys.stdout
     cfg = cwconfig.load(CONFIG)
+    dump_dir = _profiling_dir(output, out)
+    if dump_dir is not None:
+        cfg = dataclasses.replace(cfg, profile=cwconfig.ProfileConfig(
+            rate=0.05, min_interval=0, dump_dir=str(dump_dir), keep_per_handler=1000, max_dump_mb=100))
     g = dataclasses.replace(graphite_config or cfg.graphite, interval=interval)
     if graphite is not None:
         g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
@@ -199,7 +211,88 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     _print_summary(out, per_phase, growth)
     if graphite is not None:
         _print_graphite_hints(out, rt.exporter.namer, graphite, graphite_web, points, rt.exporter.buffered)
-    return DemoResult(per_phase, growth, len(taken), points)
+    report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
+    return DemoResult(per_phase, growth, len(taken), points, report)
+
+
+def _profiling_dir(output: str | Path | None, out: TextIO) -> Path | None:
+    if output is None:
+        return None
+    try:
+        import gprof2dot  # noqa: F401
+        import yappi  # noqa: F401
+    except ImportError:
+        out.write("(profiling left out: pip install 'callwatch[profile]' for the dumps, diff and call graph)\n")
+        return None
+    dump_dir = Path(output) / "dumps"
+    if dump_dir.exists():
+        shutil.rmtree(dump_dir)
+    return dump_dir
+
+
+@dataclass
+class ProfileReport:
+    small: Path  # the deal dumps of the 2-player table
+    big: Path
+    callgraph: Path | None
+    top: list[str]  # the functions that grew most, as the diff prints them
+
+
+def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileReport | None:
+    """Split the deal dumps by table size, print the diff, draw the call graph."""
+    from .. import analysis
+    from ..cli import callgraph
+
+    deal = dump_dir / "deal"
+    root = dump_dir.parent
+    small, big = root / f"deal-{PHASES[0]}-players", root / f"deal-{PHASES[1]}-players"
+    for d in (small, big):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    for f in sorted(deal.glob("*.prof")) if deal.exists() else []:
+        wall = _dump_time(f.name)
+        if wall is None:
+            continue
+        if wall <= phases.first_big_start:
+            shutil.copy2(f, small / f.name)
+        elif wall >= phases.last_small_end:
+            shutil.copy2(f, big / f.name)
+    if not any(small.iterdir()) or not any(big.iterdir()):
+        out.write("\n== Profiles: too few deal requests were profiled in a phase to compare (run longer)\n")
+        return None
+    a, b = analysis.load([small]), analysis.load([big])
+    rows = [r for r in analysis.diff(a, b) if r.calls_b > r.calls_a * 1.0001][:8]
+    out.write(f"\n== Profiled deal requests: {a.requests} with {PHASES[0]} players, {b.requests} with "
+              f"{PHASES[1]} (dumps in {dump_dir}); calls per request that grew:\n")
+    top = []
+    for r in rows:
+        name = analysis.label(r.key).rsplit("/", 1)[-1]
+        top.append(name)
+        ratio = "new" if r.calls_a == 0 else f"x{r.calls_ratio:.2f}"
+        out.write(f"   {r.calls_a:>7.2f} -> {r.calls_b:>7.2f}  {ratio:>6}   {name}\n")
+    out.write(f"   (the same with: callwatch diff {small} {big})\n")
+    svg: Path | None = root / "deal-7-vs-2.svg"
+    args = argparse.Namespace(paths=[str(big)], output=str(svg), diff=str(small), highlight=["*get_player*"],
+                              node_threshold=0.5)
+    if shutil.which("dot") is None or callgraph.run(args) != 0:
+        out.write("   (no call graph: graphviz's dot is not installed)\n")
+        svg = None
+    else:
+        out.write(f"   call graph, grown calls in red: {svg}\n")
+    return ProfileReport(small, big, svg, top)
+
+
+def _dump_time(name: str) -> float | None:
+    """The UTC time a dump's name starts with (20261126T195512.123Z-4ms.prof)."""
+    import calendar
+
+    try:
+        stamp = name.split("-", 1)[0]
+        base = time.strptime(stamp[:15], "%Y%m%dT%H%M%S")
+        return calendar.timegm(base) + int(stamp[16:19]) / 1000
+    except (ValueError, IndexError):
+        return None
 
 
 def _add(totals: dict[str, Totals], snap: Snapshot) -> None:
