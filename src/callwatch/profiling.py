@@ -95,6 +95,7 @@ class Profiler:
         self._last: dict[str, float] = {}
         self._on_demand: tuple[str, float] | None = None
         self._profiled_ns = 0
+        self._began_ns = 0
         self._window_start = time.monotonic()
         self._dumps: collections.deque[tuple[str, float, int, dict[Any, Any]]] = collections.deque(maxlen=100)
         yappi.set_clock_type("wall")
@@ -116,6 +117,7 @@ class Profiler:
         if not self._lock.acquire(blocking=False):
             return None  # another request is being profiled
         try:
+            self._began_ns = time.perf_counter_ns()  # the budget counts the profiler's own cost too
             self._seq += 1
             tag = self._seq
             token = _tag.set(tag)
@@ -158,10 +160,10 @@ class Profiler:
             return
         finally:
             _tag.reset(token)
+            self._profiled_ns += time.perf_counter_ns() - self._began_ns
             self._lock.release()
         if len(self._last) < 10_000 or name in self._last:
             self._last[name] = time.monotonic()
-        self._profiled_ns += elapsed_ns
         req = ProfiledRequest(name, elapsed_ns, time.time(), rows, dump)
         if dump is not None and self.cfg.dump_dir:
             self._dumps.append((name, req.wall, elapsed_ns, dump))
@@ -199,7 +201,7 @@ class Profiler:
         if share > self.cfg.budget:
             self.rate = self.rate * self.cfg.budget / share
         else:
-            self.rate = min(self.cfg.rate, max(self.rate * 2, self.cfg.rate / 1000))
+            self.rate = min(self.cfg.rate, max(self.rate * 1.25, self.cfg.rate / 1000))
         self._profiled_ns = 0
         self._window_start = now
 
