@@ -11,7 +11,7 @@ STACK ?= $(CURDIR)/.stack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e .
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile]' 
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,6 +22,7 @@ test:
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/micro.py
+	$(VENV)/bin/python benchmarks/profiling.py
 
 graphite-demo: $(VENV)/.installed
 	scripts/graphite-up $(STACK)
