@@ -42,7 +42,7 @@ def test_the_example_config_is_valid_and_complete() -> None:
     assert len(cfg.watch) >= 3
     text = (ROOT / "config" / "callwatch.example.yaml").read_text()
     for key in (config.GRAPHITE_KEYS + config.TOP_KEYS + config.WATCH_KEYS + config.HANDLERS_KEYS
-                + config.PROFILE_KEYS + config.NAMING_KEYS):
+                + config.PROFILE_KEYS + config.NAMING_KEYS + config.SPIKES_KEYS + config.ALERTS_KEYS):
         assert f"{key}:" in text, f"the example does not show {key}"
 
 
@@ -125,7 +125,7 @@ def test_wrong_types(tmp_path: Path) -> None:
         """) == [
         "F:1: enabled: expected true or false, got 'maybe'. Fix: write 'enabled: true' or 'enabled: false'",
         "F:2: graphite: expected a mapping of keys (host, port, protocol, prefix, interval, tags, timeout, "
-        "max_buffered_points), got a list. Fix: write it as 'graphite:' followed by indented 'key: value' lines",
+        "max_buffered_points, web_url), got a list. Fix: write it as 'graphite:' followed by indented 'key: value' lines",
         "F:3: watch: expected a list of targets, got a mapping. Fix: write each target on its own line starting with '- '",
         "F:6: handlers.rename: expected a mapping of old name to new name, got a list. "
         "Fix: write e.g. 'rename: {\"GET /users/<id>\": users_show}'",

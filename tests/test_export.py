@@ -83,7 +83,7 @@ def test_one_interval_gives_exact_lines_at_the_interval_start() -> None:
     assert got == {**{k: str(v) for k, v in EXPECTED_LOGIN.items()},
                    "cw.h1_w0.callwatch.points_sent": "0", "cw.h1_w0.callwatch.points_dropped": "0",
                    "cw.h1_w0.callwatch.send_errors": "0", "cw.h1_w0.callwatch.points_buffered": "0",
-                   "cw.h1_w0.callwatch.internal_errors": "0"}
+                   "cw.h1_w0.callwatch.internal_errors": "0", "cw.h1_w0.callwatch.spikes_active": "0"}
     # the exact bytes of one line, as graphyte builds it
     assert b"cw.h1_w0.handler.login.requests 2 1700000000\n" in sender.data
 

@@ -240,3 +240,56 @@ def test_profile_metrics_in_graphite(graphite: Graphite) -> None:
         series = graphite.series(f"{base}.*.calls_per_request", *window)
     assert series == {f"{base}.test_graphite_report.calls_per_request": {t0: 1.0},
                       f"{base}.sqlite3_Connection_execute.calls_per_request": {t0: 4.0}}
+
+
+def events(graphite: Graphite, tag: str) -> list[dict[str, object]]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{graphite.web_url}/events/get_data?from=-2d&until=%2B1d&tags={tag}",
+                                timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def test_spike_posts_one_graphite_event_and_a_metric(graphite: Graphite) -> None:
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 600) // 10 * 10
+    clock = FakeClock(t0)
+    handler = f"deal{prefix}"  # a handler name no other test uses: its events are ours
+    config = cfg(graphite, prefix, web_url=graphite.web_url)
+    with clock:
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        for players in (2, 2, 2, 2, 7, 7, 2):  # four normal intervals, a spike for two, back
+            s = st.Storage()
+            for _ in range(10):
+                with callwatch.request(handler):
+                    s.get_players(1, players)
+            clock.advance(10)
+            callwatch.flush()
+        callwatch.shutdown()
+    got = events(graphite, handler)
+    # one event per spiking pair for the whole spike, not one per interval: the function,
+    # and its group db (3 -> 8 calls per request with get_players)
+    assert sorted(e["tags"][3] for e in got) == ["Storage_get_player", "db"], got  # type: ignore[index]
+    (ev,) = [e for e in got if "Storage_get_player" in e["tags"]]  # type: ignore[operator]
+    assert ev["when"] == t0 + 40
+    assert set(ev["tags"]) >= {"callwatch", "spike", handler, "Storage_get_player"}  # type: ignore[arg-type]
+    assert "Storage_get_player: 7.00 calls/request, baseline 2.00 (x3.50)" in str(ev["what"])
+    spike = graphite.wait_for(f"{prefix}.h1_w0.handler.{handler}.watch.Storage_get_player.spike",
+                              t0 - 10, t0 + 80, lambda p: len(p) >= 2)
+    assert spike == {t0 + 40: 3.5, t0 + 50: 3.5}
+
+
+def test_demo_spike_shows_up_as_a_graphite_event(graphite: Graphite) -> None:
+    import io
+
+    from callwatch.demo import run as demo_run
+
+    t_start = time.time()
+    out = io.StringIO()
+    demo_run.run(duration=8, interval=1, threads=2, out=out, graphite=("127.0.0.1", graphite.line_port),
+                 graphite_web=graphite.web_url)
+    got = [e for e in events(graphite, "spike") if float(e["when"]) >= t_start - 2]  # type: ignore[arg-type]
+    functions = {tuple(e["tags"])[3] for e in got if "deal" in e["tags"]}  # type: ignore[arg-type]
+    assert "Database_get_player" in functions, (got, out.getvalue())
+    assert "posted as a Graphite event" in out.getvalue()

@@ -84,6 +84,10 @@ def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], 
     if sender is None and g.host:
         sender = GraphyteSender(g.host, g.port, protocol=g.protocol, timeout=g.timeout)
     sinks: list[SnapshotSink] = []
+    if cfg.spikes.enabled:  # first, so that later sinks see snap.spikes
+        from .spikes import SpikeDetector
+
+        sinks.append(SpikeDetector(cfg.spikes, g.web_url))
     if callable(on_snapshot):
         sinks.append(on_snapshot)
     elif on_snapshot is not None:

@@ -190,6 +190,8 @@ class Snapshot:
     profiles: dict[str, ProfileStats] = field(default_factory=dict)
     #: per handler, the profiled functions to report (a stable, bounded set)
     profile_top: dict[str, list[str]] = field(default_factory=dict)
+    #: (handler, entry name, is group) -> calls per request / baseline, while spiking
+    spikes: dict[tuple[str, str, bool], float] = field(default_factory=dict)
 
 
 class Collector:

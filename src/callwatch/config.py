@@ -76,6 +76,7 @@ class GraphiteConfig:
     tags: bool = False
     timeout: float = 2.0
     max_buffered_points: int = 100_000
+    web_url: str | None = None  # graphite-web, for the events callwatch posts (spikes)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,32 @@ class ProfileConfig:
 
 
 @dataclass(frozen=True)
+class SpikesConfig:
+    """In-process spike detection (on by default): calls per request against a baseline."""
+
+    enabled: bool = True
+    factor: float = 2.0  # a spike: calls per request >= factor x the baseline...
+    floor: float = 3.0  # ...and >= this many calls per request
+    baseline_intervals: int = 30  # the baseline: the median of this many recent intervals
+    min_requests: int = 5  # intervals with fewer requests of the handler are not judged
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Rules for ``callwatch alerts check`` and the generated Grafana alert rules."""
+
+    window: str = "10min"  # the recent period judged
+    baseline: str = "1h"  # spikes: compared with the median over this period before the window
+    spike_warning: float = 2.0
+    spike_critical: float = 4.0
+    spike_floor: float = 3.0
+    p99_warning_ms: float = 500.0
+    p99_critical_ms: float = 2000.0
+    no_data_minutes: float = 5.0
+    webhook: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     enabled: bool = True
     graphite: GraphiteConfig = GraphiteConfig()
@@ -135,6 +162,8 @@ class Config:
     watch: tuple[WatchTarget, ...] = ()
     handlers: HandlersConfig = HandlersConfig()
     profile: ProfileConfig | None = None
+    spikes: SpikesConfig = SpikesConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source: str = "<defaults>"
 
 
@@ -329,10 +358,14 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
     return root, chk
 
 
-TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers", "profile")
+TOP_KEYS = ("enabled", "graphite", "naming", "watch", "handlers", "profile", "spikes", "alerts")
 PROFILE_KEYS = ("rate", "min_interval", "budget", "top", "dump_dir", "slow_ms", "call_budget",
                 "keep_per_handler", "max_dump_mb", "trigger_file")
-GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points")
+GRAPHITE_KEYS = ("host", "port", "protocol", "prefix", "interval", "tags", "timeout", "max_buffered_points",
+                 "web_url")
+SPIKES_KEYS = ("enabled", "factor", "floor", "baseline_intervals", "min_requests")
+ALERTS_KEYS = ("window", "baseline", "spike_warning", "spike_critical", "spike_floor", "p99_warning_ms",
+               "p99_critical_ms", "no_data_minutes", "webhook")
 NAMING_KEYS = ("host", "worker", "slot_dir")
 WATCH_KEYS = ("target", "name", "group", "preset", "mode")
 #: callwatch.presets.PRESETS, named here so that config imports nothing of callwatch's.
@@ -390,6 +423,9 @@ def _build(root: _V, chk: _Checker) -> Config:
         timeout=chk.number(g, "graphite", "timeout", 2.0, "give seconds, e.g. timeout: 2.0"),
         max_buffered_points=chk.integer(g, "graphite", "max_buffered_points", 100_000, 0, None,
                                         "give a count of points, e.g. max_buffered_points: 100000"),
+        web_url=chk.string(g, "graphite", "web_url", None, nullable=True,
+                           pattern=re.compile(r"^https?://[^\s]+$"),
+                           fix="give graphite-web's URL, e.g. web_url: http://127.0.0.1:8080"),
     )
 
     n = chk.mapping(top["naming"], "naming", NAMING_KEYS) if "naming" in top else {}
@@ -468,8 +504,37 @@ def _build(root: _V, chk: _Checker) -> Config:
             if w.mode == "sampled":
                 chk.problems.append(Problem(w.where, "mode", "'mode: sampled' reads the sampled profiles, but "
                                             "there is no profile section", "add 'profile: {rate: 0.01}'"))
+    sm = chk.mapping(top["spikes"], "spikes", SPIKES_KEYS) if "spikes" in top else {}
+    sd = SpikesConfig()
+    spikes = SpikesConfig(
+        enabled=chk.boolean(sm, "spikes", "enabled", sd.enabled),
+        factor=chk.number(sm, "spikes", "factor", sd.factor, "give a factor above 1, e.g. factor: 2"),
+        floor=chk.number(sm, "spikes", "floor", sd.floor, "give calls per request, e.g. floor: 3"),
+        baseline_intervals=chk.integer(sm, "spikes", "baseline_intervals", sd.baseline_intervals, 3, 100_000,
+                                       "give a count of intervals, e.g. baseline_intervals: 30"),
+        min_requests=chk.integer(sm, "spikes", "min_requests", sd.min_requests, 1, None,
+                                 "give a count, e.g. min_requests: 5"),
+    )
+    am = chk.mapping(top["alerts"], "alerts", ALERTS_KEYS) if "alerts" in top else {}
+    ad = AlertsConfig()
+    period = re.compile(r"^\d+(s|min|h|d)$")
+    alerts = AlertsConfig(
+        window=chk.string(am, "alerts", "window", ad.window, pattern=period,
+                          fix="give a Graphite period, e.g. window: 10min") or ad.window,
+        baseline=chk.string(am, "alerts", "baseline", ad.baseline, pattern=period,
+                            fix="give a Graphite period, e.g. baseline: 1h") or ad.baseline,
+        spike_warning=chk.number(am, "alerts", "spike_warning", ad.spike_warning, "give a factor, e.g. 2"),
+        spike_critical=chk.number(am, "alerts", "spike_critical", ad.spike_critical, "give a factor, e.g. 4"),
+        spike_floor=chk.number(am, "alerts", "spike_floor", ad.spike_floor, "give calls per request, e.g. 3"),
+        p99_warning_ms=chk.number(am, "alerts", "p99_warning_ms", ad.p99_warning_ms, "give ms, e.g. 500"),
+        p99_critical_ms=chk.number(am, "alerts", "p99_critical_ms", ad.p99_critical_ms, "give ms, e.g. 2000"),
+        no_data_minutes=chk.number(am, "alerts", "no_data_minutes", ad.no_data_minutes, "give minutes, e.g. 5"),
+        webhook=chk.string(am, "alerts", "webhook", None, nullable=True, pattern=re.compile(r"^https?://\S+$"),
+                           fix="give a URL, e.g. webhook: https://hooks.example/alerts"),
+    )
     return Config(enabled=enabled, graphite=graphite, host=host, worker=worker, slot_dir=slot_dir,
-                  watch=watch, handlers=handlers, profile=profile, source=chk.where)
+                  watch=watch, handlers=handlers, profile=profile, spikes=spikes, alerts=alerts,
+                  source=chk.where)
 
 
 def _fraction(chk: _Checker, m: dict[str, _V], name: str, default: float) -> float:

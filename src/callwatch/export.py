@@ -196,6 +196,9 @@ class Namer:
                 for metric, value in vals:
                     n, t = self.watch_metric(h, kind, what, e.group, metric, split)
                     out.append((n, value, t))
+        for (raw, fname, is_group), ratio in sorted(snap.spikes.items()):
+            n, t = self.watch_metric(self.handler(raw), "group" if is_group else "watch", fname, None, "spike")
+            out.append((n, round(min(ratio, 1e6), 3), t))
         for raw, ps in sorted(snap.profiles.items()):
             h = self.handler(raw)
             n, t = self.profile_metric(h, "", "requests")
@@ -392,15 +395,16 @@ class Exporter:
                     log.exception("callwatch: flush hook %r failed", hook)
             if self.sender is not None:
                 if snap is not None:
-                    self._enqueue(self.namer.points(snap) + self._self_points(), int(snap.start))
+                    self._enqueue(self.namer.points(snap) + self._self_points(snap), int(snap.start))
                 self._send()
             self.stats.flushes += 1
             self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000.0
             return snap
 
-    def _self_points(self) -> list[Point]:
+    def _self_points(self, snap: Snapshot | None = None) -> list[Point]:
         s, r = self.stats, self._reported
         values = {
+            "spikes_active": len(snap.spikes) if snap is not None else 0,
             "points_sent": s.points_sent - r.points_sent,
             "points_dropped": s.points_dropped - r.points_dropped,
             "send_errors": s.send_errors - r.send_errors,

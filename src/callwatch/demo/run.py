@@ -21,6 +21,7 @@ import callwatch
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
 from ..export import Namer
+from ..spikes import SpikeDetector
 from . import game
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
@@ -164,6 +165,8 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
         g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
     if g.host is not None:
         graphite = (g.host, g.port)
+    if graphite_web:
+        g = dataclasses.replace(g, web_url=graphite_web)  # spike events go there
     cfg = dataclasses.replace(cfg, enabled=True, graphite=g)
 
     t0 = time.time()
@@ -209,6 +212,11 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
             _add(per_phase[p], snap)
     growth = _growth(per_phase)
     _print_summary(out, per_phase, growth)
+    spikes = [sk for sk in rt.exporter.sinks if isinstance(sk, SpikeDetector)]
+    if spikes and spikes[0].spikes_seen:
+        where = f", each posted as a Graphite event to {graphite_web}" if graphite_web else ""
+        out.write(f"\n== Spikes: {spikes[0].spikes_seen} handler x function pairs jumped in calls per request "
+                  f"when the table grew{where} (see the warnings above)\n")
     if graphite is not None:
         _print_graphite_hints(out, rt.exporter.namer, graphite, graphite_web, points, rt.exporter.buffered)
     report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
@@ -352,4 +360,6 @@ def _print_graphite_hints(out: TextIO, namer: Namer, graphite: tuple[str, int],
     out.write(f"   metrics live under {base}.handler.<handler>...; for example:\n")
     out.write(f"   curl -s '{web}/render?target={target}&from=-10min&format=json'\n")
     out.write(f"   {web}/render?target={target}&from=-10min&width=900&height=400  (a PNG chart)\n")
+    if graphite_web:
+        out.write(f"   curl -s '{web}/events/get_data?from=-1h&tags=callwatch'   (the spike events)\n")
 
