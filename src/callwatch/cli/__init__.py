@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import alerts, callgraph, check_config, demo, diff, stats
+from . import alerts, callgraph, check_config, demo, diff, grafana, stats
 
 __all__ = ["main"]
 
-SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts)
+SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts, grafana)
 
 
 def build_parser() -> argparse.ArgumentParser:

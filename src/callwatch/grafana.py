@@ -1,0 +1,259 @@
+"""Grafana dashboards, alert rules and provisioning files, generated from the config.
+
+Built with grafanalib, the dashboard-as-code library that has Graphite as a first-class
+datasource (Grafana's own foundation SDK has no Graphite query type).  Every target comes
+from :mod:`callwatch.queries`' layout, so the panels read exactly what the exporter writes;
+``$origin`` (host and worker slot) defaults to all, summed or averaged as each panel says.
+
+    callwatch grafana --config callwatch.yaml --out grafana/
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from grafanalib import core as g
+from grafanalib._gen import DashboardEncoder
+
+from .config import Config
+from .queries import Queries
+
+__all__ = ["DATASOURCE_UID", "generate", "targets"]
+
+DATASOURCE_UID = "callwatch-graphite"
+DS = {"type": "graphite", "uid": DATASOURCE_UID}
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, cls=DashboardEncoder, sort_keys=True, indent=2) + "\n"
+
+
+def _yaml(obj: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False)
+
+
+class _Builder:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.q = Queries.from_config(cfg)
+        if self.q.tags:
+            raise ValueError("dashboards are generated for hierarchical names (graphite.tags: false)")
+        self.h = self.q.handler_node
+        self.prefix = cfg.graphite.prefix
+        self.panel_id = 0
+
+    def path(self, handler: str = "*") -> str:
+        return self.q.handler_path(handler, origin="$origin")
+
+    # -- pieces -------------------------------------------------------------------
+
+    def origin_var(self) -> g.Template:
+        query = ".".join(p for p in (self.prefix, "*") if p)
+        return g.Template(name="origin", label="host_worker", query=query, dataSource=DATASOURCE_UID,
+                          includeAll=True, multi=True, allValue="*", default="$__all")
+
+    def handler_var(self) -> g.Template:
+        return g.Template(name="handler", label="handler", query=self.q.handler_path(origin="*"),
+                          dataSource=DATASOURCE_UID, default="")
+
+    def function_var(self) -> g.Template:
+        return g.Template(name="function", label="watched function",
+                          query=f"{self.q.handler_path('$handler', origin='*')}.watch.*",
+                          dataSource=DATASOURCE_UID, includeAll=True, multi=True, allValue="*",
+                          default="$__all")
+
+    def panel(self, title: str, targets: list[str], unit: str = "short", w: int = 12, h: int = 8,
+              x: int = 0, y: int = 0, description: str = "") -> g.TimeSeries:
+        self.panel_id += 1
+        return g.TimeSeries(
+            title=title, description=description, dataSource=DS, unit=unit,
+            targets=[g.Target(target=t, refId=chr(ord("A") + i), datasource=DS) for i, t in enumerate(targets)],
+            gridPos=g.GridPos(h=h, w=w, x=x, y=y), id=self.panel_id,
+        )
+
+    @staticmethod
+    def annotations() -> g.Annotations:
+        return g.Annotations(list=[{
+            "datasource": DS, "enable": True, "iconColor": "red", "name": "callwatch spikes",
+            "target": {"fromAnnotations": True, "tags": ["callwatch", "spike"], "type": "tags"},
+        }])
+
+    def dashboard(self, uid: str, title: str, panels: list[g.TimeSeries], templates: list[g.Template]) -> Any:
+        d = g.Dashboard(title=title, uid=uid, panels=panels, templating=g.Templating(list=templates),
+                        annotations=self.annotations(), tags=["callwatch"], timezone="utc",
+                        time=g.Time("now-1h", "now"), refresh="30s")
+        return d.auto_panel_ids().to_json_data()
+
+    # -- dashboards ---------------------------------------------------------------
+
+    def overview(self) -> Any:
+        h, p = self.h, self.path()
+        panels = [
+            self.panel("Requests per second, by handler",
+                       [f"scaleToSeconds(groupByNode({p}.requests, {h}, 'sum'), 1)"], "reqps", x=0, y=0),
+            self.panel("Errors per second, by handler",
+                       [f"scaleToSeconds(groupByNode({p}.errors, {h}, 'sum'), 1)"], "reqps", x=12, y=0),
+            self.panel("p50 response time, by handler",
+                       [f"groupByNode({p}.response_ms.p50, {h}, 'avg')"], "ms", x=0, y=8),
+            self.panel("p99 response time, by handler (worst worker)",
+                       [f"groupByNode({p}.response_ms.p99, {h}, 'max')"], "ms", x=12, y=8),
+            self.panel("Watched calls per request, by handler and function",
+                       [f"groupByNodes({p}.watch.*.calls_per_request.mean, 'avg', {h}, {h + 2})"], "short",
+                       x=0, y=16, w=24,
+                       description="The mean over workers; a jump here is an N+1 that shipped or a cache "
+                                   "that stopped hitting."),
+            self.panel("Share of response time, by handler and group",
+                       [f"groupByNodes({p}.group.*.share, 'avg', {h}, {h + 2})"], "percent", x=0, y=24, w=24),
+        ]
+        return self.dashboard("callwatch-overview", "callwatch: overview", panels, [self.origin_var()])
+
+    def handler(self) -> Any:
+        p = self.path("$handler")
+        n = len(p.split("."))
+        panels = [
+            self.panel("Calls per request ($function)",
+                       [f"aliasByNode({p}.watch.$function.calls_per_request.mean, {n + 1})"], x=0, y=0),
+            self.panel("Most calls in one request ($function)",
+                       [f"aliasByNode({p}.watch.$function.calls_per_request.max, {n + 1})"], x=12, y=0),
+            self.panel("ms per request ($function)",
+                       [f"aliasByNode({p}.watch.$function.ms_per_request.mean, {n + 1})"], "ms", x=0, y=8),
+            self.panel("Response time",
+                       [f"aliasByNode({p}.response_ms.{{p50,p90,p99,max}}, {n + 1})"], "ms", x=12, y=8),
+            self.panel("Calls per request by dimension ($function)",
+                       [f"aliasByNode({p}.by.*.*.watch.$function.calls_per_request.mean, {n + 1}, {n + 2}, "
+                        f"{n + 4})"], x=0, y=16, w=24,
+                       description="Split by callwatch.dimension(), e.g. players: 2 vs 7."),
+        ]
+        return self.dashboard("callwatch-handler", "callwatch: handler", panels,
+                              [self.origin_var(), self.handler_var(), self.function_var()])
+
+    def profiles(self) -> Any:
+        p = self.path("$handler")
+        n = len(p.split("."))
+        panels = [
+            self.panel("Profiled functions: cumulative ms per request",
+                       [f"aliasByNode({p}.profile.*.ms_per_request, {n + 1})"], "ms", x=0, y=0, w=24),
+            self.panel("Profiled functions: calls per request",
+                       [f"aliasByNode({p}.profile.*.calls_per_request, {n + 1})"], x=0, y=8, w=24),
+            self.panel("Profiled requests", [f"sumSeries({p}.profile.requests)"], x=0, y=16, w=24),
+        ]
+        return self.dashboard("callwatch-profiles", "callwatch: profiled functions", panels,
+                              [self.origin_var(), self.handler_var()])
+
+    def health(self) -> Any:
+        base = ".".join(x for x in (self.prefix, "$origin" if self.q.origin else "", "callwatch") if x)
+        n = len(base.split(".")) - 2  # the origin's node
+        panels = []
+        for i, (metric, unit) in enumerate((("points_sent", "short"), ("points_dropped", "short"),
+                                            ("points_buffered", "short"), ("flush_ms", "ms"),
+                                            ("send_errors", "short"), ("spikes_active", "short"))):
+            panels.append(self.panel(metric.replace("_", " "), [f"aliasByNode({base}.{metric}, {n})"], unit,
+                                     x=12 * (i % 2), y=8 * (i // 2)))
+        return self.dashboard("callwatch-health", "callwatch: health", panels, [self.origin_var()])
+
+    # -- alerts -------------------------------------------------------------------
+
+    def alert_queries(self) -> dict[str, str]:
+        a, h, p = self.cfg.alerts, self.h, self.q.handler_path(origin="*")
+        cpr = f"groupByNodes({p}.watch.*.calls_per_request.mean, 'avg', {h}, {h + 2})"
+        return {
+            "callwatch: calls per request spike": (
+                f"divideSeriesLists(removeBelowValue({cpr}, {a.spike_floor:g}), movingMedian({cpr}, '{a.baseline}'))"),
+            "callwatch: p99 response time": f"groupByNode({p}.response_ms.p99, {h}, 'max')",
+            "callwatch: no data": f"sumSeries({p}.requests)",
+        }
+
+    def alert_rules(self) -> Any:
+        a = self.cfg.alerts
+        thresholds = {
+            "callwatch: calls per request spike": (a.spike_warning, "gt"),
+            "callwatch: p99 response time": (a.p99_warning_ms, "gt"),
+            "callwatch: no data": (-1.0, "lt"),  # never on values: fires on no data
+        }
+        rules = []
+        for title, query in self.alert_queries().items():
+            value, op = thresholds[title]
+            rules.append(g.AlertRulev9(
+                title=title, uid=title.split(": ")[1].replace(" ", "-")[:40],
+                triggers=[
+                    g.Target(target=query, refId="A", datasource=DATASOURCE_UID),
+                    # a classic condition: the last value of any series of A against the threshold
+                    g.AlertExpression(refId="B", expressionType=g.EXP_TYPE_CLASSIC, expression="A",
+                                      conditions=[g.AlertCondition(
+                                          evaluator=g.GreaterThan(value) if op == "gt" else g.LowerThan(value),
+                                          operator=g.OP_AND, reducerType=g.RTYPE_LAST)]),
+                ],
+                condition="B", evaluateFor="5m", timeRangeFrom=int(_seconds(a.baseline) + _seconds(a.window)),
+                noDataAlertState="Alerting" if title.endswith("no data") else "OK",
+                errorAlertState="Alerting", labels={"team": "callwatch"},
+                annotations={"summary": title},
+            ))
+        group = g.AlertGroup(name="callwatch", rules=rules, folder="callwatch", evaluateInterval="1m")
+        api = json.loads(_dump(g.AlertFileBasedProvisioning(groups=[group]).to_json_data()))
+        # grafanalib writes rules in the ruler API's shape (nested under grafana_alert);
+        # file provisioning wants them flat (Grafana docs, "file provisioning", alert rules).
+        out_groups = []
+        for grp in api["groups"]:
+            flat = []
+            for r in grp["rules"]:
+                ga = r["grafana_alert"]
+                flat.append({"uid": r["uid"], "title": ga["title"], "condition": ga["condition"],
+                             "data": ga["data"], "noDataState": ga["no_data_state"],
+                             "execErrState": ga["exec_err_state"], "for": r["for"],
+                             "annotations": r["annotations"], "labels": r["labels"]})
+            out_groups.append({"orgId": 1, "name": grp["name"], "folder": grp["folder"],
+                               "interval": grp["interval"], "rules": flat})
+        return {"apiVersion": 1, "groups": out_groups}
+
+
+def _seconds(period: str) -> int:
+    from .alerts import seconds
+
+    return seconds(period)
+
+
+def generate(cfg: Config, out: Path, graphite_web: str = "http://127.0.0.1:8080") -> list[Path]:
+    """Write the provisioning tree under ``out``; returns the files written."""
+    b = _Builder(cfg)
+    files: dict[str, str] = {
+        "provisioning/datasources/callwatch.yaml": _yaml({"apiVersion": 1, "datasources": [{
+            "name": "callwatch Graphite", "type": "graphite", "uid": DATASOURCE_UID, "access": "proxy",
+            "url": graphite_web, "jsonData": {"graphiteVersion": "1.1"}}]}),
+        "provisioning/dashboards/callwatch.yaml": _yaml({"apiVersion": 1, "providers": [{
+            "name": "callwatch", "folder": "callwatch", "type": "file", "disableDeletion": False,
+            "options": {"path": "/var/lib/grafana/dashboards/callwatch"}}]}),
+        "provisioning/alerting/callwatch.yaml": _yaml(b.alert_rules()),
+        "dashboards/callwatch-overview.json": _dump(b.overview()),
+        "dashboards/callwatch-handler.json": _dump(b.handler()),
+        "dashboards/callwatch-profiles.json": _dump(b.profiles()),
+        "dashboards/callwatch-health.json": _dump(b.health()),
+    }
+    written = []
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def targets(out: Path) -> list[tuple[str, str]]:
+    """(where, target) of every panel and alert query in a generated tree."""
+    found: list[tuple[str, str]] = []
+    for f in sorted((out / "dashboards").glob("*.json")):
+        for panel in json.loads(f.read_text())["panels"]:
+            for t in panel.get("targets", []):
+                found.append((f"{f.name}: {panel['title']}", t["target"]))
+    import yaml
+
+    alerting = yaml.safe_load((out / "provisioning/alerting/callwatch.yaml").read_text())
+    for group in alerting["groups"]:
+        for rule in group["rules"]:
+            for d in rule["data"]:
+                if "target" in d.get("model", {}):
+                    found.append((f"alert: {rule['title']}", d["model"]["target"]))
+    return found

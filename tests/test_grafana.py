@@ -1,0 +1,130 @@
+"""Generated Grafana files: committed copy up to date, structure, and every query run on a
+real graphite-web returning data (no Grafana server can run here)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+import callwatch
+from callwatch.cli import main
+from callwatch.grafana import targets
+from callwatch.testing import FakeClock
+
+import cwsample.storage as st
+
+from conftest import ROOT, Graphite
+
+
+def test_committed_files_are_the_output_for_the_example_config(tmp_path: Path) -> None:
+    assert main(["grafana", "--config", str(ROOT / "config" / "callwatch.example.yaml"), "--out", str(tmp_path)]) == 0
+    committed = ROOT / "grafana"
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert generated == sorted(p.relative_to(committed) for p in committed.rglob("*")
+                               if p.is_file() and p.name != "README.md")
+    for rel in generated:
+        assert (committed / rel).read_text() == (tmp_path / rel).read_text(), (
+            f"grafana/{rel} is stale: run callwatch grafana --config config/callwatch.example.yaml --out grafana")
+
+
+def test_structure(tmp_path: Path) -> None:
+    main(["grafana", "--config", str(ROOT / "config" / "callwatch.example.yaml"), "--out", str(tmp_path)])
+    ds = yaml.safe_load((tmp_path / "provisioning/datasources/callwatch.yaml").read_text())
+    assert ds["apiVersion"] == 1 and ds["datasources"][0]["type"] == "graphite"
+    uid = ds["datasources"][0]["uid"]
+    prov = yaml.safe_load((tmp_path / "provisioning/dashboards/callwatch.yaml").read_text())
+    assert prov["providers"][0]["type"] == "file"
+    uids = set()
+    for f in (tmp_path / "dashboards").glob("*.json"):
+        d = json.loads(f.read_text())
+        assert d["uid"] not in uids and d["title"].startswith("callwatch: ")
+        uids.add(d["uid"])
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids))
+        for p in d["panels"]:
+            assert p["type"] == "timeseries" and p["datasource"]["uid"] == uid and p["targets"]
+            assert {"x", "y", "w", "h"} <= set(p["gridPos"])
+        assert d["annotations"]["list"][0]["target"]["tags"] == ["callwatch", "spike"]
+    alerting = yaml.safe_load((tmp_path / "provisioning/alerting/callwatch.yaml").read_text())
+    group = alerting["groups"][0]
+    assert alerting["apiVersion"] == 1 and {"orgId", "name", "folder", "interval"} <= set(group)
+    rules = group["rules"]
+    assert len(rules) == 3
+    for r in rules:  # the file-provisioning shape: flat, not the ruler API's grafana_alert
+        assert {"uid", "title", "condition", "data", "noDataState", "execErrState", "for"} <= set(r)
+        assert r["condition"] == "B" and r["data"][0]["datasourceUid"] == uid
+        assert r["data"][1]["model"]["type"] == "classic_conditions"
+    assert {r["title"]: r["noDataState"] for r in rules}["callwatch: no data"] == "Alerting"
+
+
+@pytest.mark.graphite
+def test_every_panel_and_alert_query_returns_data(graphite: Graphite, tmp_path: Path) -> None:
+    prefix = "gf" + uuid.uuid4().hex[:8]
+    cfg = {"graphite": {"host": "127.0.0.1", "port": graphite.line_port, "prefix": prefix, "interval": 10},
+           "naming": {"host": "h1"},
+           "watch": [{"target": "cwsample.storage:Storage.get_*", "group": "db"}],
+           "profile": {"rate": 1.0, "min_interval": 0}}
+    config = tmp_path / "cw.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "grafana"
+    assert main(["grafana", "--config", str(config), "--out", str(out)]) == 0
+
+    t0 = (int(time.time()) - 600) // 10 * 10
+    clock = FakeClock(t0)
+    with clock:
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        s = st.Storage()
+        for players in (2, 2, 2, 7, 7):
+            for _ in range(6):
+                with callwatch.request("deal"):
+                    callwatch.dimension("players", players)
+                    s.get_players(1, players)
+                    clock.advance(0.002)
+            clock.advance(10)
+            callwatch.flush()
+        callwatch.shutdown()
+
+    values = {"$origin": "*", "$handler": "deal", "$function": "Storage_get_player"}
+    start, end = t0 - 10, t0 + 60
+
+    def render(target: str) -> list[dict[str, object]]:
+        for k, v in values.items():
+            target = target.replace(k, v)
+        q = urllib.parse.urlencode({"target": target, "from": start, "until": end, "format": "json"})
+        with urllib.request.urlopen(f"{graphite.web_url}/render?{q}", timeout=10) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    found = targets(out)
+    assert len(found) >= 20
+    empty: list[str] = []
+    deadline = time.monotonic() + 20
+    for where, target in found:
+        while True:
+            series = render(target)
+            if any(v is not None for s in series for v, _ in s["datapoints"]):  # type: ignore[union-attr]
+                break
+            if time.monotonic() > deadline:
+                empty.append(f"{where}: {target}")
+                break
+            time.sleep(0.3)
+    assert empty == []
+
+    # known values: calls per request of get_player on the handler dashboard: 2, then 7
+    cpr = next(t for w, t in found if w.endswith("Calls per request ($function)"))
+    (series,) = render(cpr)
+    assert {ts: v for v, ts in series["datapoints"] if v is not None} == {  # type: ignore[union-attr]
+        t0: 2.0, t0 + 10: 2.0, t0 + 20: 2.0, t0 + 30: 7.0, t0 + 40: 7.0}
+    by_dim = next(t for w, t in found if "by dimension" in w)
+    got = {s["target"]: [v for v, _ in s["datapoints"] if v is not None] for s in render(by_dim)}  # type: ignore[union-attr]
+    assert got == {"players.2.Storage_get_player": [2.0, 2.0, 2.0], "players.7.Storage_get_player": [7.0, 7.0]}
+    # the template variables' own queries
+    for query in (f"{prefix}.*", f"{prefix}.*.handler.*", f"{prefix}.*.handler.deal.watch.*"):
+        with urllib.request.urlopen(f"{graphite.web_url}/metrics/find?query={query}", timeout=10) as r:
+            assert json.loads(r.read()), query
