@@ -238,3 +238,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "environment variable CALLWATCH_GRAPHITE: 'h:99999' is not HOST[:PORT]. "
         "Fix: set e.g. CALLWATCH_GRAPHITE=127.0.0.1:2003",
     ]
+
+
+def test_control_characters_are_a_located_error(tmp_path: Path) -> None:
+    assert errors(tmp_path, "graphite:\n  host: a\x1f\n") == [
+        "F:2: character '\\x1f' is not allowed in YAML. "
+        "Fix: remove the control character (the file is not plain text there)"]

@@ -339,7 +339,12 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([Problem(where, "", f"cannot read the file ({e})",
                                    "make it a readable UTF-8 text file")]) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError([Problem(f"{where}:{line}", "", f"character {e.character!r} is not allowed in YAML",
+                                   "remove the control character (the file is not plain text there)")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
