@@ -343,7 +343,8 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
-        raise ConfigError([Problem(f"{where}:{line}", "", f"character {e.character!r} is not allowed in YAML",
+        ch = chr(e.character) if isinstance(e.character, int) else str(e.character)
+        raise ConfigError([Problem(f"{where}:{line}", "", f"character {ch!r} is not allowed in YAML",
                                    "remove the control character (the file is not plain text there)")]) from None
     try:
         node = loader.get_single_node()
