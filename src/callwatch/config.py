@@ -342,9 +342,9 @@ def _read_yaml(path: Path) -> tuple[_V, _Checker]:
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as e:
-        line = text[: e.position].count("\n") + 1
+        at = text[: e.position].count("\n") + 1
         ch = chr(e.character) if isinstance(e.character, int) else str(e.character)
-        raise ConfigError([Problem(f"{where}:{line}", "", f"character {ch!r} is not allowed in YAML",
+        raise ConfigError([Problem(f"{where}:{at}", "", f"character {ch!r} is not allowed in YAML",
                                    "remove the control character (the file is not plain text there)")]) from None
     try:
         node = loader.get_single_node()
