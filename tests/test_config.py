@@ -244,3 +244,11 @@ def test_control_characters_are_a_located_error(tmp_path: Path) -> None:
     assert errors(tmp_path, "graphite:\n  host: a\x1f\n") == [
         "F:2: character '\\x1f' is not allowed in YAML. "
         "Fix: remove the control character (the file is not plain text there)"]
+
+
+def test_timeout_must_stay_under_the_interval(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "graphite: {interval: 1}\n"), env={}).graphite.timeout == 0.5
+    assert load(write(tmp_path, "graphite: {interval: 10}\n"), env={}).graphite.timeout == 2.0
+    assert errors(tmp_path, "graphite:\n  interval: 2\n  timeout: 3\n") == [
+        "F:3: graphite.timeout: 3 s is not less than the interval (2 s), so one stuck send could hold up the "
+        "next flush. Fix: use a timeout under 2 s, e.g. timeout: 0.5"]

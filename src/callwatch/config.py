@@ -434,6 +434,14 @@ def _build(root: _V, chk: _Checker) -> Config:
                            fix="give graphite-web's URL, e.g. web_url: http://127.0.0.1:8080"),
     )
 
+    if "timeout" not in g:  # the default: never longer than half an interval
+        graphite = dataclasses.replace(graphite, timeout=min(2.0, graphite.interval / 2))
+    elif graphite.timeout >= graphite.interval:
+        chk.add(g["timeout"], "graphite.timeout",
+                f"{graphite.timeout:g} s is not less than the interval ({graphite.interval} s), so one stuck "
+                "send could hold up the next flush", f"use a timeout under {graphite.interval} s, e.g. "
+                f"timeout: {min(2.0, graphite.interval / 4):g}")
+
     n = chk.mapping(top["naming"], "naming", NAMING_KEYS) if "naming" in top else {}
     host = chk.string(n, "naming", "host", "auto", pattern=re.compile(r"^$|^[A-Za-z0-9_.-]+$"),
                       fix="use letters, digits, '_', '-' (dots become '_'), 'auto' for the short "
