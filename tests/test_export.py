@@ -198,6 +198,8 @@ def test_full_buffer_drops_the_oldest_and_counts_them() -> None:
         callwatch.flush()
     v = sender.values()
     assert v[("cw.h1_w0.callwatch.points_dropped", T0 + 10)] == dropped
+    st = rt.exporter.stats  # every point made is sent, dropped (counted) or still buffered
+    assert st.points_made == st.points_sent + st.points_dropped + rt.exporter.buffered
 
 
 def test_rename_sanitize_and_handler_cap() -> None:

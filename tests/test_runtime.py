@@ -155,3 +155,26 @@ def test_atexit_hook_is_removed_by_shutdown(monkeypatch: pytest.MonkeyPatch) -> 
     assert registered == [_runtime._at_exit]
     callwatch.shutdown()
     assert registered == []
+
+
+def test_exit_while_a_flush_waits_on_a_peer_that_never_reads(tmp_path: Path) -> None:
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)  # accepts (in the kernel) but nobody ever reads
+    try:
+        script = (
+            "import callwatch\n"
+            f"callwatch.configure({{'graphite': {{'host': '127.0.0.1', 'port': {srv.getsockname()[1]}, "
+            f"'interval': 60, 'timeout': 0.5}}, 'naming': {{'slot_dir': '{tmp_path}'}}}}, strict=True)\n"
+            "with callwatch.request('job'):\n"
+            "    pass\n"
+        )
+        t = time.monotonic()
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - t < 10  # the final flush gave up after its timeout: no hang
+        assert "cannot send to Graphite" in r.stderr
+    finally:
+        srv.close()

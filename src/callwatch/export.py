@@ -285,6 +285,7 @@ def split_lines(payload: bytes, limit: int) -> list[bytes]:
 class ExportStats:
     points_sent: int = 0
     points_dropped: int = 0
+    points_made: int = 0  # lines built; always = sent + dropped + still buffered
     send_errors: int = 0
     flushes: int = 0
     last_flush_ms: float = 0.0
@@ -412,7 +413,8 @@ class Exporter:
             "flush_ms": round(s.last_flush_ms, 3),
             "internal_errors": self.collector.internal_errors,
         }
-        self._reported = ExportStats(s.points_sent, s.points_dropped, s.send_errors)
+        self._reported = ExportStats(points_sent=s.points_sent, points_dropped=s.points_dropped,
+                                     send_errors=s.send_errors)
         out: list[Point] = []
         for metric, value in values.items():
             n, t = self.namer.self_metric(metric)
@@ -423,10 +425,14 @@ class Exporter:
         build = self.sender.build_message  # type: ignore[union-attr]
         buf = self._buffer
         for name, value, tags in points:
+            self.stats.points_made += 1
             try:
                 buf.append(build(name, value, timestamp, tags=tags))
             except (ValueError, TypeError):
                 self.stats.points_dropped += 1
+        # Bound the buffer before sending (a send can take up to the timeout): the oldest
+        # go first; the points of this flush are always kept for one attempt.
+        self._trim(max(self.max_buffered, len(points)))
 
     def _send(self) -> None:
         buf = self._buffer
@@ -457,7 +463,11 @@ class Exporter:
                 self._failing = False
                 log.warning("callwatch: %s reachable again; sent %d buffered points",
                             self.where, self.stats.points_sent - sent_before)
-        over = len(buf) - self.max_buffered
+        self._trim(self.max_buffered)
+
+    def _trim(self, keep: int) -> None:
+        buf = self._buffer
+        over = len(buf) - keep
         if over > 0:
             for _ in range(over):
                 buf.popleft()
