@@ -1,6 +1,6 @@
 # make demo   create .venv, install callwatch, run the card-game demo (about 30 s)
 # make test   everything the tests need (Debian Graphite packages, venvs), then the suite
-# make bench  the micro benchmark (ns per watched call), as shown in the README
+# make bench  every benchmark shown in the README (micro, alternatives, profiling, faults, soak)
 # make graphite-demo   the demo pushing to a real carbon-cache; graphite-web stays up to browse
 
 PYTHON ?= python3
@@ -21,8 +21,12 @@ test:
 	bash scripts/test
 
 bench: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile,bench]'
 	$(VENV)/bin/python benchmarks/micro.py
+	$(VENV)/bin/python benchmarks/alternatives.py
 	$(VENV)/bin/python benchmarks/profiling.py
+	$(VENV)/bin/python benchmarks/faults.py
+	$(VENV)/bin/python benchmarks/soak.py
 
 graphite-demo: $(VENV)/.installed
 	scripts/graphite-up $(STACK)
