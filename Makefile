@@ -24,6 +24,8 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile,bench]'
 	$(VENV)/bin/python benchmarks/micro.py
 	$(VENV)/bin/python benchmarks/alternatives.py
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check redis
+	$(VENV)/bin/python benchmarks/macro.py
 	$(VENV)/bin/python benchmarks/profiling.py
 	$(VENV)/bin/python benchmarks/faults.py
 	$(VENV)/bin/python benchmarks/soak.py
