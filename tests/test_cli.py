@@ -49,7 +49,7 @@ def test_check_config_through_a_real_subprocess() -> None:
     r = subprocess.run([sys.executable, "-m", "callwatch", "check-config",
                         str(ROOT / "config" / "callwatch.example.yaml")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "valid, 6 function(s) and 1 preset(s) watched" in r.stdout
+    assert "valid, 7 function(s) and 1 preset(s) watched" in r.stdout
     r = subprocess.run([sys.executable, "-m", "callwatch", "check-config", "/nonexistent.yaml"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr.splitlines()[0]) == (

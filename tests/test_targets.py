@@ -153,3 +153,33 @@ def test_a_target_that_cannot_be_set_is_a_located_config_error_and_nothing_stays
     assert str(ei.value) == ("F:2: target: cannot patch 'cwsample.storage:Frozen.get': AttributeError: Frozen is "
                              "frozen. Fix: watch a Python function that calls it instead")
     assert st.get_user is original
+
+
+def test_count_mode_counts_per_request_without_replacing_the_function() -> None:
+    import sys
+
+    from callwatch import _monitor
+
+    original = st.get_user
+    found, problems = resolve(WatchTarget("cwsample.storage:get_user", group="db", where="F:1", mode="count"))
+    assert problems == []
+    patches = _targets.patch(found)
+    replaced = st.get_user is not original
+    with callwatch.request("r"):
+        views.show(1)  # through a copy bound by "from x import f": counted too
+        st.get_user(2)
+    st.get_user(3)  # outside any request: background
+    snap = _core.collector.swap(0)
+    patches.undo()
+    got = {snap.entries[k].name: (fs.calls, fs.ns) for k, fs in snap.handlers["r"].funcs.items()}
+    if sys.version_info >= (3, 12):
+        assert not replaced and _monitor.AVAILABLE
+        assert got == {"get_user": (2, 0), "db": (2, 0)}  # counts only: no time
+    else:  # falls back to the wrapper
+        assert replaced and got["get_user"][0] == 2
+    bg = {snap.entries[k].name: fs.calls for k, fs in snap.handlers["_background"].funcs.items()}
+    assert bg["get_user"] == 1
+    with callwatch.request("after"):
+        st.get_user(4)
+    after = _core.collector.swap(0).handlers["after"]
+    assert sum(fs.calls for fs in after.funcs.values()) == 0  # undone: no longer counted

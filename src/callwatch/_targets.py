@@ -22,7 +22,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _core
+from . import _core, _monitor
 from .config import ConfigError, Problem, WatchTarget
 
 _MISSING = object()
@@ -320,6 +320,11 @@ def patch(resolved: list[Resolved | PresetUse]) -> Patches:
                 continue
             if getattr(r.func, _core.MARK, None) is not None:
                 continue  # already watched (e.g. @callwatch.watch): never wrap twice
+            if r.spec.mode == "count":
+                undo = _monitor.count(r.func, r.name, r.spec.group)
+                if undo is not None:
+                    patches.callbacks.append(undo)
+                    continue  # counted through sys.monitoring: nothing replaced
             wrapper = _core.make_watched(r.func, r.name, r.spec.group)
             if r.kind == "staticmethod":
                 new: Any = staticmethod(wrapper)

@@ -86,7 +86,9 @@ class WatchTarget:
     group: str | None = None
     where: str = "<config>"
     preset: str | None = None  # a preset instead of a target (see callwatch.presets)
-    mode: str = "wrap"  # "sampled": target is a pattern over profiled functions (profile.top)
+    #: "wrap" (count and time), "count" (calls only, through sys.monitoring on 3.12+), or
+    #: "sampled" (target is a pattern over profiled functions, see profile.top)
+    mode: str = "wrap"
 
     @property
     def module(self) -> str:
@@ -658,9 +660,10 @@ def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
             continue
         tv = m["target"]
         mv = m.get("mode")
-        if mv is not None and mv.value not in ("wrap", "sampled"):
-            chk.add(mv, f"{key}.mode", f"expected wrap or sampled, got {_show(mv.value)}",
-                    "write 'mode: sampled' for a pattern over profiled functions, or leave it out")
+        if mv is not None and mv.value not in ("wrap", "sampled", "count"):
+            chk.add(mv, f"{key}.mode", f"expected wrap, count or sampled, got {_show(mv.value)}",
+                    "write 'mode: count' (calls only, cheaper on Python 3.12+), 'mode: sampled' (a pattern "
+                    "over profiled functions), or leave it out")
             continue
         if mv is not None and mv.value == "sampled":
             # Code that cannot be patched (C functions, third-party internals): reported from
@@ -676,7 +679,8 @@ def _watch(chk: _Checker, v: _V | None) -> tuple[WatchTarget, ...]:
                           fix="use letters, digits, '_' and '-', e.g. name: get_user")
         group = chk.string(m, key, "group", None, pattern=SAFE_NAME,
                            fix="use letters, digits, '_' and '-', e.g. group: db")
-        wt = WatchTarget(target=target, name=name, group=group, where=chk.loc(tv))
+        wt = WatchTarget(target=target, name=name, group=group, where=chk.loc(tv),
+                         mode="count" if mv is not None and mv.value == "count" else "wrap")
         if name is not None and wt.is_glob:
             chk.add(m["name"], f"{key}.name", "'name' cannot be used with a glob target (it matches many functions)",
                     "remove 'name', or list the functions one by one")
