@@ -98,6 +98,38 @@ def test_dimensions_split_a_handler_and_are_capped() -> None:
 
 
 def test_a_broken_state_is_counted_not_raised() -> None:
-    _, col, *_ = make()
+    reg, col, *_ = make()
     col.record("h", 1, 0, None)  # type: ignore[arg-type]
+    col.record("h", 5, 0, state(reg))
+    snap = col.swap(0)  # requests are added in batches: at the latest when swapped
     assert col.internal_errors == 1
+    assert snap.handlers["h"].requests == 1 and snap.handlers["h"].ns == 5
+
+
+def test_requests_are_added_in_batches_and_none_is_lost_across_threads() -> None:
+    import threading
+
+    from callwatch.aggregate import FOLD_BATCH
+
+    reg, col, a, _, _ = make()
+    for _ in range(FOLD_BATCH - 1):
+        col.record("h", 1, 0, state(reg, **{f"e{a}": (1, 1)}))
+    assert len(col.pending) == FOLD_BATCH - 1  # not yet added: only appended
+    col.record("h", 1, 0, state(reg, **{f"e{a}": (1, 1)}))
+    assert col.pending == []  # the request that filled the batch added it
+
+    def worker() -> None:
+        for _ in range(5000):
+            col.record("h", 1, 0, state(reg, **{f"e{a}": (2, 3)}))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        col.fold()  # the flusher folding while the requests append
+    for t in threads:
+        t.join()
+    hs = col.swap(0).handlers["h"]
+    assert (hs.requests, hs.funcs[a].calls, hs.funcs[a].ns) == (FOLD_BATCH + 20000, FOLD_BATCH + 40000,
+                                                                 FOLD_BATCH + 60000)
+    assert col.pending == [] and col.internal_errors == 0

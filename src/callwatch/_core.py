@@ -38,6 +38,12 @@ _get = _current.get
 _set = _current.set
 _reset = _current.reset
 _record = collector.record
+# What _record does, inlined in the handler wrappers: an append, and a batch fold now and
+# then (see Collector.record).  ``pending`` is never rebound, so these stay valid.
+_pending = collector.pending
+_push = _pending.append
+_fold = collector.fold
+_BATCH = aggregate.FOLD_BATCH
 _grow = registry.grow
 #: The clock for durations.  Wrappers look it up as a module global on each call so
 #: that ``callwatch.testing.FakeClock`` can replace it.
@@ -408,7 +414,9 @@ def make_handler(fn: F, name: str) -> F:
                 _reset(tok)
                 if dimension_functions:
                     config_dimensions(name, st, *args, **kwargs)
-                _record(name, t, err, st)
+                _push((name, t, err, st))
+                if len(_pending) >= _BATCH:
+                    _fold()
 
         wrapper: Callable[..., Any] = async_handler
     else:
@@ -433,7 +441,9 @@ def make_handler(fn: F, name: str) -> F:
                 _reset(tok)
                 if dimension_functions:
                     config_dimensions(name, st, *args, **kwargs)
-                _record(name, t, err, st)
+                _push((name, t, err, st))
+                if len(_pending) >= _BATCH:
+                    _fold()
 
         wrapper = sync_handler
     setattr(wrapper, MARK, name)

@@ -54,6 +54,9 @@ HandlerKey = Union[str, Tuple[str, str, str]]
 #: Relative accuracy of the response-time percentiles (DDSketch guarantee: 1 %).
 SKETCH_ACCURACY = 0.01
 
+#: Finished requests are added to the table this many at a time (see Collector.record).
+FOLD_BATCH = 256
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -197,7 +200,8 @@ class Snapshot:
 class Collector:
     """The per-interval table that every finished request is added to.
 
-    ``record`` runs once per request under a short lock that is never held during I/O;
+    ``record`` runs once per request and only appends; ``fold`` adds pending requests in
+    batches under a short lock that is never held during I/O;
     ``swap`` hands the filled table to the flusher and starts an empty one.
     """
 
@@ -215,6 +219,9 @@ class Collector:
         #: always reported
         self.profile_patterns: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        #: Finished requests not yet in the table: (handler, ns, error, state).  Always
+        #: the same list object (the hot path holds its ``append``).
+        self.pending: list[tuple[str, int, int, list[Any]]] = []
         self._table: dict[HandlerKey, HandlerStats] = {}
         self.start: float | None = None
         self._admitted: set[str] = set()
@@ -228,43 +235,69 @@ class Collector:
     # -- hot side: once per request -------------------------------------------------
 
     def record(self, handler: str, ns: int, error: int, state: list[Any]) -> None:
-        """Add one finished request (``ns < 0``: a background call, no response time)."""
-        try:
-            dims = state[0]
-            if state[1]:
-                handler = state[1]
-            calls = state[0::3]
-            calls[0] = 0  # the header
-            group_of = self.registry.group_of
-            hits: list[tuple[int, int, int]] = []
-            if any(calls):
-                groups: dict[int, int] = {}
-                for k in compress(range(len(calls)), calls):
-                    c = calls[k]
-                    t = state[3 * k + 1]
-                    g = group_of[k]
-                    if g == -2:  # a group's own slots: calls are summed below
-                        continue
-                    hits.append((k, c, t if t > 0 else 0))
-                    if g >= 0:
-                        groups[g] = groups.get(g, 0) + c
-                for g, c in groups.items():
-                    t = state[3 * g + 1]
-                    hits.append((g, c, t if t > 0 else 0))
-            with self._lock:
-                hs = self._table.get(handler)
-                if hs is None:
-                    hs, handler = self._new_handler(handler)
-                _add(hs, ns, error, hits)
-                if dims:
-                    for key, value in dims.items():
-                        dk = (handler, key, value)
-                        ds = self._table.get(dk)
-                        if ds is None:
-                            ds = self._new_split(dk)
-                        _add(ds, ns, error, hits)
-        except Exception:
-            self.internal_errors += 1
+        """Add one finished request (``ns < 0``: a background call, no response time).
+
+        Only an append: requests are added to the table in batches (:meth:`fold`), by the
+        request that fills a batch or by the flusher before each swap.  Measured around
+        real I/O, adding each request on its own cost ~12 us of CPU (code and data cold
+        after the request's syscalls) against well under 1 us per request in a batch.
+        """
+        p = self.pending
+        p.append((handler, ns, error, state))
+        if len(p) >= FOLD_BATCH:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the pending requests to the current interval's table."""
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        p = self.pending
+        batch = p[:]
+        # Other threads may append meanwhile (always at the end): drop what was taken.
+        del p[: len(batch)]
+        add = self._add_request
+        for handler, ns, error, state in batch:
+            try:
+                add(handler, ns, error, state)
+            except Exception:
+                self.internal_errors += 1
+
+    def _add_request(self, handler: str, ns: int, error: int, state: list[Any]) -> None:
+        # Called under the lock.
+        dims = state[0]
+        if state[1]:
+            handler = state[1]
+        calls = state[0::3]
+        calls[0] = 0  # the header
+        group_of = self.registry.group_of
+        hits: list[tuple[int, int, int]] = []
+        if any(calls):
+            groups: dict[int, int] = {}
+            for k in compress(range(len(calls)), calls):
+                c = calls[k]
+                t = state[3 * k + 1]
+                g = group_of[k]
+                if g == -2:  # a group's own slots: calls are summed below
+                    continue
+                hits.append((k, c, t if t > 0 else 0))
+                if g >= 0:
+                    groups[g] = groups.get(g, 0) + c
+            for g, c in groups.items():
+                t = state[3 * g + 1]
+                hits.append((g, c, t if t > 0 else 0))
+        hs = self._table.get(handler)
+        if hs is None:
+            hs, handler = self._new_handler(handler)
+        _add(hs, ns, error, hits)
+        if dims:
+            for key, value in dims.items():
+                dk = (handler, key, value)
+                ds = self._table.get(dk)
+                if ds is None:
+                    ds = self._new_split(dk)
+                _add(ds, ns, error, hits)
 
     def _new_handler(self, handler: str) -> tuple[HandlerStats, str]:
         # Called under the lock.  Caps the number of distinct handler names.
@@ -326,6 +359,7 @@ class Collector:
     def swap(self, end: float) -> Snapshot:
         """Return what was measured since the last swap and start a new interval at ``end``."""
         with self._lock:
+            self._fold_locked()
             table, self._table = self._table, {}
             profiles, self._profiles = self._profiles, {}
             start, self.start = self.start, end
@@ -369,6 +403,7 @@ class Collector:
     def after_fork_in_child(self) -> None:
         """A forked child starts empty, with a new lock (the parent's may be held)."""
         self._lock = threading.Lock()
+        self.pending.clear()  # the parent's requests, already counted by the parent
         self._table = {}
         self._admitted = set()
         self._dim_values = {}
@@ -378,6 +413,7 @@ class Collector:
     def reset(self) -> None:
         """Forget everything: tables, admitted handler names, seen functions."""
         with self._lock:
+            self.pending.clear()
             self._table = {}
             self.start = None
             self._admitted.clear()
