@@ -10,6 +10,8 @@ one thread; R rounds, each measuring every row once, right after each other):
   bare                      no instrumentation
   callwatch defaults        @handler, the four data functions watched (db and redis groups),
                             sampled profiling at 1 % with the 2 % budget, flush thread running
+  callwatch, profiling off  the same without sampled profiling
+  callwatch @handler only   only the handler wrapper (no watched functions, no profiling)
   prometheus                a Histogram (handler) and a labelled Histogram per data function
   statsd                    a statsd timer per handler and per data function, UDP per call
   cProfile per request      the classic decorator: a cProfile.Profile around every request
@@ -31,6 +33,7 @@ import time
 from typing import Any, Callable
 
 import callwatch
+from callwatch import _core
 
 
 def free_port() -> int:
@@ -39,6 +42,20 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return int(port)
+
+
+def pin(redis_pid: int) -> str:
+    """Put redis-server and this process on different CPUs, when there are two: both
+    then keep their caches, and the rows' rates move far less from round to round."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return "not pinned (one CPU)"
+        os.sched_setaffinity(redis_pid, {cpus[-1]})
+        os.sched_setaffinity(0, {cpus[0]})
+        return f"this process on CPU {cpus[0]}, redis-server on CPU {cpus[-1]}"
+    except (AttributeError, OSError) as e:
+        return f"not pinned ({e})"
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], int]:
@@ -119,6 +136,19 @@ def variants(redis_port: int) -> dict[str, tuple[Callable[[App], int], Callable[
     # simply does not go through callwatch's wrappers.
     out["callwatch defaults"] = (cw, nothing, nothing)
 
+    # The same, split up: without sampled profiling, and the handler wrapper alone.
+    saved: list[Any] = []
+
+    def profiling_off() -> None:
+        saved.append(_core.profiler)
+        _core.profiler = None
+
+    def profiling_back() -> None:
+        _core.profiler = saved.pop()
+    out["callwatch, profiling off"] = (cw, profiling_off, profiling_back)
+    out["callwatch @handler only"] = (callwatch.handler("table_view_h")(make_handler(plain)), profiling_off,
+                                      profiling_back)
+
     from prometheus_client import CollectorRegistry, Histogram
 
     reg = CollectorRegistry()
@@ -168,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--players", type=int, default=7)
     args = ap.parse_args(argv)
     server, port = start_redis()
+    pinned = pin(server.pid)
     callwatch.configure({"naming": {"worker": "none"}, "graphite": {"interval": 1},
                          "profile": {"rate": 0.01, "budget": 0.02}}, strict=True)
     try:
@@ -201,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     cost = {name: 100 * median([1 - r / b for r, b in zip(rs, rates["bare"])]) for name, rs in rates.items()}
     spread = [100 * (a / b - 1) for a, b in zip(rates["bare"][1:], rates["bare"][:-1])]
     print(f"Python {sys.version.split()[0]}, {args.players} players: {args.players + 1} redis round trips and "
-          f"{args.players + 1} SQL queries per request; {args.rounds} rounds x {args.seconds:g} s per row")
+          f"{args.players + 1} SQL queries per request; {args.rounds} rounds x {args.seconds:g} s per row; {pinned}")
     print("| row | requests/s (median) | cost vs bare (median of per-round ratios) |")
     print("|---|---:|---:|")
     for name, rs in rates.items():

@@ -235,3 +235,36 @@ def test_profile_config_errors(tmp_path: Path) -> None:
 
 def _unused(*a: Any) -> None:
     pass
+
+
+def test_the_countdown_picks_about_rate_of_the_requests() -> None:
+    callwatch.configure({"profile": {"rate": 0.05, "min_interval": 0}}, start_thread=False, strict=True)
+    p = _core.profiler
+    p._rng.seed(7)
+    p._skip = p._draw()
+    picked = 0
+    for _ in range(100_000):
+        n = p._skip - 1  # what begin() does, without starting yappi
+        p._skip = n
+        if n <= 0 and p._chosen("h"):
+            picked += 1
+    # binomial(100 000, 0.05): mean 5000, sd 69; 6 sd either side
+    assert 4590 < picked < 5410
+
+
+def test_min_interval_profiles_a_rare_handler_then_waits() -> None:
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60}}, start_thread=False, strict=True)
+
+    @callwatch.handler("rare")
+    def rare() -> None:
+        a_only(2)
+
+    for _ in range(3):
+        rare()
+    assert _core.collector.swap(0).profiles["rare"].requests == 1  # the first one only
+    p = _core.profiler
+    p._last["rare"] -= 61  # as if profiled 61 s ago
+    p.on_flush()
+    rare()
+    rare()
+    assert _core.collector.swap(0).profiles["rare"].requests == 1

@@ -22,9 +22,11 @@ import collections
 import contextvars
 import logging
 import marshal
+import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -96,6 +98,11 @@ class Profiler:
         self._profiled_ns = 0
         self._began_ns = 0
         self._window_start = time.monotonic()
+        self._min_on = cfg.min_interval > 0
+        #: a handler last profiled before this (monotonic) time is due again; moved on at
+        #: each flush, so min_interval is kept to within one interval
+        self._due_before = self._window_start - cfg.min_interval
+        self._skip = self._draw()
         #: (name, module, line) -> label (or "" for a frame not reported): labels are
         #: the same from one profiled request to the next, and a regex each costs ~1 us
         self._labels: dict[tuple[str, str, int], str] = {}
@@ -114,6 +121,15 @@ class Profiler:
 
     def begin(self, name: str | None) -> tuple[int, contextvars.Token[int]] | None:
         """Start profiling the current request if it is chosen; None when it is not."""
+        # Runs on every request: a countdown and, with min_interval, one dict lookup.
+        n = self._skip - 1
+        self._skip = n
+        if n > 0 and self._on_demand is None:
+            if not self._min_on:
+                return None
+            last = self._last.get(name)  # type: ignore[arg-type]
+            if last is not None and last >= self._due_before:
+                return None
         if not self._chosen(name):
             return None
         if not self._lock.acquire(blocking=False):
@@ -131,17 +147,31 @@ class Profiler:
             return None
 
     def _chosen(self, name: str | None) -> bool:
-        now = time.monotonic()
+        # The countdown ran out, or the handler is due (on demand, or min_interval).
+        if self._skip <= 0:
+            self._skip = self._draw()
+            return True
         od = self._on_demand
-        if od is not None and name == od[0]:
-            if now < od[1]:
+        if od is not None:
+            if time.monotonic() >= od[1]:
+                self._on_demand = None
+            elif name == od[0]:
                 return True
-            self._on_demand = None
-        if name is not None and self.cfg.min_interval > 0:
+        if name is not None and self._min_on:
             last = self._last.get(name)
-            if last is None or now - last >= self.cfg.min_interval:
-                return True
-        return self._rng.random() < self.rate
+            return last is None or last < self._due_before
+        return False
+
+    def _draw(self) -> int:
+        """Requests until the next randomly chosen one: geometric with p = rate, the same
+        as a coin per request, without a random number per request."""
+        rate = self.rate
+        if rate >= 1:
+            return 1
+        if rate <= 0:
+            return sys.maxsize
+        u = 1.0 - self._rng.random()  # (0, 1]
+        return int(math.log(u) / math.log1p(-rate)) + 1
 
     def end(self, prof: tuple[int, contextvars.Token[int]], name: str, elapsed_ns: int,
             state: list[Any]) -> None:
@@ -216,6 +246,7 @@ class Profiler:
     # -- flush side (the exporter's thread) ------------------------------------------
 
     def on_flush(self) -> None:
+        self._due_before = time.monotonic() - self.cfg.min_interval
         self._adjust_rate()
         self._poll_trigger()
         self._write_dumps()
@@ -230,6 +261,7 @@ class Profiler:
             self.rate = self.rate * self.cfg.budget / share
         else:
             self.rate = min(self.cfg.rate, max(self.rate * 1.25, self.cfg.rate / 1000))
+        self._skip = self._draw()  # at the new rate from now on (memoryless: a redraw is fair)
         self._profiled_ns = 0
         self._window_start = now
 
