@@ -14,6 +14,22 @@ from callwatch.aggregate import BACKGROUND, Snapshot
 from callwatch.testing import FakeClock
 
 
+@pytest.fixture(autouse=True, params=["C", "Python"])
+def wrapper_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the C watched wrapper and with the pure-Python one."""
+    if request.param == "C":
+        assert _core._speedups is not None, (
+            "callwatch._speedups was not built (needs gcc and the Python headers: "
+            "pip install -e . again); CALLWATCH_PURE_PYTHON=1 is not set")
+    monkeypatch.setattr(_core, "use_speedups", request.param == "C")
+    return str(request.param)
+
+
+def python_wrapper(w: object) -> object:
+    """The generated Python wrapper: ``w`` itself, or the C wrapper's slow path."""
+    return getattr(w, "_cw_slow", w)
+
+
 def snap() -> Snapshot:
     return _core.collector.swap(0.0)
 
@@ -136,7 +152,9 @@ def test_generated_wrapper_keeps_the_signature_and_defaults() -> None:
         return (a, b, c, args, d, e, kw)
 
     w = callwatch.watch(f)
-    assert w.__code__.co_name == "_cw_watched"  # the specialised wrapper, not the generic one
+    assert type(w).__name__ == ("Watched" if _core.use_speedups else "function")
+    # the specialised wrapper, not the generic one
+    assert python_wrapper(w).__code__.co_name == "_cw_watched"  # type: ignore[attr-defined]
     assert inspect.signature(w) == inspect.signature(f)
     assert w(1, d=4) == (1, 2, 3, (), 4, sentinel, {})
     assert w(1, 9, 8, 7, d=4, e=5, z=6) == (1, 9, 8, (7,), 4, 5, {"z": 6})
@@ -152,7 +170,7 @@ def test_functions_without_a_python_signature_get_the_generic_wrapper() -> None:
     import math
 
     w = callwatch.watch(name="sqrt")(math.sqrt)
-    assert w.__code__.co_name == "watched"
+    assert python_wrapper(w).__code__.co_name == "watched"  # type: ignore[attr-defined]
     with callwatch.request("r"):
         assert w(16.0) == 4.0
     assert calls(snap(), "r")["sqrt"][0] == 1
@@ -294,3 +312,71 @@ def test_disabled_env_makes_decorators_no_ops(monkeypatch: pytest.MonkeyPatch) -
     with callwatch.request("r"):
         pass
     assert snap().handlers == {}
+
+
+def test_watched_methods_bind_like_functions_and_keep_their_attributes() -> None:
+    class Store:
+        """A store."""
+
+        def __init__(self) -> None:
+            self.n = 10
+
+        @callwatch.watch(name="get")
+        def get(self, k: int) -> int:
+            """Get k."""
+            return self.n + k
+
+        @classmethod
+        @callwatch.watch(name="make")
+        def make(cls) -> Store:
+            return cls()
+
+        @staticmethod
+        @callwatch.watch(name="pure")
+        def pure(x: int) -> int:
+            return x * 2
+
+    s = Store()
+    with callwatch.request("r"):
+        assert s.get(1) == 11 and Store.get(s, 2) == 12 and s.get(k=3) == 13
+        assert isinstance(Store.make(), Store) and s.pure(4) == 8
+    assert {k: v[0] for k, v in calls(snap(), "r").items()} == {"get": 3, "make": 1, "pure": 1}
+    g = Store.__dict__["get"]
+    assert (g.__name__, g.__qualname__.split(".")[-1], g.__doc__, g.__module__) == ("get", "get", "Get k.", __name__)
+    assert g.__wrapped__.__name__ == "get" and getattr(g, _core.MARK).name == "get"
+    assert inspect.signature(g) == inspect.signature(g.__wrapped__)
+    import weakref
+
+    assert weakref.ref(g)() is g
+
+
+def test_the_wrapper_keeps_no_reference_to_arguments_results_or_errors() -> None:
+    import sys
+
+    class Boom(Exception):
+        pass
+
+    arg, kwarg, result = object(), object(), object()
+    err = Boom()
+
+    @callwatch.watch(name="f", group="g")
+    def f(a: object, *, k: object) -> object:
+        return result
+
+    @callwatch.watch(name="bad")
+    def bad(a: object) -> None:
+        raise err
+
+    before = [sys.getrefcount(x) for x in (arg, kwarg, result, err)]
+    with callwatch.request("r"):
+        for _ in range(1000):
+            assert f(arg, k=kwarg) is result
+            try:
+                bad(arg)
+            except Boom as e:
+                assert e is err
+            err.__traceback__ = None
+    f(arg, k=kwarg)  # outside a request: the background path
+    assert [sys.getrefcount(x) for x in (arg, kwarg, result, err)] == before
+    assert {k: v[0] for k, v in calls(snap(), "r").items()} == {"f": 1000, "[g]": 1000, "bad": 1000}
+

@@ -52,6 +52,26 @@ _now = time.perf_counter_ns
 #: Set on every wrapper callwatch makes: the watched entry (or handler name).
 MARK = "__callwatch__"
 
+# The watched-call wrapper in C (src/callwatch/_speedups.c), when it was built: same
+# numbers, far less CPU per call around real I/O.  CALLWATCH_PURE_PYTHON=1 turns it off;
+# ``use_speedups`` is read when a function is wrapped.
+_speedups: Any
+try:
+    if os.environ.get("CALLWATCH_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ImportError("CALLWATCH_PURE_PYTHON is set")
+    from . import _speedups
+except ImportError:
+    _speedups = None
+use_speedups = _speedups is not None
+
+
+def set_clock(fn: Callable[[], int]) -> None:
+    """Read durations from ``fn`` (int nanoseconds): ``callwatch.testing.FakeClock``."""
+    global _now
+    _now = fn
+    if _speedups is not None:
+        _speedups.set_clock(None if fn is time.perf_counter_ns else fn)
+
 
 def disabled_by_env() -> bool:
     """``CALLWATCH_DISABLED`` turns decorators into no-ops (read when they are applied)."""
@@ -81,6 +101,12 @@ def make_watched(fn: F, name: str, group: str | None = None) -> F:
         wrapper: Callable[..., Any] = _async_watched(fn, entry)
     else:
         wrapper = _generated_watched(fn, entry) or _generic_watched(fn, entry)
+        if use_speedups and _speedups is not None:
+            functools.update_wrapper(wrapper, fn)
+            c = 3 * entry.index
+            gi = entry.group_index
+            wrapper = _speedups.Watched(fn, _current, wrapper, c, c + 1, c + 2,
+                                        3 * gi + 1 if gi >= 0 else -1, 3 * gi + 2 if gi >= 0 else -1)
     functools.update_wrapper(wrapper, fn)
     setattr(wrapper, MARK, entry)
     return cast(F, wrapper)

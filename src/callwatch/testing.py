@@ -85,9 +85,9 @@ class FakeClock:
 
     def __enter__(self) -> FakeClock:
         self._saved.append(_core._now)
-        _core._now = self.perf_counter_ns
+        _core.set_clock(self.perf_counter_ns)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        _core._now = self._saved.pop()  # type: ignore[assignment]
+        _core.set_clock(self._saved.pop())  # type: ignore[arg-type]
