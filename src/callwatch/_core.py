@@ -105,8 +105,11 @@ def make_watched(fn: F, name: str, group: str | None = None) -> F:
             functools.update_wrapper(wrapper, fn)
             c = 3 * entry.index
             gi = entry.group_index
-            wrapper = _speedups.Watched(fn, _current, wrapper, c, c + 1, c + 2,
-                                        3 * gi + 1 if gi >= 0 else -1, 3 * gi + 2 if gi >= 0 else -1)
+            try:
+                wrapper = _speedups.Watched(fn, _current, wrapper, c, c + 1, c + 2,
+                                            3 * gi + 1 if gi >= 0 else -1, 3 * gi + 2 if gi >= 0 else -1)
+            except TypeError:  # e.g. a ContextVar replaced by a library: keep the Python wrapper
+                pass
     functools.update_wrapper(wrapper, fn)
     setattr(wrapper, MARK, entry)
     return cast(F, wrapper)
