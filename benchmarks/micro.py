@@ -12,6 +12,8 @@ rows are interleaved so machine noise hits every row alike):
   callwatch watched         @callwatch.watch inside a request (what users get)
   callwatch watched, group  the same with group: db (also tracks the group's time)
   callwatch generic wrapper the *args/**kwargs fallback (C functions, odd signatures)
+  pure Python: ...          the three callwatch rows again without the C speedup
+                            (CALLWATCH_PURE_PYTHON=1, or no compiler at install)
 
 Then the cost per request of @callwatch.handler (allocating the request's state, setting
 the ContextVar, and adding the request to the interval's table, percentile sketch
@@ -107,6 +109,14 @@ def measure(calls: int, repeats: int) -> list[tuple[str, float]]:
         ("callwatch watched, group", callwatch.watch(name="bench_group", group="bench")(f)),
         ("callwatch generic wrapper", callwatch.watch(name="bench_generic")(_Opaque())),
     ]
+    if _core._speedups is not None:  # the same wrappers without the C speedup
+        _core.use_speedups = False
+        rows += [
+            ("  pure Python: watched", callwatch.watch(name="bench_py")(f)),
+            ("  pure Python: group", callwatch.watch(name="bench_py_group", group="bench")(f)),
+            ("  pure Python: generic", callwatch.watch(name="bench_py_generic")(_Opaque())),
+        ]
+        _core.use_speedups = True
     best = {name: float("inf") for name, _ in rows}
     with callwatch.request("bench"):  # the watched rows run inside a request, as in a server
         for _ in range(repeats):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from callwatch.aggregate import BACKGROUND, OVERFLOW, Collector, FuncStats, Registry
 
 
@@ -133,3 +135,24 @@ def test_requests_are_added_in_batches_and_none_is_lost_across_threads() -> None
     assert (hs.requests, hs.funcs[a].calls, hs.funcs[a].ns) == (FOLD_BATCH + 20000, FOLD_BATCH + 40000,
                                                                  FOLD_BATCH + 60000)
     assert col.pending == [] and col.internal_errors == 0
+
+
+def test_adding_a_batch_to_a_sketch_gives_the_same_sketch_as_one_by_one() -> None:
+    import random
+
+    from ddsketch import DDSketch
+
+    from callwatch.aggregate import SKETCH_ACCURACY, sketch_add_many
+
+    rng = random.Random(3)
+    values = [0, 1, 2, 999, 1000, 1001] + [int(rng.lognormvariate(13, 2)) for _ in range(5000)]
+    one, many = DDSketch(SKETCH_ACCURACY), DDSketch(SKETCH_ACCURACY)
+    for v in values:
+        one.add(v)
+    sketch_add_many(many, values[:2000])
+    sketch_add_many(many, values[2000:])
+    assert many._store.offset == one._store.offset and many._store.bins == one._store.bins
+    assert (many._zero_count, many.count, many._min, many._max) == (one._zero_count, one.count, one._min, one._max)
+    assert many.sum == pytest.approx(one.sum)
+    for q in (0.5, 0.9, 0.99, 1.0):
+        assert many.get_quantile_value(q) == one.get_quantile_value(q)
