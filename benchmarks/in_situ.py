@@ -59,14 +59,14 @@ def pieces() -> dict[str, Callable[[], Any]]:
     width = _core.registry.width
 
     def record_alone() -> None:  # what every request did before batching
-        col.record("in_situ_alone", 1000, 0, [0] * width)
-        col.fold()
+        with col._lock:
+            col._add_request("in_situ_alone", 1000, 0, [0] * width)
 
     out: dict[str, Callable[[], Any]] = {
         "arithmetic loop (30 multiply-adds)": arithmetic,
         "2 x perf_counter_ns()": two_clock_reads,
         "@handler request, no calls": handler,
-        "add a request to the table alone": record_alone,
+        "add one request to the table on its own": record_alone,
     }
     if _core._speedups is not None:
         out["watched call, C wrapper"] = lambda: c_watched(1, 2)
