@@ -380,3 +380,22 @@ def test_the_wrapper_keeps_no_reference_to_arguments_results_or_errors() -> None
     assert [sys.getrefcount(x) for x in (arg, kwarg, result, err)] == before
     assert {k: v[0] for k, v in calls(snap(), "r").items()} == {"f": 1000, "[g]": 1000, "bad": 1000}
 
+
+
+def watched_module_level(x: int) -> int:
+    return x + 1
+
+
+def test_a_watched_function_pickles_and_copies_like_the_function() -> None:
+    import copy
+    import pickle
+
+    w = callwatch.watch(name="pickled")(watched_module_level)
+    saved = globals()["watched_module_level"]
+    globals()["watched_module_level"] = w  # as configure() patches a module
+    try:
+        for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+            assert pickle.loads(pickle.dumps(w, proto)) is w
+        assert copy.copy(w) is w and copy.deepcopy(w) is w
+    finally:
+        globals()["watched_module_level"] = saved

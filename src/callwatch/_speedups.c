@@ -268,6 +268,19 @@ watched_get_slow(Watched *w, void *closure)
     return Py_NewRef(w->slow);
 }
 
+/* Pickled by reference, like the function it replaces (pickle looks the qualified name up
+ * in __module__, where the patched module holds this object); copy.copy returns it. */
+static PyObject *
+watched_reduce(PyObject *self, PyObject *unused)
+{
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+static PyMethodDef watched_methods[] = {
+    {"__reduce__", watched_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
 static PyGetSetDef watched_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {"_cw_fn", (getter)watched_get_fn, NULL, "the watched function", NULL},
@@ -290,6 +303,7 @@ static PyTypeObject WatchedType = {
     .tp_descr_get = watched_descr_get,
     .tp_repr = (reprfunc)watched_repr,
     .tp_getset = watched_getset,
+    .tp_methods = watched_methods,
     .tp_dictoffset = offsetof(Watched, dict),
     .tp_weaklistoffset = offsetof(Watched, weakreflist),
 };
