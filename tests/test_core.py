@@ -345,6 +345,10 @@ def test_watched_methods_bind_like_functions_and_keep_their_attributes() -> None
     assert (g.__name__, g.__qualname__.split(".")[-1], g.__doc__, g.__module__) == ("get", "get", "Get k.", __name__)
     assert g.__wrapped__.__name__ == "get" and getattr(g, _core.MARK).name == "get"
     assert inspect.signature(g) == inspect.signature(g.__wrapped__)
+    if _core.use_speedups:  # what the C wrapper lacks, it takes from the function
+        assert g.__code__ is g.__wrapped__.__code__ and g.__globals__ is globals()
+        with pytest.raises(AttributeError):
+            g.no_such_attribute
     import weakref
 
     assert weakref.ref(g)() is g

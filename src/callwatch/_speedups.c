@@ -268,6 +268,18 @@ watched_get_slow(Watched *w, void *closure)
     return Py_NewRef(w->slow);
 }
 
+/* Attributes it does not have itself (__code__, __defaults__, __globals__, ...) are the
+ * watched function's: code that inspects "a function" sees the one it replaced. */
+static PyObject *
+watched_getattro(PyObject *self, PyObject *name)
+{
+    PyObject *r = PyObject_GenericGetAttr(self, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return r;
+    PyErr_Clear();
+    return PyObject_GetAttr(((Watched *)self)->fn, name);
+}
+
 /* Pickled by reference, like the function it replaces (pickle looks the qualified name up
  * in __module__, where the patched module holds this object); copy.copy returns it. */
 static PyObject *
@@ -304,6 +316,7 @@ static PyTypeObject WatchedType = {
     .tp_repr = (reprfunc)watched_repr,
     .tp_getset = watched_getset,
     .tp_methods = watched_methods,
+    .tp_getattro = watched_getattro,
     .tp_dictoffset = offsetof(Watched, dict),
     .tp_weaklistoffset = offsetof(Watched, weakreflist),
 };
