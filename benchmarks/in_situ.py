@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import macro  # noqa: E402  (start_redis, pin)
+import macro  # noqa: E402  (start_redis, pin, median)
 
 import callwatch  # noqa: E402
 from callwatch import _core  # noqa: E402
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait()
 
-    def median(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
-
+    median = macro.median
     print(f"Python {sys.version.split()[0]}, {args.rounds} rounds, median; {pinned}")
     print("| piece | hot ns | after a redis GET ns | x |")
     print("|---|---:|---:|---:|")

@@ -44,6 +44,10 @@ def free_port() -> int:
     return int(port)
 
 
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def pin(redis_pid: int) -> str:
     """Put redis-server and this process on different CPUs, when there are two: both
     then keep their caches, and the rows' rates move far less from round to round."""
@@ -225,9 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         callwatch.shutdown()
         server.terminate()
         server.wait()
-
-    def median(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
 
     cost = {name: 100 * median([1 - r / b for r, b in zip(rs, rates["bare"])]) for name, rs in rates.items()}
     spread = [100 * (a / b - 1) for a, b in zip(rates["bare"][1:], rates["bare"][:-1])]
