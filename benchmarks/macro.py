@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for name, rs in rates.items():
         print(f"| {name} | {median(rs):,.0f} | {cost[name]:+.1f} % |")
-    print(f"noise: bare's rate moved by up to {max(abs(x) for x in spread):.1f} % between rounds")
+    print(f"noise: bare's rate moved by up to {max((abs(x) for x in spread), default=0.0):.1f} % between rounds")
     cost = cost["callwatch defaults"]  # type: ignore[assignment]
     print(f"callwatch at defaults costs {cost:.1f} % of throughput ({'meets' if cost <= 1 else 'MISSES'} the 1 % "
           "target)")
