@@ -58,15 +58,17 @@ def pieces() -> dict[str, Callable[[], Any]]:
     col = _core.collector
     width = _core.registry.width
 
-    def record_alone() -> None:  # what every request did before batching
+    batch = [("in_situ_batch", 1000, 0, [0] * width) for _ in range(256)]
+
+    def add_batch() -> None:  # what the fold does once per 256 requests
         with col._lock:
-            col._add_request("in_situ_alone", 1000, 0, [0] * width)
+            col._add_requests("in_situ_batch", batch)
 
     out: dict[str, Callable[[], Any]] = {
         "arithmetic loop (30 multiply-adds)": arithmetic,
         "2 x perf_counter_ns()": two_clock_reads,
         "@handler request, no calls": handler,
-        "add one request to the table on its own": record_alone,
+        "add 256 requests to the table (fold)": add_batch,
     }
     if _core._speedups is not None:
         out["watched call, C wrapper"] = lambda: c_watched(1, 2)

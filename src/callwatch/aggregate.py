@@ -24,7 +24,7 @@ import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import compress, repeat, zip_longest
+from itertools import repeat, zip_longest
 from typing import Any, Callable, Iterable, Mapping, Tuple, Union
 
 from ddsketch import DDSketch
@@ -130,14 +130,6 @@ class FuncStats:
     calls_max: int = 0  # most calls in one request
     ns: int = 0
     ns_max: int = 0  # most time in one request
-
-    def add(self, calls: int, ns: int) -> None:
-        self.calls += calls
-        if calls > self.calls_max:
-            self.calls_max = calls
-        self.ns += ns
-        if ns > self.ns_max:
-            self.ns_max = ns
 
     def merge(self, other: FuncStats) -> None:
         self.calls += other.calls
@@ -259,18 +251,14 @@ class Collector:
         batch = p[:]
         # Other threads may append meanwhile (always at the end): drop what was taken.
         del p[: len(batch)]
-        # Per request only sorting by handler; the numbers are then added per handler and
-        # per column of the requests' states, with C-level sum/max/zip.  Requests split by
-        # dimensions take the one-by-one path.
+        # Per request only sorting by handler; the numbers are then added per handler (and
+        # per dimension value) and per column of the requests' states, with C-level
+        # sum/max/zip.
         by_handler: dict[str, list[tuple[str, int, int, list[Any]]]] = {}
-        one_by_one = []
         for item in batch:
             state = item[3]
             if type(state) is not list or len(state) < 3:
                 self.internal_errors += 1
-                continue
-            if state[0]:
-                one_by_one.append(item)
                 continue
             key = state[1] or item[0]
             items = by_handler.get(key)
@@ -283,79 +271,26 @@ class Collector:
                 self._add_requests(handler, items)
             except Exception:
                 self.internal_errors += len(items)
-        for handler, ns, error, state in one_by_one:
-            try:
-                self._add_request(handler, ns, error, state)
-            except Exception:
-                self.internal_errors += 1
 
     def _add_requests(self, handler: str, items: list[tuple[str, int, int, list[Any]]]) -> None:
-        # Called under the lock: requests of one handler, without dimensions.
+        # Called under the lock: requests of one handler; those with dimensions are also
+        # added to their split tables, keyed by the handler name as admitted.
         hs = self._table.get(handler)
         if hs is None:
             hs, handler = self._new_handler(handler)
-        timed = [it for it in items if it[1] >= 0]  # not background calls
-        if timed:
-            ns = [it[1] for it in timed]
-            hs.requests += len(ns)
-            hs.errors += sum([it[2] for it in timed])
-            hs.ns += sum(ns)
-            m = max(ns)
-            if m > hs.ns_max:
-                hs.ns_max = m
-            sketch_add_many(hs.sketch, ns)
-        # cols[3k], cols[3k+1]: entry k's calls and ns, one value per request
-        cols = list(zip_longest(*[it[3] for it in items], fillvalue=0))
         group_of = self.registry.group_of
-        funcs = hs.funcs
-        members: dict[int, list[tuple[Any, ...]]] = {}
-        for k in range(1, min(len(cols) // 3, len(group_of))):
-            g = group_of[k]
-            if g == -2:  # a group: its calls are its members', below; its time is its own
-                continue
-            calls = cols[3 * k]
-            if any(calls):
-                _add_column(funcs, k, calls, cols[3 * k + 1])
-                if g >= 0:
-                    members.setdefault(g, []).append(calls)
-        for g, cs in members.items():
-            calls = cs[0] if len(cs) == 1 else tuple(map(sum, zip(*cs)))  # per request
-            _add_column(funcs, g, calls, cols[3 * g + 1])
-
-    def _add_request(self, handler: str, ns: int, error: int, state: list[Any]) -> None:
-        # Called under the lock.
-        dims = state[0]
-        if state[1]:
-            handler = state[1]
-        calls = state[0::3]
-        calls[0] = 0  # the header
-        group_of = self.registry.group_of
-        hits: list[tuple[int, int, int]] = []
-        if any(calls):
-            groups: dict[int, int] = {}
-            for k in compress(range(len(calls)), calls):
-                c = calls[k]
-                t = state[3 * k + 1]
-                g = group_of[k]
-                if g == -2:  # a group's own slots: calls are summed below
-                    continue
-                hits.append((k, c, t if t > 0 else 0))
-                if g >= 0:
-                    groups[g] = groups.get(g, 0) + c
-            for g, c in groups.items():
-                t = state[3 * g + 1]
-                hits.append((g, c, t if t > 0 else 0))
-        hs = self._table.get(handler)
-        if hs is None:
-            hs, handler = self._new_handler(handler)
-        _add(hs, ns, error, hits)
-        if dims:
-            for key, value in dims.items():
-                dk = (handler, key, value)
-                ds = self._table.get(dk)
-                if ds is None:
-                    ds = self._new_split(dk)
-                _add(ds, ns, error, hits)
+        _add_batch(hs, items, group_of)
+        splits: dict[tuple[str, str, str], list[tuple[str, int, int, list[Any]]]] = {}
+        for item in items:
+            dims = item[3][0]
+            if dims:
+                for key, value in dims.items():
+                    splits.setdefault((handler, key, value), []).append(item)
+        for dk, its in splits.items():
+            ds = self._table.get(dk)
+            if ds is None:
+                ds = self._new_split(dk)
+            _add_batch(ds, its, group_of)
 
     def _new_handler(self, handler: str) -> tuple[HandlerStats, str]:
         # Called under the lock.  Caps the number of distinct handler names.
@@ -544,20 +479,34 @@ def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
         sketch._max = hi
 
 
-def _add(hs: HandlerStats, ns: int, error: int, hits: list[tuple[int, int, int]]) -> None:
-    if ns >= 0:
-        hs.requests += 1
-        hs.errors += error
-        hs.ns += ns
-        if ns > hs.ns_max:
-            hs.ns_max = ns
-        hs.sketch.add(ns)
+def _add_batch(hs: HandlerStats, items: list[tuple[str, int, int, list[Any]]], group_of: list[int]) -> None:
+    """Add finished requests ``(handler, ns, error, state)`` to one handler's table."""
+    timed = [it for it in items if it[1] >= 0]  # not background calls
+    if timed:
+        ns = [it[1] for it in timed]
+        hs.requests += len(ns)
+        hs.errors += sum([it[2] for it in timed])
+        hs.ns += sum(ns)
+        m = max(ns)
+        if m > hs.ns_max:
+            hs.ns_max = m
+        sketch_add_many(hs.sketch, ns)
+    # cols[3k], cols[3k+1]: entry k's calls and ns, one value per request
+    cols = list(zip_longest(*[it[3] for it in items], fillvalue=0))
     funcs = hs.funcs
-    for k, c, t in hits:
-        fs = funcs.get(k)
-        if fs is None:
-            fs = funcs[k] = FuncStats()
-        fs.add(c, t)
+    members: dict[int, list[tuple[Any, ...]]] = {}
+    for k in range(1, min(len(cols) // 3, len(group_of))):
+        g = group_of[k]
+        if g == -2:  # a group: its calls are its members', below; its time is its own
+            continue
+        calls = cols[3 * k]
+        if any(calls):
+            _add_column(funcs, k, calls, cols[3 * k + 1])
+            if g >= 0:
+                members.setdefault(g, []).append(calls)
+    for g, cs in members.items():
+        calls = cs[0] if len(cs) == 1 else tuple(map(sum, zip(*cs)))  # per request
+        _add_column(funcs, g, calls, cols[3 * g + 1])
 
 
 def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:
