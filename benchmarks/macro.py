@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable
 
 import callwatch
-from callwatch import _core
+from callwatch import _core, _request
 
 
 def free_port() -> int:
@@ -144,11 +144,11 @@ def variants(redis_port: int) -> dict[str, tuple[Callable[[App], int], Callable[
     saved: list[Any] = []
 
     def profiling_off() -> None:
-        saved.append(_core.profiler)
-        _core.profiler = None
+        saved.append(_request.profiler)
+        _request.profiler = None
 
     def profiling_back() -> None:
-        _core.profiler = saved.pop()
+        _request.profiler = saved.pop()
     out["callwatch, profiling off"] = (cw, profiling_off, profiling_back)
     out["callwatch @handler only"] = (callwatch.handler("table_view_h")(make_handler(plain)), profiling_off,
                                       profiling_back)

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import callwatch
-from callwatch import _core
+from callwatch import _core, _request
 from callwatch.demo import game
 from callwatch.demo.run import CONFIG
 
@@ -57,7 +57,7 @@ def configure(rate: tuple[float, float] | None) -> None:
 def measure(server: game.Server, rate: tuple[float, float] | None, n: int) -> float:
     configure(rate)
     try:
-        p = _core.profiler
+        p = _request.profiler
         t = time.perf_counter_ns()
         for i in range(n):
             game.deal(server, 1)

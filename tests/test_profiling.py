@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import callwatch
-from callwatch import _core
+from callwatch import _core, _request
 from callwatch.aggregate import Snapshot
 from callwatch.profiling import func_label
 from callwatch.testing import RecordingSender
@@ -94,7 +94,7 @@ def test_threads_get_clean_profiles() -> None:
 GEVENT_SCRIPT = textwrap.dedent("""
     from gevent import monkey; monkey.patch_all()
     import gevent, json, time, callwatch
-    from callwatch import _core
+    from callwatch import _core, _request
 
     def a_only(n): return sum(range(n))
     def b_only(n): return sum(range(n))
@@ -187,7 +187,7 @@ def test_trigger_file_profiles_one_handler_on_demand(tmp_path: Path) -> None:
     rare()
     assert _core.collector.swap(0).profiles == {}
     trigger.write_text("rare 60\n")
-    _core.profiler.on_flush()
+    _request.profiler.on_flush()
     assert not trigger.exists()
     for _ in range(3):
         rare()
@@ -197,7 +197,7 @@ def test_trigger_file_profiles_one_handler_on_demand(tmp_path: Path) -> None:
 def test_budget_lowers_the_rate() -> None:
     callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 0.02}},
                         start_thread=False, strict=True)
-    p = _core.profiler
+    p = _request.profiler
     p._window_start = time.monotonic() - 1.0
     p._profiled_ns = 100_000_000  # 10 % of the last second spent in profiled requests
     p._adjust_rate()
@@ -208,7 +208,7 @@ def test_off_means_not_even_imported() -> None:
     code = ("import sys, callwatch\n"
             "@callwatch.handler('h')\ndef h(): pass\n"
             "callwatch.configure({}, strict=True); h(); callwatch.shutdown()\n"
-            "print('yappi' in sys.modules, callwatch._core.profiler)")
+            "print('yappi' in sys.modules, callwatch._request.profiler)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["False", "None"], r.stderr
 
@@ -239,7 +239,7 @@ def _unused(*a: Any) -> None:
 
 def test_the_countdown_picks_about_rate_of_the_requests() -> None:
     callwatch.configure({"profile": {"rate": 0.05, "min_interval": 0}}, start_thread=False, strict=True)
-    p = _core.profiler
+    p = _request.profiler
     p._rng.seed(7)
     p._skip = p._draw()
     picked = 0
@@ -262,7 +262,7 @@ def test_min_interval_profiles_a_rare_handler_then_waits() -> None:
     for _ in range(3):
         rare()
     assert _core.collector.swap(0).profiles["rare"].requests == 1  # the first one only
-    p = _core.profiler
+    p = _request.profiler
     p._last["rare"] -= 61  # as if profiled 61 s ago
     p.on_flush()
     rare()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar, overload
 
-from . import _core
+from . import _core, _request
 from ._runtime import Runtime, configure, flush, shutdown
 from .aggregate import BACKGROUND, OVERFLOW
 from .config import ConfigError
@@ -69,7 +69,7 @@ def handler(name: Any = None) -> Any:
 def _handler(fn: F, name: str) -> F:
     if _core.disabled_by_env():
         return fn
-    return _core.make_handler(fn, name)
+    return _request.make_handler(fn, name)
 
 
 @overload
@@ -94,15 +94,15 @@ def watch(fn: Any = None, *, name: str | None = None, group: str | None = None) 
     return deco(fn) if callable(fn) else deco
 
 
-def request(name: str) -> _core.RequestScope | _core.NullScope:
+def request(name: str) -> _request.RequestScope | _request.NullScope:
     """A block of code that is one request of handler ``name``::
 
         with callwatch.request("nightly_import"):
             ...
     """
     if _core.disabled_by_env():
-        return _core.NullScope(name)
-    return _core.RequestScope(name)
+        return _request.NullScope(name)
+    return _request.RequestScope(name)
 
 
 def dimension(key: str, value: object) -> None:

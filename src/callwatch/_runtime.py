@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from pathlib import Path
 
-from . import _core, _slots, _targets
+from . import _core, _request, _slots, _targets
 from .aggregate import Snapshot, snapshot_from_json, snapshot_to_json
 from .config import Config, ConfigError, Problem, load
 from .export import Clock, Exporter, GraphyteSender, Namer, SnapshotSink, SystemClock
@@ -67,7 +67,7 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
             if not cfg.enabled:
                 return None
             rt = _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
-            _core.dimension_functions = dims
+            _request.dimension_functions = dims
             return rt
         except ConfigError as e:
             if strict:
@@ -113,7 +113,7 @@ def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], 
     rt = Runtime(cfg, exporter, patches, resolved, slot)
     exporter.namer = Namer.from_config(cfg, rt.worker)
     if cfg.profile is not None:
-        _core.profiler = _make_profiler(cfg, collector, exporter)
+        _request.profiler = _make_profiler(cfg, collector, exporter)
     _active = rt
     if start_thread:
         exporter.start()
@@ -198,8 +198,8 @@ def shutdown(timeout: float = 5.0) -> None:
             if rt.slot is not None:
                 rt.slot.release()
             rt.patches.undo()
-            _core.dimension_functions = {}
-            _core.profiler = None
+            _request.dimension_functions = {}
+            _request.profiler = None
 
 
 def _at_exit() -> None:
@@ -225,8 +225,8 @@ def _after_fork_in_child() -> None:
     _last_partial = None
     _core.registry.after_fork_in_child()
     _core.collector.after_fork_in_child()
-    if _core.profiler is not None:
-        _core.profiler.after_fork_in_child()
+    if _request.profiler is not None:
+        _request.profiler.after_fork_in_child()
     rt = _active
     if rt is not None:
         try:

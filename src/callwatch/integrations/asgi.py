@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from .. import _core, _runtime
+from .. import _core, _request, _runtime
 from ._naming import UNMATCHED, path_prefix_name, route_name
 
 Scope = MutableMapping[str, Any]
@@ -54,7 +54,7 @@ class ASGIMiddleware:
 
         tok = _core._set(st)
         err = 0
-        p = _core.profiler
+        p = _request.profiler
         prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
@@ -73,8 +73,8 @@ class ASGIMiddleware:
             if prof is not None:
                 p.end(prof, name, t, st)
             _core._reset(tok)
-            if _core.dimension_functions:
-                _core.config_dimensions(name, st, scope)
+            if _request.dimension_functions:
+                _request.config_dimensions(name, st, scope)
             _core._record(name, t, err, st)
 
     @staticmethod

@@ -20,7 +20,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 import callwatch
 
-from .. import _core
+from .. import _core, _request
 from ._naming import UNMATCHED
 
 __all__ = ["CallWatchMiddleware"]
@@ -65,7 +65,7 @@ class CallWatchMiddleware:
             return self.__acall__(request)
         st: list[Any] = [0] * _core.registry.width
         tok = _core._set(st)
-        p = _core.profiler
+        p = _request.profiler
         prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
@@ -82,7 +82,7 @@ class CallWatchMiddleware:
     async def __acall__(self, request: Any) -> Any:
         st: list[Any] = [0] * _core.registry.width
         tok = _core._set(st)
-        p = _core.profiler
+        p = _request.profiler
         prof = p.begin(None) if p is not None else None
         t0 = _core._now()
         try:
@@ -112,8 +112,8 @@ def _finish(request: Any, st: list[Any], t0: int, err: int) -> None:
         name = str(st[1]) if st[1] else handler_name(request)
     except Exception:
         name = "_unnamed"
-    if _core.dimension_functions:
-        _core.config_dimensions(name, st, request)
+    if _request.dimension_functions:
+        _request.config_dimensions(name, st, request)
     _core._record(name, t, err, st)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from .. import _core
+from .. import _core, _request
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,7 +33,7 @@ def instrument(route: Callable[..., Callable[[F], F]],
         def deco(fn: F) -> F:
             if _core.disabled_by_env():
                 return register(fn)
-            wrapped = _core.make_handler(fn, names.get(key) or fn.__name__)
+            wrapped = _request.make_handler(fn, names.get(key) or fn.__name__)
             result = register(wrapped)
             return wrapped if result is None else result
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .. import _core
+from .. import _core, _request
 from ._naming import path_prefix_name
 
 Environ = dict[str, Any]
@@ -39,7 +39,7 @@ class WSGIMiddleware:
             return start_response(status, headers, exc_info)
 
         tok = _core._set(req.state)
-        p = _core.profiler
+        p = _request.profiler
         if p is not None:
             req.begin_profile(p)
         try:
@@ -106,8 +106,8 @@ class _Request:
             name = self.mw.handler_name(self.environ, self.state)
         except Exception:
             name = "_unnamed"
-        if _core.dimension_functions:
-            _core.config_dimensions(name, self.state, self.environ)
+        if _request.dimension_functions:
+            _request.config_dimensions(name, self.state, self.environ)
         _core._record(name, t, err, self.state)
 
 

@@ -1,0 +1,186 @@
+"""Metric names: the one place where a Graphite path or tag set is made.
+
+The exporter, the alert queries, the Grafana builder and the docs take names from here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+from .aggregate import BACKGROUND, HandlerStats, Snapshot, share
+from .config import Config
+
+__all__ = ["Namer", "Point", "sanitize"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_NAME = 120
+
+
+def sanitize(name: str) -> str:
+    """One Graphite path component: ``[A-Za-z0-9_-]`` only, at most 120 characters."""
+    safe = _UNSAFE.sub("_", name)[:MAX_NAME]
+    return safe or "_"
+
+
+
+
+Point = tuple[str, float, Mapping[str, str]]
+
+RESPONSE_STATS = ("mean", "max", "p50", "p90", "p99")
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+class Namer:
+    """Turns a snapshot into (metric, value, tags) points; see README "Metric names".
+
+    Hierarchical (default)::
+
+        <prefix>.<host>.handler.<handler>.requests
+        <prefix>.<host>.handler.<handler>.watch.<function>.calls_per_request.mean
+
+    Tagged (``graphite.tags: true``)::
+
+        <prefix>.requests;handler=<handler>;host=<host>
+        <prefix>.watch.calls_per_request.mean;function=<function>;group=<group>;handler=...
+    """
+
+    def __init__(self, prefix: str, host: str, *, tags: bool = False,
+                 rename: Mapping[str, str] | None = None, worker: str = "") -> None:
+        self.prefix = prefix
+        self.host = host
+        self.worker = worker
+        self.tags = tags
+        self.rename = dict(rename or {})
+        # One path component for "who sent it": web1_w0 (host and worker slot), so a single
+        # wildcard sums over workers and hosts alike: callwatch.*.handler.login.requests
+        origin = "_".join(p for p in (host, worker) if p)
+        self._base = ".".join(p for p in (prefix, origin) if p)
+        self._handler_names: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, worker: str = "") -> Namer:
+        return cls(cfg.graphite.prefix, cfg.host, tags=cfg.graphite.tags, rename=cfg.handlers.rename,
+                   worker=worker)
+
+    def handler(self, raw: str) -> str:
+        name = self._handler_names.get(raw)
+        if name is None:
+            name = sanitize(str(self.rename.get(raw, raw)))
+            if len(self._handler_names) < 10_000:
+                self._handler_names[raw] = name
+        return name
+
+    def _name(self, parts: Iterable[str]) -> str:
+        return ".".join(p for p in parts if p)
+
+    def handler_metric(self, handler: str, metric: str,
+                       split: tuple[str, str] | None = None) -> tuple[str, Mapping[str, str]]:
+        """Name and tags of a handler metric; ``split`` = (dimension, value)."""
+        if self.tags:
+            return (self._name((self.prefix, "by" if split else "", metric)),
+                    self._tags(handler=handler, **self._split_tags(split)))
+        return self._name((self._base, "handler", handler, *self._split_path(split), metric)), {}
+
+    def watch_metric(self, handler: str, kind: str, what: str, group: str | None,
+                     metric: str, split: tuple[str, str] | None = None) -> tuple[str, Mapping[str, str]]:
+        """``kind`` is "watch" (``what`` = function) or "group" (``what`` = group)."""
+        if self.tags:
+            if kind == "watch":
+                tags = self._tags(handler=handler, function=what, group=group or "", **self._split_tags(split))
+            else:
+                tags = self._tags(handler=handler, group=what, **self._split_tags(split))
+            return self._name((self.prefix, "by" if split else "", kind, metric)), tags
+        return self._name((self._base, "handler", handler, *self._split_path(split), kind, what, metric)), {}
+
+    @staticmethod
+    def _split_path(split: tuple[str, str] | None) -> tuple[str, ...]:
+        return ("by", split[0], split[1]) if split else ()
+
+    @staticmethod
+    def _split_tags(split: tuple[str, str] | None) -> dict[str, str]:
+        return {"dimension": split[0], "value": split[1]} if split else {}
+
+    def profile_metric(self, handler: str, label: str, metric: str) -> tuple[str, Mapping[str, str]]:
+        """``label`` "" for the handler's own profile metrics (requests)."""
+        fn = sanitize(label) if label else ""
+        if self.tags:
+            return self._name((self.prefix, "profile", metric)), self._tags(handler=handler, function=fn)
+        return self._name((self._base, "handler", handler, "profile", fn, metric)), {}
+
+    def self_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
+        if self.tags:
+            return self._name((self.prefix, "callwatch", metric)), self._tags()
+        return self._name((self._base, "callwatch", metric)), {}
+
+    def _tags(self, **tags: str) -> dict[str, str]:
+        if self.host:
+            tags["host"] = self.host
+        if self.worker:
+            tags["worker"] = self.worker
+        return {k: v for k, v in tags.items() if v}
+
+    def points(self, snap: Snapshot) -> list[Point]:
+        out: list[Point] = []
+        # Names that sanitize (or rename) to the same metric path are merged, not sent twice.
+        merged: dict[tuple[str, tuple[str, str] | None], HandlerStats] = {}
+        for raw, hs in snap.handlers.items():
+            key: tuple[str, tuple[str, str] | None]
+            if isinstance(raw, tuple):
+                key = (self.handler(raw[0]), (sanitize(str(raw[1])), sanitize(str(raw[2]))))
+            else:
+                key = (self.handler(raw), None)
+            if key in merged:
+                merged[key].merge(hs)
+            else:
+                merged[key] = hs
+        entries = snap.entries
+        for (h, split), hs in sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or ("", ""))):
+            background = h == BACKGROUND
+            r = hs.requests
+            if not background:
+                for metric, count in (("requests", r), ("errors", hs.errors)):
+                    n, t = self.handler_metric(h, metric, split)
+                    out.append((n, count, t))
+                if r:
+                    values = {"mean": _ms(hs.ns / r), "max": _ms(hs.ns_max)}
+                    for stat, q in QUANTILES.items():
+                        values[stat] = _ms(hs.quantile_ns(q))
+                    for stat in RESPONSE_STATS:
+                        n, t = self.handler_metric(h, "response_ms." + stat, split)
+                        out.append((n, values[stat], t))
+            for k, fs in sorted(hs.funcs.items(), key=lambda kv: entries[kv[0]].name):
+                e = entries[k]
+                kind, what = ("group", e.name) if e.is_group else ("watch", e.name)
+                vals: list[tuple[str, float]] = [("calls", fs.calls), ("ms", _ms(fs.ns))]
+                if r and not background:
+                    vals += [
+                        ("calls_per_request.mean", round(fs.calls / r, 6)),
+                        ("calls_per_request.max", fs.calls_max),
+                        ("ms_per_request.mean", _ms(fs.ns / r)),
+                        ("ms_per_request.max", _ms(fs.ns_max)),
+                        ("share", round(share(fs.ns, hs.ns), 3)),
+                    ]
+                for metric, value in vals:
+                    n, t = self.watch_metric(h, kind, what, e.group, metric, split)
+                    out.append((n, value, t))
+        for (raw, fname, is_group), ratio in sorted(snap.spikes.items()):
+            n, t = self.watch_metric(self.handler(raw), "group" if is_group else "watch", fname, None, "spike")
+            out.append((n, round(min(ratio, 1e6), 3), t))
+        for raw, ps in sorted(snap.profiles.items()):
+            h = self.handler(raw)
+            n, t = self.profile_metric(h, "", "requests")
+            out.append((n, ps.requests, t))
+            r = ps.requests or 1
+            for label in snap.profile_top.get(raw, ()):
+                calls, own, cum = ps.funcs[label]
+                for metric, value in (("calls_per_request", round(calls / r, 6)),
+                                      ("ms_per_request", _ms(cum / r)),
+                                      ("own_ms_per_request", _ms(own / r))):
+                    n, t = self.profile_metric(h, label, metric)
+                    out.append((n, value, t))
+        return out
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 6)
