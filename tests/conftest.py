@@ -16,21 +16,37 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 import callwatch
 from callwatch import _core, _runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# CI runs hypothesis with a fixed seed (the same examples every run, so a red build is
+# reproducible); locally examples vary, which finds more.  No example database in CI.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+#: The one CALLWATCH_* variable a test run keeps: it selects the watched wrapper (C or pure
+#: Python) for the whole run, and subprocesses started by tests must use the same one.
+KEPT_ENV = ("CALLWATCH_PURE_PYTHON",)
+
 
 @pytest.fixture(autouse=True)
 def clean_callwatch(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts and ends with nothing configured, patched or running.
+    """Every test starts and ends with nothing configured, patched or running, and with no
+    ``CALLWATCH_*`` environment variable but the wrapper switch.
 
     Worker slots live in a directory of the test's own, so names are always ``..._w0``.
     """
     from callwatch import _slots
 
+    for key in list(os.environ):
+        # A developer's own CALLWATCH_GRAPHITE or CALLWATCH_DISABLED must not change results.
+        if key.startswith("CALLWATCH_") and key not in KEPT_ENV:
+            monkeypatch.delenv(key)
     slot_dir = tmp_path_factory.mktemp("slots")
     monkeypatch.setattr(_slots, "default_dir", lambda: slot_dir)
     callwatch.shutdown()
