@@ -2,36 +2,50 @@
 
 Rules (thresholds in the YAML's ``alerts:`` section):
 
-- spike: per handler x watched function, calls per request over the last ``window``
-  (summed over every worker and host) against the median of the per-interval values over
-  the ``baseline`` before it: WARNING at ``spike_warning`` x, CRITICAL at ``spike_critical``
-  x, never below ``spike_floor`` calls per request.
+- spike: the call-count spike of :mod:`callwatch.spikes` (one definition for the
+  in-process detector, this check and the Grafana rule), per origin x handler x watched
+  function, replayed over the ``baseline`` before the ``window``; the latest judged
+  interval in the window decides: WARNING at ``spike_warning`` x the baseline, CRITICAL
+  at ``spike_critical`` x, never below ``spike_floor`` calls per request.
 - p99: the worst p99 response time of any handler over the window.
 - no_data: no request at all for ``no_data_minutes``.
 
 Status codes follow Nagios/Icinga: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.  Graphite
-unreachable or answering nonsense is UNKNOWN with the reason, never a traceback.
+unreachable, too slow (a deadline per request and one for the whole check), answering too
+much (a size cap) or nonsense is UNKNOWN with the reason, never a traceback.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import re
-import statistics
+import socket
+import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import queries
-from .config import Config
+from .config import AlertsConfig, Config
+from .spikes import Baseline, Rule
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
+#: seconds for one render request, all of it (connect, headers, body)
+REQUEST_TIMEOUT = 10.0
+#: seconds for the whole check
+TOTAL_TIMEOUT = 30.0
+#: bytes of one render answer; callwatch's own queries need far less
+MAX_BYTES = 32 * 1024 * 1024
+
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Result", "check", "seconds"]
+
+Points = dict[str, list[tuple[float, int]]]
 
 
 class GraphiteError(Exception):
@@ -56,56 +70,131 @@ def seconds(period: str) -> int:
     return int(m.group(1)) * {"s": 1, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def render(web_url: str, target: str, start: int, end: int, timeout: float = 10.0) -> dict[str, list[tuple[float, int]]]:
-    """{series name: [(value, ts)...]} with nulls dropped; GraphiteError on any failure."""
+def render(web_url: str, target: str, start: int, end: int, deadline: float,
+           max_bytes: int = MAX_BYTES) -> Points:
+    """{series name: [(value, ts)...]} with nulls dropped, all of it read before the
+    ``deadline`` (time.monotonic()); GraphiteError on any failure."""
     q = urllib.parse.urlencode({"target": target, "from": start, "until": end, "format": "json"})
-    url = f"{web_url.rstrip('/')}/render?{q}"
+    body = _get(f"{web_url.rstrip('/')}/render?{q}", web_url, target, deadline, max_bytes)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            data = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        raise GraphiteError(f"graphite-web answered HTTP {e.code} for {target}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise GraphiteError(f"graphite-web at {web_url} unreachable ({reason})") from None
-    except ValueError:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
         raise GraphiteError(f"graphite-web at {web_url} did not answer JSON") from None
+    return _series(data, web_url)
+
+
+def _get(url: str, web_url: str, target: str, deadline: float, max_bytes: int) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise GraphiteError(f"graphite-web at {web_url}: no time left for {target} (the check's deadline)")
+    cut = threading.Event()
+    try:
+        u = urllib.parse.urlsplit(url)
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        conn = cls(u.hostname or "", u.port, timeout=left)
+    except ValueError as e:
+        raise GraphiteError(f"graphite-web URL {web_url}: {e}. Fix: give http://HOST:PORT") from None
+    # Socket timeouts bound each wait, not the total: a server dripping a byte at a time
+    # would never trip them.  The timer cuts the connection at the deadline.
+    timer = threading.Timer(left, _cut, (conn, cut))
+    timer.daemon = True
+    timer.start()
+    try:
+        return _read(conn, u, web_url, target, max_bytes, cut)
+    except (OSError, http.client.HTTPException) as e:
+        if cut.is_set():
+            raise GraphiteError(f"graphite-web at {web_url} did not answer within {left:.1f} s "
+                                f"(the deadline) for {target}") from None
+        raise GraphiteError(f"graphite-web at {web_url} unreachable ({type(e).__name__}: {e})") from None
+    finally:
+        timer.cancel()
+        conn.close()
+
+
+def _read(conn: http.client.HTTPConnection, u: urllib.parse.SplitResult, web_url: str, target: str,
+          max_bytes: int, cut: threading.Event) -> bytes:
+    conn.request("GET", f"{u.path}?{u.query}", headers={"Accept": "application/json"})
+    r = conn.getresponse()
+    if r.status != 200:
+        raise GraphiteError(f"graphite-web answered HTTP {r.status} for {target}")
+    body = bytearray()
+    while chunk := r.read1(65536):
+        body += chunk
+        if len(body) > max_bytes:
+            raise GraphiteError(f"graphite-web at {web_url} answered over {max_bytes} bytes for {target} "
+                                "(the size cap)")
+    if cut.is_set() or r.length:  # cut at the deadline, or the server hung up early
+        raise http.client.IncompleteRead(bytes(body), r.length)
+    return bytes(body)
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _series(data: Any, web_url: str) -> Points:
+    """Graphite's JSON checked: a list of {"target": str, "datapoints": [[number|null, int]...]}."""
+    bad = f"graphite-web at {web_url} answered JSON that is not a series list"
     if not isinstance(data, list):
-        raise GraphiteError(f"graphite-web at {web_url} answered something that is not a series list")
-    return {s["target"]: [(float(v), int(t)) for v, t in s["datapoints"] if v is not None] for s in data}
+        raise GraphiteError(bad)
+    out: Points = {}
+    for i, s in enumerate(data):
+        if not isinstance(s, dict) or not isinstance(s.get("target"), str) or not isinstance(
+                s.get("datapoints"), list):
+            raise GraphiteError(f"{bad} (series {i} has no target and datapoints list)")
+        pts = []
+        for p in s["datapoints"]:
+            if not (isinstance(p, list) and len(p) == 2 and _number(p[1])) or not (p[0] is None or _number(p[0])):
+                raise GraphiteError(f"{bad} (series {s['target'][:80]!r} has the point {str(p)[:40]}, "
+                                    "not [number or null, timestamp])")
+            if p[0] is not None:
+                pts.append((float(p[0]), int(p[1])))
+        out[s["target"]] = pts
+    return out
 
 
-def check(cfg: Config, web_url: str, now: float | None = None) -> list[Result]:
-    """Evaluate every rule; the last Result is the summary."""
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check(cfg: Config, web_url: str, now: float | None = None, timeout: float = REQUEST_TIMEOUT,
+          total: float = TOTAL_TIMEOUT, max_bytes: int = MAX_BYTES) -> list[Result]:
+    """Evaluate every rule; the last Result is the summary.  ``timeout``: seconds for one
+    render request; ``total``: for all of them; ``max_bytes``: per answer."""
     a = cfg.alerts
     now_i = int(time.time() if now is None else now)
-    window = seconds(a.window)
-    baseline = seconds(a.baseline)
-    start = now_i - window - baseline
+    window, baseline = seconds(a.window), seconds(a.baseline)
     q = queries.Queries.from_config(cfg)
+    end_by = time.monotonic() + total
     results: list[Result] = []
+
+    def get(target: str, start: int) -> Points:
+        return render(web_url, target, start, now_i, min(end_by, time.monotonic() + timeout), max_bytes)
+
     try:
-        requests = render(web_url, q.requests_by_handler(), start, now_i)
-        calls = render(web_url, q.calls_by_handler_function(), start, now_i)
-        p99 = render(web_url, q.p99_by_handler(), now_i - window, now_i)
+        requests = get(q.requests_by_origin_handler(), now_i - window - baseline)
+        cpr = get(q.calls_per_request_by_origin_function(), now_i - window - baseline)
+        p99 = get(q.p99_by_handler(), now_i - window)
     except GraphiteError as e:
-        results.append(Result("graphite", UNKNOWN, str(e)))
-        return _summary(results)
+        return _summary([Result("graphite", UNKNOWN, str(e))])
     if not requests:
-        results.append(Result("graphite", UNKNOWN, f"no callwatch metrics under '{q.base_pattern}' "
+        results.append(Result("graphite", UNKNOWN, f"no callwatch metrics under '{q.pattern.handler('requests')}' "
                               "(wrong --config prefix, or nothing sent yet)"))
         return _summary(results)
-
-    requests = {q.handler_of(k): v for k, v in requests.items()}
-    calls = {".".join(q.pair_of(k)): v for k, v in calls.items()}
-    p99 = {q.handler_of(k): v for k, v in p99.items()}
+    rule = Rule(a.spike_warning, a.spike_floor, max(1, baseline // cfg.graphite.interval), cfg.spikes.min_requests)
     results.append(_no_data(requests, now_i, a.no_data_minutes))
-    results.append(_spikes(requests, calls, now_i - window, a))
+    results.append(_spikes(requests, cpr, now_i - window, rule, a))
     results.append(_p99(p99, a))
     return _summary(results)
 
 
-def _no_data(requests: dict[str, list[tuple[float, int]]], now: int, minutes: float) -> Result:
+def _no_data(requests: Points, now: int, minutes: float) -> Result:
     last = max((t for pts in requests.values() for _, t in pts), default=None)
     if last is None or now - last > minutes * 60:
         ago = "never" if last is None else f"{now - last} s ago"
@@ -114,43 +203,61 @@ def _no_data(requests: dict[str, list[tuple[float, int]]], now: int, minutes: fl
     return Result("no_data", OK, f"last point {now - last} s ago", {"last_point": last})
 
 
-def _spikes(requests: dict[str, list[tuple[float, int]]], calls: dict[str, list[tuple[float, int]]],
-            window_start: int, a: Any) -> Result:
-    worst: tuple[int, float, str, float, float] | None = None
+@dataclass(frozen=True)
+class _Verdict:
+    status: int
+    ratio: float
+    origin: str
+    handler: str
+    function: str
+    current: float
+    baseline: float
+
+
+def _latest(pts: list[tuple[float, int]], req: dict[int, float], window_start: int,
+            rule: Rule) -> tuple[float, float, bool] | None:
+    """The spike definition replayed over one series: (value, baseline, spike) of its latest
+    judged interval, if that is in the window and had a baseline."""
+    hist = Baseline(rule.baseline_intervals)
+    last: tuple[float, float | None, bool, int] | None = None
+    for value, t in sorted(pts, key=lambda p: p[1]):
+        if req.get(t, 0) >= rule.min_requests:
+            base, spiking = hist.judge(value, rule)
+            last = (value, base, spiking, t)
+    if last is None or last[1] is None or last[3] < window_start:
+        return None
+    return last[0], last[1], last[2]
+
+
+def _spikes(requests: Points, cpr: Points, window_start: int, rule: Rule, a: AlertsConfig) -> Result:
+    reqs = {queries.fields(k, 2): dict((t, v) for v, t in pts) for k, pts in requests.items()}
+    worst: _Verdict | None = None
     judged = 0
-    for name, pts in calls.items():
-        handler, _, function = name.partition(".")
-        req = dict((t, v) for v, t in requests.get(handler, []))
-        base_vals = [v / req[t] for v, t in pts if t < window_start and req.get(t)]
-        now_calls = sum(v for v, t in pts if t >= window_start and req.get(t))
-        now_reqs = sum(req[t] for v, t in pts if t >= window_start and req.get(t))
-        if not now_reqs or not base_vals:
+    for name, pts in cpr.items():
+        origin, handler, function = queries.fields(name, 3)
+        got = _latest(pts, reqs.get((origin, handler), {}), window_start, rule)
+        if got is None:
             continue
         judged += 1
-        current = now_calls / now_reqs
-        base = statistics.median(base_vals)
-        ratio = current / base if base else (float("inf") if current > 0 else 1.0)
-        status = OK
-        if current >= a.spike_floor and current > base:
-            if ratio >= a.spike_critical:
-                status = CRITICAL
-            elif ratio >= a.spike_warning:
-                status = WARNING
-        key = (status, min(ratio, 1e9))
-        if worst is None or key > (worst[0], worst[1]):
-            worst = (status, min(ratio, 1e9), name, current, base)
+        current, base, spiking = got
+        ratio = min(current / base if base else math.inf, 1e9)
+        status = (CRITICAL if ratio >= a.spike_critical else WARNING) if spiking else OK
+        v = _Verdict(status, ratio, origin, handler, function, current, base)
+        if worst is None or (v.status, v.ratio) > (worst.status, worst.ratio):
+            worst = v
     if worst is None:
-        return Result("spike", OK, "nothing to compare yet (no handler x function with both a baseline and "
-                      "recent requests)", {"pairs": 0})
-    status, ratio, name, current, base = worst
-    handler, _, function = name.partition(".")
-    msg = (f"{judged} handler x function pairs; worst {handler}/{function}: {current:.2f} calls/request vs "
-           f"baseline {base:.2f} (x{ratio:.2f}; warning x{a.spike_warning:g}, critical x{a.spike_critical:g})")
-    return Result("spike", status, msg, {"pairs": judged, "handler": handler, "function": function,
-                                         "current": current, "baseline": base, "ratio": ratio})
+        return Result("spike", OK, "nothing to compare yet (no origin x handler x function with both a baseline "
+                      "and a judged interval in the window)", {"pairs": 0})
+    w = worst
+    msg = (f"{judged} origin x handler x function series; worst {w.handler}/{w.function} on "
+           f"{w.origin or 'the one origin'}: {w.current:.2f} calls/request vs baseline {w.baseline:.2f} "
+           f"(x{w.ratio:.2f}; warning x{a.spike_warning:g}, critical x{a.spike_critical:g})")
+    return Result("spike", w.status, msg, {"pairs": judged, "origin": w.origin, "handler": w.handler,
+                                           "function": w.function, "current": w.current,
+                                           "baseline": w.baseline, "ratio": w.ratio})
 
 
-def _p99(p99: dict[str, list[tuple[float, int]]], a: Any) -> Result:
+def _p99(p99: Points, a: AlertsConfig) -> Result:
     worst = max(((max(v for v, _ in pts), h) for h, pts in p99.items() if pts), default=None)
     if worst is None:
         return Result("p99", OK, "no response times in the window", {})

@@ -2,8 +2,11 @@
 
 Built with grafanalib, the dashboard-as-code library that has Graphite as a first-class
 datasource (Grafana's own foundation SDK has no Graphite query type).  Every target comes
-from :mod:`callwatch.queries`' layout, so the panels read exactly what the exporter writes;
-``$origin`` (host and worker slot) defaults to all, summed or averaged as each panel says.
+from :class:`callwatch.naming.Pattern` (the exporter's own layout, hierarchical or
+tagged) and :mod:`callwatch.queries`, so the panels read exactly what the exporter writes;
+``$origin`` (host and worker slot; the host tag when tagged) defaults to all, summed or
+averaged as each panel says.  The spike alert rule is Graphite's nearest expression of the
+spike definition in :mod:`callwatch.spikes`, which lists where it differs.
 
     callwatch grafana --config callwatch.yaml --out grafana/
 """
@@ -18,6 +21,7 @@ from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
 from .config import Config
+from .naming import Pattern
 from .queries import Queries
 
 __all__ = ["DATASOURCE_UID", "generate", "targets"]
@@ -39,32 +43,27 @@ def _yaml(obj: Any) -> str:
 class _Builder:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.q = Queries.from_config(cfg)
-        if self.q.tags:
-            raise ValueError("dashboards are generated for hierarchical names (graphite.tags: false)")
-        self.h = self.q.handler_node
-        self.prefix = cfg.graphite.prefix
+        self.p = Pattern.from_config(cfg)
+        self.q = Queries(self.p)
+        self.o, self.h, self.f = self.p.var("origin"), self.p.var("handler"), self.p.var("function")
         self.panel_id = 0
-
-    def path(self, handler: str = "*") -> str:
-        return self.q.handler_path(handler, origin="$origin")
 
     # -- pieces -------------------------------------------------------------------
 
+    def _var(self, name: str, label: str, query: str, every: bool) -> g.Template:
+        if every:
+            return g.Template(name=name, label=label, query=query, dataSource=DATASOURCE_UID, includeAll=True,
+                              multi=True, allValue=".*" if self.p.tags else "*", default="$__all")
+        return g.Template(name=name, label=label, query=query, dataSource=DATASOURCE_UID, default="")
+
     def origin_var(self) -> g.Template:
-        query = ".".join(p for p in (self.prefix, "*") if p)
-        return g.Template(name="origin", label="host_worker", query=query, dataSource=DATASOURCE_UID,
-                          includeAll=True, multi=True, allValue="*", default="$__all")
+        return self._var("origin", "host_worker", self.p.values("origin"), True)
 
     def handler_var(self) -> g.Template:
-        return g.Template(name="handler", label="handler", query=self.q.handler_path(origin="*"),
-                          dataSource=DATASOURCE_UID, default="")
+        return self._var("handler", "handler", self.p.values("handler"), False)
 
     def function_var(self) -> g.Template:
-        return g.Template(name="function", label="watched function",
-                          query=f"{self.q.handler_path('$handler', origin='*')}.watch.*",
-                          dataSource=DATASOURCE_UID, includeAll=True, multi=True, allValue="*",
-                          default="$__all")
+        return self._var("function", "watched function", self.p.values("function", "$handler"), True)
 
     def panel(self, title: str, targets: list[str], unit: str = "short", w: int = 12, h: int = 8,
               x: int = 0, y: int = 0, description: str = "") -> g.TimeSeries:
@@ -91,80 +90,80 @@ class _Builder:
     # -- dashboards ---------------------------------------------------------------
 
     def overview(self) -> Any:
-        h, p = self.h, self.path()
+        p, o = self.p, self.o
         panels = [
             self.panel("Requests per second, by handler",
-                       [f"scaleToSeconds(groupByNode({p}.requests, {h}, 'sum'), 1)"], "reqps", x=0, y=0),
+                       [f"scaleToSeconds({p.group(p.handler('requests', origin=o), 'sum', 'handler')}, 1)"],
+                       "reqps", x=0, y=0),
             self.panel("Errors per second, by handler",
-                       [f"scaleToSeconds(groupByNode({p}.errors, {h}, 'sum'), 1)"], "reqps", x=12, y=0),
+                       [f"scaleToSeconds({p.group(p.handler('errors', origin=o), 'sum', 'handler')}, 1)"],
+                       "reqps", x=12, y=0),
             self.panel("p50 response time, by handler",
-                       [f"groupByNode({p}.response_ms.p50, {h}, 'avg')"], "ms", x=0, y=8),
+                       [p.group(p.handler("response_ms.p50", origin=o), "avg", "handler")], "ms", x=0, y=8),
             self.panel("p99 response time, by handler (worst worker)",
-                       [f"groupByNode({p}.response_ms.p99, {h}, 'max')"], "ms", x=12, y=8),
+                       [p.group(p.handler("response_ms.p99", origin=o), "max", "handler")], "ms", x=12, y=8),
             self.panel("Watched calls per request, by handler and function",
-                       [f"groupByNodes({p}.watch.*.calls_per_request.mean, 'avg', {h}, {h + 2})"], "short",
-                       x=0, y=16, w=24,
+                       [p.group(p.watch("calls_per_request.mean", origin=o), "avg", "handler", "function")],
+                       "short", x=0, y=16, w=24,
                        description="The mean over workers; a jump here is an N+1 that shipped or a cache "
                                    "that stopped hitting."),
             self.panel("Share of response time, by handler and group",
-                       [f"groupByNodes({p}.group.*.share, 'avg', {h}, {h + 2})"], "percent", x=0, y=24, w=24),
+                       [p.group(p.watch("share", origin=o, kind="group"), "avg", "handler", "group")],
+                       "percent", x=0, y=24, w=24),
         ]
         return self.dashboard("callwatch-overview", "callwatch: overview", panels, [self.origin_var()])
 
     def handler(self) -> Any:
-        p = self.path("$handler")
-        n = len(p.split("."))
+        p, o, h, f = self.p, self.o, self.h, self.f
+
+        def per_function(metric: str) -> list[str]:
+            return [p.alias(p.watch(metric, h, f, o), "function")]
+
+        by_dim = p.watch("calls_per_request.mean", h, f, o, split=True)
         panels = [
-            self.panel("Calls per request ($function)",
-                       [f"aliasByNode({p}.watch.$function.calls_per_request.mean, {n + 1})"], x=0, y=0),
-            self.panel("Most calls in one request ($function)",
-                       [f"aliasByNode({p}.watch.$function.calls_per_request.max, {n + 1})"], x=12, y=0),
-            self.panel("ms per request ($function)",
-                       [f"aliasByNode({p}.watch.$function.ms_per_request.mean, {n + 1})"], "ms", x=0, y=8),
+            self.panel("Calls per request ($function)", per_function("calls_per_request.mean"), x=0, y=0),
+            self.panel("Most calls in one request ($function)", per_function("calls_per_request.max"), x=12, y=0),
+            self.panel("ms per request ($function)", per_function("ms_per_request.mean"), "ms", x=0, y=8),
             self.panel("Response time",
-                       [f"aliasByNode({p}.response_ms.{{p50,p90,p99,max}}, {n + 1})"], "ms", x=12, y=8),
+                       [p.alias(p.handler("response_ms.{p50,p90,p99,max}", h, o), "stat")], "ms", x=12, y=8),
             self.panel("Calls per request by dimension ($function)",
-                       [f"aliasByNode({p}.by.*.*.watch.$function.calls_per_request.mean, {n + 1}, {n + 2}, "
-                        f"{n + 4})"], x=0, y=16, w=24,
+                       [p.alias(by_dim, "dimension", "value", "function", split=True)], x=0, y=16, w=24,
                        description="Split by callwatch.dimension(), e.g. players: 2 vs 7."),
         ]
         return self.dashboard("callwatch-handler", "callwatch: handler", panels,
                               [self.origin_var(), self.handler_var(), self.function_var()])
 
     def profiles(self) -> Any:
-        p = self.path("$handler")
-        n = len(p.split("."))
+        p, o, h = self.p, self.o, self.h
         panels = [
             self.panel("Profiled functions: cumulative ms per request",
-                       [f"aliasByNode({p}.profile.*.ms_per_request, {n + 1})"], "ms", x=0, y=0, w=24),
+                       [p.alias(p.profile("ms_per_request", h, origin=o), "function")], "ms", x=0, y=0, w=24),
             self.panel("Profiled functions: calls per request",
-                       [f"aliasByNode({p}.profile.*.calls_per_request, {n + 1})"], x=0, y=8, w=24),
-            self.panel("Profiled requests", [f"sumSeries({p}.profile.requests)"], x=0, y=16, w=24),
+                       [p.alias(p.profile("calls_per_request", h, origin=o), "function")], x=0, y=8, w=24),
+            self.panel("Profiled requests", [f"sumSeries({p.profile('requests', h, '', o)})"], x=0, y=16, w=24),
         ]
         return self.dashboard("callwatch-profiles", "callwatch: profiled functions", panels,
                               [self.origin_var(), self.handler_var()])
 
     def health(self) -> Any:
-        base = ".".join(x for x in (self.prefix, "$origin" if self.q.origin else "", "callwatch") if x)
-        n = len(base.split(".")) - 2  # the origin's node
         panels = []
         for i, (metric, unit) in enumerate((("points_sent", "short"), ("points_dropped", "short"),
                                             ("points_buffered", "short"), ("flush_ms", "ms"),
                                             ("send_errors", "short"), ("spikes_active", "short"))):
-            panels.append(self.panel(metric.replace("_", " "), [f"aliasByNode({base}.{metric}, {n})"], unit,
-                                     x=12 * (i % 2), y=8 * (i // 2)))
+            target = self.p.self_metric(metric, origin=self.o)
+            if self.p.origin or self.p.tags:
+                target = self.p.alias(target, "origin")
+            panels.append(self.panel(metric.replace("_", " "), [target], unit, x=12 * (i % 2), y=8 * (i // 2)))
         return self.dashboard("callwatch-health", "callwatch: health", panels, [self.origin_var()])
 
     # -- alerts -------------------------------------------------------------------
 
     def alert_queries(self) -> dict[str, str]:
-        a, h, p = self.cfg.alerts, self.h, self.q.handler_path(origin="*")
-        cpr = f"groupByNodes({p}.watch.*.calls_per_request.mean, 'avg', {h}, {h + 2})"
+        a = self.cfg.alerts
         return {
-            "callwatch: calls per request spike": (
-                f"divideSeriesLists(removeBelowValue({cpr}, {a.spike_floor:g}), movingMedian({cpr}, '{a.baseline}'))"),
-            "callwatch: p99 response time": f"groupByNode({p}.response_ms.p99, {h}, 'max')",
-            "callwatch: no data": f"sumSeries({p}.requests)",
+            "callwatch: calls per request spike": self.q.spike_ratio(a.spike_floor, a.baseline),
+            "callwatch: p99 response time": self.q.p99_by_handler(),
+            "callwatch: no data": self.q.requests_total(),
         }
 
     def alert_rules(self) -> Any:

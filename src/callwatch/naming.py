@@ -6,12 +6,13 @@ The exporter, the alert queries, the Grafana builder and the docs take names fro
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from .aggregate import BACKGROUND, HandlerStats, Snapshot, share
 from .config import Config
 
-__all__ = ["Namer", "Point", "sanitize"]
+__all__ = ["Namer", "Pattern", "Point", "sanitize"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_NAME = 120
@@ -21,8 +22,6 @@ def sanitize(name: str) -> str:
     """One Graphite path component: ``[A-Za-z0-9_-]`` only, at most 120 characters."""
     safe = _UNSAFE.sub("_", name)[:MAX_NAME]
     return safe or "_"
-
-
 
 
 Point = tuple[str, float, Mapping[str, str]]
@@ -101,9 +100,8 @@ class Namer:
     def _split_tags(split: tuple[str, str] | None) -> dict[str, str]:
         return {"dimension": split[0], "value": split[1]} if split else {}
 
-    def profile_metric(self, handler: str, label: str, metric: str) -> tuple[str, Mapping[str, str]]:
-        """``label`` "" for the handler's own profile metrics (requests)."""
-        fn = sanitize(label) if label else ""
+    def profile_metric(self, handler: str, fn: str, metric: str) -> tuple[str, Mapping[str, str]]:
+        """``fn`` (a sanitized function label) "" for the handler's own profile metrics (requests)."""
         if self.tags:
             return self._name((self.prefix, "profile", metric)), self._tags(handler=handler, function=fn)
         return self._name((self._base, "handler", handler, "profile", fn, metric)), {}
@@ -177,10 +175,123 @@ class Namer:
                 for metric, value in (("calls_per_request", round(calls / r, 6)),
                                       ("ms_per_request", _ms(cum / r)),
                                       ("own_ms_per_request", _ms(own / r))):
-                    n, t = self.profile_metric(h, label, metric)
+                    n, t = self.profile_metric(h, sanitize(label), metric)
                     out.append((n, value, t))
         return out
 
 
 def _ms(ns: float) -> float:
     return round(ns / 1e6, 6)
+
+
+#: Where a Namer puts a value, a Pattern puts this (any value), or a dashboard variable.
+ANY = "*"
+_MARK = "\x00"  # marks a field in a probe name, to find the node it lands on
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Graphite query patterns for the series :class:`Namer` writes, from the same layout.
+
+    A Namer whose values are wildcards (or Grafana variables) names a pattern, so the
+    dashboards and alert rules never spell a path::
+
+        >>> p = Pattern("cw", tags=False, origin=True)
+        >>> p.watch("calls", handler="deal")
+        'cw.*.handler.deal.watch.*.calls'
+        >>> Pattern("cw", tags=True, origin=True).watch("calls", handler="deal")
+        "seriesByTag('name=cw.watch.calls', 'handler=deal')"
+
+    ``group()`` and ``alias()`` name fields (origin, handler, function, group, dimension,
+    value, stat) and become node numbers (hierarchical) or tag names (tagged), which
+    Graphite 1.1's groupByNodes and aliasByNode both accept.
+    """
+
+    prefix: str
+    tags: bool = False
+    origin: bool = True  # hierarchical names have a <host>_<worker> part
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Pattern:
+        return cls(cfg.graphite.prefix, cfg.graphite.tags, bool(cfg.host) or cfg.worker != "none")
+
+    def _namer(self, origin: str) -> Namer:
+        # Tagged: the origin filter is the host tag (the worker tag is left free).
+        return Namer(self.prefix, origin if (self.origin or self.tags) else "", tags=self.tags)
+
+    def handler(self, metric: str, handler: str = ANY, origin: str = ANY, split: bool = False) -> str:
+        """A handler metric (requests, errors, response_ms.p99...) of matching series."""
+        return self._query(*self._namer(origin).handler_metric(handler, metric, (ANY, ANY) if split else None))
+
+    def watch(self, metric: str, handler: str = ANY, what: str = ANY, origin: str = ANY, *,
+              kind: str = "watch", split: bool = False) -> str:
+        """A watched function's (``kind="group"``: a group's) metric of matching series."""
+        return self._query(*self._namer(origin).watch_metric(handler, kind, what, ANY if kind == "watch" else None,
+                                                              metric, (ANY, ANY) if split else None))
+
+    def profile(self, metric: str, handler: str = ANY, function: str = ANY, origin: str = ANY) -> str:
+        """A profiled function's metric; ``function=""`` for the handler's profiled requests."""
+        return self._query(*self._namer(origin).profile_metric(handler, function, metric))
+
+    def self_metric(self, metric: str, origin: str = ANY) -> str:
+        return self._query(*self._namer(origin).self_metric(metric))
+
+    def values(self, field: str, handler: str = ANY) -> str:
+        """A Grafana variable query listing the values of ``field`` (origin, handler or
+        function; functions of ``handler``)."""
+        if self.tags:
+            n = self._namer(ANY)
+            name = n.watch_metric(ANY, "watch", ANY, None, "calls")[0] if field == "function" \
+                else n.handler_metric(ANY, "requests")[0]
+            tag = "host" if field == "origin" else field
+            only = f", handler={handler}" if handler != ANY else ""
+            return f"tag_values({tag}, name={name}{only})"
+        path = self.watch("calls", handler) if field == "function" else self.handler("requests", handler)
+        return ".".join(path.split(".")[: self._node(field, False) + 1])
+
+    def var(self, name: str) -> str:
+        """A Grafana variable as this layout filters by it (a glob, or a regex for tags)."""
+        return "${%s:regex}" % name if self.tags else "$" + name
+
+    def _query(self, name: str, tags: Mapping[str, str]) -> str:
+        if not self.tags:
+            return name
+        specs = [_tag_spec("name", name)]
+        specs += [_tag_spec(k, v) for k, v in sorted(tags.items()) if v != ANY]
+        return "seriesByTag(" + ", ".join(f"'{s}'" for s in specs) + ")"
+
+    def nodes(self, *fields: str, split: bool = False) -> str:
+        """The node numbers (hierarchical) or tag names (tagged) of ``fields``, comma-joined."""
+        out: list[str] = []
+        for f in fields:
+            if self.tags:
+                out += ["'host'", "'worker'"] if f == "origin" else ["-1"] if f == "stat" else [f"'{f}'"]
+            elif f != "origin" or self.origin:
+                out.append(str(self._node(f, split)))
+        return ", ".join(out)
+
+    def _node(self, field: str, split: bool) -> int:
+        if field == "stat":
+            return -1
+        probe = Namer(self.prefix, _MARK + "origin" if self.origin else "")
+        name, _ = probe.watch_metric(_MARK + "handler", "watch", _MARK + "what", None, "m",
+                                     (_MARK + "dimension", _MARK + "value") if split else None)
+        key = "what" if field in ("function", "group") else field
+        return name.split(".").index(_MARK + key)
+
+    def group(self, pattern: str, agg: str, *fields: str, split: bool = False) -> str:
+        """Series of ``pattern`` aggregated (sum, avg, max) per value of ``fields``."""
+        return f"groupByNodes({pattern}, '{agg}', {self.nodes(*fields, split=split)})"
+
+    def alias(self, pattern: str, *fields: str, split: bool = False) -> str:
+        """Series of ``pattern`` named by ``fields``' values, dot-joined."""
+        return f"aliasByNode({pattern}, {self.nodes(*fields, split=split)})"
+
+
+def _tag_spec(key: str, value: str) -> str:
+    if "$" in value:  # a Grafana variable, formatted as a regex (Pattern.var); =~ is re.match
+        return f"{key}=~^{value}$"
+    if "*" in value or "{" in value:  # a glob: the same set, as an anchored regex
+        rx = value.replace(".", "[.]").replace("*", "[^.]*").replace("{", "(").replace("}", ")").replace(",", "|")
+        return f"{key}=~^{rx}$"
+    return f"{key}={value}"

@@ -1,85 +1,57 @@
-"""Graphite targets for callwatch's metrics, for the naming a config produces.
+"""The Graphite targets that ``callwatch alerts check`` and the generated Grafana alert
+rules read, built on :class:`callwatch.naming.Pattern` (the exporter's own layout), so
+both read exactly the series the exporter writes, hierarchical or tagged.
 
-Shared by ``callwatch alerts check`` and the generated Grafana dashboards and alert rules,
-so both read exactly the series the exporter writes.  Totals are summed over every origin
-(host and worker slot) with ``groupByNode(s)`` (hierarchical names) or ``groupByTags``
-(tagged series).
+Spike targets keep every origin (host and worker slot) apart, as the spike definition in
+:mod:`callwatch.spikes` says; the others sum or take the worst over origins.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .config import Config
+from .naming import Pattern
 
-__all__ = ["Queries"]
+__all__ = ["Queries", "fields"]
 
 
 @dataclass(frozen=True)
 class Queries:
-    prefix: str
-    origin: bool  # names have a <host>_w<N> part
-    tags: bool
+    pattern: Pattern
 
     @classmethod
     def from_config(cls, cfg: Config) -> Queries:
-        return cls(cfg.graphite.prefix, bool(cfg.host) or cfg.worker != "none", cfg.graphite.tags)
+        return cls(Pattern.from_config(cfg))
 
-    # -- hierarchical layout ----------------------------------------------------------
+    def requests_by_origin_handler(self) -> str:
+        """Series named ``<origin>.<handler>``: requests per interval."""
+        p = self.pattern
+        return p.alias(p.handler("requests"), "origin", "handler")
 
-    @property
-    def base_pattern(self) -> str:
-        return ".".join(p for p in (self.prefix, "*" if self.origin else "") if p)
-
-    @property
-    def handler_node(self) -> int:
-        return (len(self.prefix.split(".")) if self.prefix else 0) + (1 if self.origin else 0) + 1
-
-    def handler_path(self, handler: str = "*", origin: str = "*") -> str:
-        """``<prefix>.<origin>.handler.<handler>`` (wildcards by default)."""
-        return ".".join(p for p in (self.prefix, origin if self.origin else "", "handler", handler) if p)
-
-    def _tagged(self, name: str) -> str:
-        return f"seriesByTag('name={'.'.join(p for p in (self.prefix, name) if p)}')"
-
-    # -- the targets ----------------------------------------------------------------
-
-    def requests_by_handler(self) -> str:
-        if self.tags:
-            return f"groupByTags({self._tagged('requests')}, 'sum', 'handler')"
-        return f"groupByNode({self.handler_path()}.requests, {self.handler_node}, 'sum')"
-
-    def errors_by_handler(self) -> str:
-        if self.tags:
-            return f"groupByTags({self._tagged('errors')}, 'sum', 'handler')"
-        return f"groupByNode({self.handler_path()}.errors, {self.handler_node}, 'sum')"
-
-    def calls_by_handler_function(self) -> str:
-        if self.tags:
-            return f"groupByTags({self._tagged('watch.calls')}, 'sum', 'handler', 'function')"
-        h = self.handler_node
-        return f"groupByNodes({self.handler_path()}.watch.*.calls, 'sum', {h}, {h + 2})"
+    def calls_per_request_by_origin_function(self) -> str:
+        """Series named ``<origin>.<handler>.<function>``: the spike definition's values."""
+        p = self.pattern
+        return p.alias(p.watch("calls_per_request.mean"), "origin", "handler", "function")
 
     def p99_by_handler(self) -> str:
-        if self.tags:
-            return f"groupByTags({self._tagged('response_ms.p99')}, 'max', 'handler')"
-        return f"groupByNode({self.handler_path()}.response_ms.p99, {self.handler_node}, 'max')"
+        """Series named ``<handler>``: the worst origin's p99 response time."""
+        p = self.pattern
+        return p.group(p.handler("response_ms.p99"), "max", "handler")
 
-    # -- reading the series names back ----------------------------------------------
+    def requests_total(self) -> str:
+        return f"sumSeries({self.pattern.handler('requests')})"
 
-    def handler_of(self, series: str) -> str:
-        if self.tags:
-            return _tag(series, "handler")
-        return series
-
-    def pair_of(self, series: str) -> tuple[str, str]:
-        if self.tags:
-            return _tag(series, "handler"), _tag(series, "function")
-        handler, _, function = series.partition(".")
-        return handler, function
+    def spike_ratio(self, floor: float, baseline: str) -> str:
+        """Per origin x handler x function: the interval's calls per request over the
+        moving median of the ``baseline`` period before it, where at least ``floor``
+        (Graphite's nearest to the spike definition; the differences are in spikes.py)."""
+        cpr = self.pattern.watch("calls_per_request.mean")
+        return f"divideSeriesLists(removeBelowValue({cpr}, {floor:g}), movingMedian({cpr}, '{baseline}'))"
 
 
-def _tag(series: str, tag: str) -> str:
-    m = re.search(rf";{tag}=([^;]*)", series)
-    return m.group(1) if m else series
+def fields(series: str, n: int) -> tuple[str, ...]:
+    """The ``n`` dot-joined fields of an aliased series name; the first (the origin, which
+    may hold dots when tagged) takes what is left, and is "" when names have none."""
+    parts = series.rsplit(".", n - 1)
+    return tuple([""] * (n - len(parts)) + parts)

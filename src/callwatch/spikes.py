@@ -1,16 +1,47 @@
-"""In-process spike detection: a handler suddenly making more calls of a watched function.
+"""Call-count spikes: the one definition, and the in-process detector.
 
-At every flush, for each handler x watched function (and group), the interval's calls per
-request are compared with the median of the same pair's last ``baseline_intervals``
-intervals.  At least ``factor`` times the baseline and at least ``floor`` calls per request
-is a spike: one warning is logged, ``handler.<h>.watch.<f>.spike`` is sent (the ratio),
-and, with ``graphite.web_url``, a Graphite event is posted (tags: callwatch, spike, the
-handler, the function) so dashboards annotate the moment.  Nothing is repeated while the
-spike lasts; it ends when calls per request fall below ``factor`` x the baseline again.
-The baseline does not learn from spiking intervals, so a lasting change stays a spike
-until it is dealt with (or until callwatch restarts).
+The definition, implemented by the in-process detector (here), ``callwatch alerts check``
+(:mod:`callwatch.alerts`) and the generated Grafana alert rule (:mod:`callwatch.grafana`):
 
-Runs in the flush thread, on numbers the snapshot already has: nothing on the request path.
+- **Series.** One origin (a process: host and worker slot) x handler x watched function.
+  Origins are never summed: each is judged on its own calls and requests, and one origin
+  spiking is a spike.  A cause local to one worker (its cache gone cold) would be diluted
+  by the number of workers in a sum, and the in-process detector only sees its process.
+- **Value.** The calls per request of one interval (calls / requests of the handler in
+  that interval and process: the ``calls_per_request.mean`` series).  An interval with
+  fewer than ``min_requests`` requests of the handler is not judged.
+- **Baseline.** The median of the values of the last ``N`` judged intervals that were not
+  spikes (none before 3 such intervals).  A spiking interval does not move the baseline,
+  so a lasting change stays a spike until it is dealt with.
+- **Spike.** ``value >= floor`` and ``value > baseline`` and ``value >= factor x baseline``.
+- **Verdict now.** The latest judged interval (``alerts check``: within ``alerts.window``).
+
+Parameters: in-process ``spikes.factor``, ``floor``, ``baseline_intervals`` (N) and
+``min_requests``; ``alerts check`` and Grafana ``alerts.spike_warning`` (factor; CRITICAL
+from ``spike_critical``), ``spike_floor``, N = ``alerts.baseline`` / ``graphite.interval``
+and ``spikes.min_requests``.
+
+The Grafana rule is Graphite's nearest expression, per origin series::
+
+    divideSeriesLists(removeBelowValue(cpr, floor), movingMedian(cpr, '<alerts.baseline>'))
+
+its last value above ``spike_warning``.  Where Graphite cannot follow the definition:
+
+1. ``movingMedian`` takes every interval of the baseline period, spiking ones too: a spike
+   lasting over half the baseline becomes the baseline and the rule clears, while the
+   detector and ``alerts check`` still see a spike
+   (``tests/test_spike_consistency.py::test_a_lasting_spike_clears_only_in_grafana``).
+2. Grafana's classic conditions have no ``>=``: at exactly factor x the baseline the rule
+   does not fire.
+3. ``min_requests`` and the 3-interval minimum are not applied (Graphite cannot filter one
+   series' points by another series), and a baseline of 0 divides to null: calls where
+   there were none are not a spike to Grafana.
+4. ``movingMedian`` counts time, not judged intervals: idle intervals shorten its history.
+
+The detector runs in the flush thread, on numbers the snapshot already has: nothing on the
+request path.  At a spike's start it logs one warning, sends ``...watch.<f>.spike`` (the
+ratio) while the spike lasts, and, with ``graphite.web_url``, posts a Graphite event
+(tags: callwatch, spike, the handler, the function) so dashboards annotate the moment.
 """
 
 from __future__ import annotations
@@ -29,7 +60,41 @@ from .config import SpikesConfig
 
 log = logging.getLogger("callwatch")
 
-__all__ = ["Spike", "SpikeDetector", "post_event"]
+__all__ = ["Baseline", "Rule", "Spike", "SpikeDetector", "post_event"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The definition's parameters (see the module docstring)."""
+
+    factor: float
+    floor: float
+    baseline_intervals: int
+    min_requests: int
+
+    @classmethod
+    def from_config(cls, cfg: SpikesConfig) -> Rule:
+        return cls(cfg.factor, cfg.floor, cfg.baseline_intervals, cfg.min_requests)
+
+
+class Baseline:
+    """The judged history of one origin x handler x function."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, intervals: int) -> None:
+        self.values: collections.deque[float] = collections.deque(maxlen=intervals)
+
+    def judge(self, value: float, rule: Rule) -> tuple[float | None, bool]:
+        """(the baseline ``value`` was compared with, or None; whether it is a spike).
+
+        A value that is not a spike joins the baseline."""
+        base = statistics.median(self.values) if len(self.values) >= 3 else None
+        spiking = (base is not None and value >= rule.floor and value > base
+                   and value >= rule.factor * base)
+        if not spiking:
+            self.values.append(value)
+        return base, spiking
 
 
 @dataclass(frozen=True)
@@ -66,9 +131,10 @@ class SpikeDetector:
     def __init__(self, cfg: SpikesConfig, web_url: str | None = None,
                  on_spike: Callable[[Spike], None] | None = None) -> None:
         self.cfg = cfg
+        self.rule = Rule.from_config(cfg)
         self.web_url = web_url
         self.on_spike = on_spike
-        self._history: dict[tuple[str, str, bool], collections.deque[float]] = {}
+        self._history: dict[tuple[str, str, bool], Baseline] = {}
         self._active: dict[tuple[str, str, bool], Spike] = {}
         self.spikes_seen = 0
         self._event_failing = False
@@ -79,10 +145,10 @@ class SpikeDetector:
             self._judge(snap)
 
     def _judge(self, snap: Snapshot) -> None:
-        cfg = self.cfg
+        rule = self.rule
         active_now: dict[tuple[str, str, bool], float] = {}
         for handler, hs in snap.handlers.items():
-            if not isinstance(handler, str) or handler == BACKGROUND or hs.requests < cfg.min_requests:
+            if not isinstance(handler, str) or handler == BACKGROUND or hs.requests < rule.min_requests:
                 continue
             for k, fs in hs.funcs.items():
                 e = snap.entries[k]
@@ -92,10 +158,8 @@ class SpikeDetector:
                 if hist is None:
                     if len(self._history) >= 10_000:
                         continue
-                    hist = self._history[key] = collections.deque(maxlen=cfg.baseline_intervals)
-                baseline = statistics.median(hist) if len(hist) >= 3 else None
-                spiking = (baseline is not None and value >= cfg.floor and value > baseline
-                           and value >= cfg.factor * baseline)
+                    hist = self._history[key] = Baseline(rule.baseline_intervals)
+                baseline, spiking = hist.judge(value, rule)
                 if spiking:
                     assert baseline is not None
                     active_now[key] = value / baseline if baseline else float("inf")
@@ -104,7 +168,6 @@ class SpikeDetector:
                         self._active[key] = spike
                         self._started(spike)
                 else:
-                    hist.append(value)  # a spiking interval does not move the baseline
                     self._active.pop(key, None)
         snap.spikes = active_now
 

@@ -17,6 +17,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--config", required=True, metavar="FILE")
     c.add_argument("--graphite-web", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up (UNKNOWN) after this long in all (default 30; 10 per request at most)")
     c.add_argument("--webhook", metavar="URL", help="POST the JSON result here when not OK "
                                                     "(default: alerts.webhook of the config)")
     c.set_defaults(func=run)
@@ -36,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"UNKNOWN callwatch: the config is not valid\n{e}")
         return alerts.UNKNOWN
-    results = alerts.check(cfg, args.graphite_web)
+    if not args.timeout > 0:
+        print(f"UNKNOWN callwatch: --timeout {args.timeout:g}: give a number of seconds > 0")
+        return alerts.UNKNOWN
+    try:
+        results = alerts.check(cfg, args.graphite_web, total=args.timeout,
+                               timeout=min(alerts.REQUEST_TIMEOUT, args.timeout))
+    except Exception as e:  # a monitoring plugin answers UNKNOWN, never a traceback
+        print(f"UNKNOWN callwatch: the check failed ({type(e).__name__}: {e})")
+        return alerts.UNKNOWN
     code = results[-1].status
     if args.json:
         print(alerts.to_json(results))
