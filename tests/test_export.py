@@ -323,7 +323,9 @@ def test_dimension_function_errors_are_located(tmp_path: Any) -> None:
                  "      bad: 'not a path'\n")
     with pytest.raises(callwatch.ConfigError) as ei:
         callwatch.configure(p, strict=True)
-    assert str(ei.value).splitlines() == [
+    assert str(ei.value).splitlines() == [  # every problem of the file at once, by line
+        f"{p}:4: target: 'cwsample.storage' has no attribute 'players_off' (from "
+        "'cwsample.storage:players_off'). Fix: did you mean 'players_of'?",
         f"{p}:5: handlers.dimensions.deal.bad: 'not a path' is not of the form 'module.path:function'. "
         "Fix: write e.g. 'dimensions: {deal: {players: \"myapp.dims:players_at_table\"}}'",
     ]

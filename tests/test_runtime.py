@@ -96,7 +96,9 @@ def test_bad_config_logs_one_message_and_changes_nothing(caplog: pytest.LogCaptu
         assert callwatch.configure(p) is None
     assert [r.getMessage() for r in caplog.records] == [
         "callwatch: configuration not used, callwatch stays off:\n"
-        f"{p}:2: graphite.port: expected a whole number, got 'nope'. Fix: use carbon's plaintext port, e.g. port: 2003"]
+        f"{p}:2: graphite.port: expected a whole number, got 'nope'. Fix: use carbon's plaintext port, e.g. port: 2003\n"
+        f"{p}:4: target: 'cwsample.storage' has no attribute 'get_usr' (from 'cwsample.storage:get_usr'). "
+        "Fix: did you mean 'get_user' or 'get_users'?"]  # schema and target problems in one message
     assert st.get_user is original
     with pytest.raises(callwatch.ConfigError):
         callwatch.configure(p, strict=True)

@@ -1,21 +1,36 @@
-"""configure() and shutdown(): wiring config, patching, collector and exporter together."""
+"""configure() and shutdown(): wiring config, patching, collector and exporter together.
+
+``configure()`` never raises into the host, except :class:`ConfigError` with
+``strict=True``: a bad configuration is logged as one located message, and anything
+unexpected on the way (a bug, a module that misbehaves) is logged with its traceback;
+either way whatever was half started is undone and callwatch stays off.
+
+Requests still running when ``shutdown()`` sends the last partial interval are added to
+the collector when they finish; a later ``configure()`` in the same process sends them
+with its first interval (same interval: merged with the partial one that was sent).  At
+interpreter exit they are lost: nothing sends after the final flush.
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from . import _core, _request, _slots, _targets
-from .aggregate import Snapshot, snapshot_from_json, snapshot_to_json
-from .config import Config, ConfigError, Problem, load
-from .export import Clock, Exporter, GraphyteSender, Namer, SnapshotSink, SystemClock
+from . import _core, _request, _slots, _state, _targets
+from . import _patching  # after _targets, which imports _patching at its end
+from .aggregate import Collector, Snapshot, snapshot_from_json, snapshot_to_json
+from .config import Config, ConfigError, Problem, prepare
+from .export import Clock, Exporter, GraphyteSender, Namer, Sender, SnapshotSink
+
+if TYPE_CHECKING:
+    from .config import Prepared
+    from .profiling import Profiler
+    from .spikes import SpikeDetector
 
 log = logging.getLogger("callwatch")
 
@@ -26,14 +41,17 @@ class Runtime:
 
     config: Config
     exporter: Exporter
-    patches: _targets.Patches
+    patches: _patching.Patches
     resolved: list[_targets.Resolved | _targets.PresetUse] = field(default_factory=list)
-    slot: _slots.Slot | None = None
+    slot: _slots.WorkerSlot | None = None
+    #: the in-process spike detector (a stage of the exporter), when spikes are enabled
+    spikes: SpikeDetector | None = None
 
     @property
     def worker(self) -> str:
-        """This process's worker slot name (``w0``...), or "" with ``naming.worker: none``."""
-        return f"w{self.slot.number}" if self.slot is not None and self.slot.number >= 0 else ""
+        """This process's worker name in metric paths: ``w0``... from a slot, ``p3`` when no
+        slot could be taken, or "" with ``naming.worker: none``."""
+        return self.slot.name if self.slot is not None else ""
 
     def flush(self) -> Snapshot | None:
         return self.exporter.flush()
@@ -41,79 +59,84 @@ class Runtime:
 
 _lock = threading.RLock()
 _active: Runtime | None = None
-# What the last shutdown() sent for the interval it was in.  If configure() is called
-# again in that same interval, the counts go back into the table, so the next flush sends
-# the whole interval again instead of overwriting it with only the later part.
-_last_partial: Snapshot | None = None
+# (worker name, what the last shutdown() sent for the interval it was in).  If configure()
+# is called again in that interval under the same name, the counts go back into the table,
+# so the next flush sends the whole interval again instead of overwriting it with only the
+# later part.  (A slot file carries the same across processes; see _slots.)
+_last_partial: tuple[str, Snapshot] | None = None
+_fallback_warned = False
 
 
 def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, *,
-              sender: Any | None = None, clock: Clock | None = None,
+              sender: Sender | None = None, clock: Clock | None = None,
               on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None = None,
               start_thread: bool = True, strict: bool = False) -> Runtime | None:
+    """Apply a configuration: patch its watch targets and start flushing (see the README).
+
+    ``callwatch.configure("callwatch.yaml")``; calling it again replaces the previous
+    configuration.  Returns the :class:`Runtime`, or None when callwatch stays off.
+    """
     with _lock:
         try:
-            cfg = load(source)
-            resolved: list[_targets.Resolved | _targets.PresetUse] = []
-            dims: dict[str, list[tuple[str, Any]]] = {}
-            if cfg.enabled:
-                resolved, problems = _targets.resolve(cfg.watch)
-                dims, more = _targets.resolve_dimensions(cfg.handlers.dimensions)
-                if cfg.profile is not None:
-                    more += _profile_problems(cfg)
-                if problems or more:
-                    raise ConfigError(problems + more)
+            prepared = prepare(source)
             shutdown()
-            if not cfg.enabled:
+            if not prepared.config.enabled:
                 return None
-            rt = _start(cfg, resolved, sender, clock, on_snapshot, start_thread)
-            _request.dimension_functions = dims
-            return rt
+            return _start(prepared, sender, clock, _sinks(on_snapshot), start_thread)
         except ConfigError as e:
             if strict:
                 raise
             log.error("callwatch: configuration not used, callwatch stays off:\n%s", e)
-            return None
+        except (Exception, SystemExit) as e:
+            log.exception("callwatch: could not start, callwatch stays off")
+            if strict:
+                raise ConfigError([Problem(_where(source), "", f"callwatch could not start ({type(e).__name__}: {e})",
+                                           "the log has the traceback; please report it")]) from e
+        return None
 
 
-def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], sender: Any | None, clock: Clock | None,
-           on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None, start_thread: bool) -> Runtime:
-    global _active, _last_partial
-    clock = clock or SystemClock()
+def _where(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "source", "<configuration>"))
+
+
+def _sinks(on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None) -> list[SnapshotSink]:
+    if on_snapshot is None:
+        return []
+    return [on_snapshot] if callable(on_snapshot) else list(on_snapshot)
+
+
+def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks: list[SnapshotSink],
+           start_thread: bool) -> Runtime:
+    global _active
+    cfg = prepared.config
     g = cfg.graphite
     if sender is None and g.host:
         sender = GraphyteSender(g.host, g.port, protocol=g.protocol, timeout=g.timeout)
-    sinks: list[SnapshotSink] = []
-    if cfg.spikes.enabled:  # first, so that later sinks see snap.spikes
-        from .spikes import SpikeDetector
-
-        sinks.append(SpikeDetector(cfg.spikes, g.web_url))
-    if callable(on_snapshot):
-        sinks.append(on_snapshot)
-    elif on_snapshot is not None:
-        sinks.extend(on_snapshot)
-
-    patches = _targets.patch(resolved)
-
-    collector = _core.collector
-    collector.max_handlers = cfg.handlers.max_handlers
-    collector.max_dimension_values = cfg.handlers.max_dimension_values
-    slot = _claim_slot(cfg)
-    aligned = math.floor(clock.time() / g.interval) * g.interval
-    partial = _last_partial if slot is None else _handoff(slot)
-    if partial is not None and partial.start == aligned:
-        collector.restore(partial)
-    elif collector.start is None or collector.start < aligned:
-        collector.set_start(aligned)
-    _last_partial = None
-
+    spikes = _spike_detector(cfg)
     where = f"Graphite at {g.host}:{g.port} ({g.protocol})" if g.host else "the configured sender"
-    exporter = Exporter(collector, Namer.from_config(cfg), sender, interval=g.interval, clock=clock,
-                        max_buffered_points=g.max_buffered_points, sinks=sinks, where=where)
-    rt = Runtime(cfg, exporter, patches, resolved, slot)
-    exporter.namer = Namer.from_config(cfg, rt.worker)
-    if cfg.profile is not None:
-        _request.profiler = _make_profiler(cfg, collector, exporter)
+    slot = _claim_slot(cfg)
+    patches = _patching.patch(prepared.resolved)
+    try:
+        collector = _core.collector
+        collector.max_handlers = cfg.handlers.max_handlers
+        collector.max_dimension_values = cfg.handlers.max_dimension_values
+        exporter = Exporter(collector, Namer.from_config(cfg, slot.name if slot else ""), sender,
+                            interval=g.interval, clock=clock, max_buffered_points=g.max_buffered_points,
+                            stages=[spikes] if spikes is not None else [], sinks=sinks, where=where)
+        rt = Runtime(cfg, exporter, patches, prepared.resolved, slot, spikes)
+        _start_interval(rt)
+        if cfg.profile is not None:
+            _request.profiler = _make_profiler(cfg, collector, exporter)
+        _request.dimension_functions = prepared.dimensions
+    except BaseException:
+        _request.profiler = None
+        _request.dimension_functions = {}
+        patches.undo()
+        if slot is not None:
+            slot.release()
+        raise
     _active = rt
     if start_thread:
         exporter.start()
@@ -121,16 +144,31 @@ def _start(cfg: Config, resolved: list[_targets.Resolved | _targets.PresetUse], 
     return rt
 
 
-def _profile_problems(cfg: Config) -> list[Problem]:
-    try:
-        import yappi  # noqa: F401
-    except ImportError:
-        return [Problem(cfg.source, "profile", "profiling needs the 'yappi' package, which is not installed",
-                        "pip install 'callwatch[profile]', or remove the profile section")]
-    return []
+def _spike_detector(cfg: Config) -> SpikeDetector | None:
+    if not cfg.spikes.enabled:
+        return None
+    from .spikes import SpikeDetector
+
+    return SpikeDetector(cfg.spikes, cfg.graphite.web_url)
 
 
-def _make_profiler(cfg: Config, collector: Any, exporter: Exporter) -> Any:
+def _start_interval(rt: Runtime) -> None:
+    """Start the collector's interval at the current multiple, merging back the partial
+    interval this worker name already sent for it (a hand-off, or our own last shutdown)."""
+    global _last_partial
+    collector = rt.exporter.collector
+    aligned = rt.exporter.flush_clock.aligned()
+    partial = _handoff(rt.slot) if rt.slot is not None else None
+    if partial is None and _last_partial is not None and _last_partial[0] == rt.worker:
+        partial = _last_partial[1]
+    if partial is not None and partial.start == aligned:
+        collector.restore(partial)
+    elif collector.start is None or collector.start < aligned:
+        collector.set_start(aligned)
+    _last_partial = None
+
+
+def _make_profiler(cfg: Config, collector: Collector, exporter: Exporter) -> Profiler:
     from .profiling import ProfiledRequest, Profiler
 
     assert cfg.profile is not None
@@ -144,36 +182,38 @@ def _make_profiler(cfg: Config, collector: Any, exporter: Exporter) -> Any:
 
     def watched_calls(state: list[Any]) -> dict[str, int]:
         entries = registry.entries
-        return {entries[k].name: state[3 * k] for k in range(1, min(len(entries), len(state) // 3))
-                if state[3 * k]}
+        n = min(len(entries), len(state) // _state.SLOTS)
+        return {entries[k].name: state[_state.slots(k)[_state.CALLS]] for k in range(1, n)
+                if state[_state.slots(k)[_state.CALLS]]}
 
     profiler = Profiler(cfg.profile, sink, watched_calls)
     exporter.hooks.append(profiler.on_flush)
     return profiler
 
 
-def _claim_slot(cfg: Config) -> _slots.Slot | None:
+def _claim_slot(cfg: Config) -> _slots.WorkerSlot | None:
+    """This process's slot, or a fallback name (one warning per process)."""
+    global _fallback_warned
     if cfg.worker == "none":
         return None
     directory = Path(cfg.slot_dir) if cfg.slot_dir else _slots.default_dir()
-    slot = _slots.Slot(directory, f"{cfg.graphite.prefix}.{cfg.host}")
-    try:
-        slot.claim()
-    except (OSError, _slots.SlotError) as e:
-        log.warning("callwatch: cannot take a worker slot in %s (%s); metric names get no worker "
-                    "part, so several processes would overwrite each other's points", directory, e)
-        return None
+    slot, error = _slots.take(directory, f"{cfg.graphite.prefix}.{cfg.host}")
+    if error is not None and not _fallback_warned:
+        _fallback_warned = True
+        log.warning("callwatch: cannot take a worker slot in %s (%s); this process sends as worker %s, "
+                    "a name no other live process uses. Fix: set naming.slot_dir to a directory "
+                    "that only this user can write", directory, error, slot.name)
     return slot
 
 
-def _handoff(slot: _slots.Slot) -> Snapshot | None:
+def _handoff(slot: _slots.WorkerSlot) -> Snapshot | None:
     data = slot.take_handoff()
     if data is None:
         return None
     try:
         return snapshot_from_json(data, _core.registry)
     except (KeyError, TypeError, ValueError) as e:
-        log.warning("callwatch: ignoring a malformed hand-off in %s (%s)", slot.path, e)
+        log.warning("callwatch: ignoring a malformed hand-off in %s (%s)", slot.where, e)
         return None
 
 
@@ -188,9 +228,8 @@ def shutdown(timeout: float = 5.0) -> None:
         atexit.unregister(_at_exit)
         try:
             final = rt.exporter.stop(timeout)
-            if rt.slot is None:
-                _last_partial = final
-            elif final is not None:
+            _last_partial = (rt.worker, final) if final is not None else None
+            if rt.slot is not None and final is not None:
                 rt.slot.leave_handoff(snapshot_to_json(final))
         except Exception:
             log.exception("callwatch: final flush failed")
@@ -231,18 +270,10 @@ def _after_fork_in_child() -> None:
     if rt is not None:
         try:
             if rt.slot is not None:
-                rt.slot.forget_after_fork()
-                try:
-                    rt.slot.claim()
-                except (OSError, _slots.SlotError) as e:
-                    log.warning("callwatch: no worker slot after fork (%s); sending without one", e)
+                rt.slot.forget_after_fork()  # the parent keeps its slot
+                rt.slot = _claim_slot(rt.config)
                 rt.exporter.namer = Namer.from_config(rt.config, rt.worker)
-                exp = rt.exporter
-                aligned = math.floor(exp.clock.time() / exp.interval) * exp.interval
-                _core.collector.set_start(aligned)
-                partial = _handoff(rt.slot)
-                if partial is not None and partial.start == aligned:
-                    _core.collector.restore(partial)
+                _start_interval(rt)
             rt.exporter.after_fork_in_child()
         except Exception:
             log.exception("callwatch: could not set up the forked child")

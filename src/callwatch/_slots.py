@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("callwatch")
 
 MAX_SLOTS = 4096
+#: Fallback names per slot key (``p0``..``p63``): at most this many series per host
+#: while the slot directory cannot be used.
+FALLBACK_SLOTS = 64
 
 
 def default_dir() -> Path:
@@ -47,6 +52,32 @@ def _private_dir(path: Path) -> None:
                         f"mode {stat.S_IMODE(st.st_mode):o}); set naming.slot_dir to one")
 
 
+class WorkerSlot(Protocol):
+    """What the runtime needs of a slot: its name in metric paths, and the hand-off."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def where(self) -> str: ...
+    def claim(self) -> int: ...
+    def release(self) -> None: ...
+    def forget_after_fork(self) -> None: ...
+    def take_handoff(self) -> dict[str, Any] | None: ...
+    def leave_handoff(self, data: dict[str, Any]) -> None: ...
+
+
+def take(directory: Path, key: str) -> tuple[WorkerSlot, Exception | None]:
+    """A slot in ``directory``, or else a fallback name; with the error that forced it."""
+    slot = Slot(directory, key)
+    try:
+        slot.claim()
+        return slot, None
+    except (OSError, SlotError) as e:
+        fallback = FallbackSlot(key)
+        fallback.claim()
+        return fallback, e
+
+
 class Slot:
     """The slot this process holds, with its lock file open."""
 
@@ -59,6 +90,14 @@ class Slot:
     @property
     def path(self) -> Path:
         return self.directory / f"{self.key}.{self.number}.slot"
+
+    @property
+    def name(self) -> str:
+        return f"w{self.number}" if self.number >= 0 else ""
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def claim(self) -> int:
         _private_dir(self.directory)
@@ -119,3 +158,59 @@ class Slot:
                 view = view[os.write(self._fd, view):]
         except (OSError, TypeError, ValueError) as e:
             log.warning("callwatch: could not write the hand-off to %s (%s)", self.path, e)
+
+
+class FallbackSlot:
+    """A worker name for when the slot directory cannot be used: ``p<n>``, n < FALLBACK_SLOTS.
+
+    ``n`` is held by binding an abstract Unix socket (Linux; no file, no permissions; the
+    kernel frees the name when the process dies), so two live processes never share a
+    name.  The search starts at the pid modulo FALLBACK_SLOTS rather than at 0, so that a
+    worker restarted within an interval rarely takes the name its predecessor has just
+    sent a partial interval under (there is no hand-off file to merge it here).  Where
+    abstract sockets do not exist, or all the names are held: ``pid<pid>``, unique but not
+    bounded.
+    """
+
+    def __init__(self, key: str) -> None:
+        self._prefix = b"\0callwatch-" + hashlib.sha1(key.encode()).hexdigest()[:20].encode() + b"-"
+        self.number = -1
+        self.name = ""
+        self._sock: socket.socket | None = None
+
+    @property
+    def where(self) -> str:
+        return f"worker name {self.name}"
+
+    def claim(self) -> int:
+        pid = os.getpid()
+        for i in range(FALLBACK_SLOTS):
+            n = (pid + i) % FALLBACK_SLOTS
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(self._prefix + str(n).encode())
+            except OSError as e:
+                sock.close()
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                break  # no abstract sockets here
+            self._sock, self.number, self.name = sock, n, f"p{n}"
+            return n
+        self.number, self.name = pid, f"pid{pid}"
+        return pid
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close our copy of the parent's socket (the parent keeps its name)."""
+        self.release()
+        self.number, self.name = -1, ""
+
+    def take_handoff(self) -> dict[str, Any] | None:
+        return None
+
+    def leave_handoff(self, data: dict[str, Any]) -> None:
+        pass

@@ -80,8 +80,14 @@ class FakeClock:
         return self._ns
 
     def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
         self._wall += seconds
         self._ns += round(seconds * 1e9)
+
+    def step(self, seconds: float) -> None:
+        """The wall clock is set ``seconds`` forward (negative: back), as NTP or an operator
+        does; no time passes, so durations are not affected."""
+        self._wall += seconds
 
     def __enter__(self) -> FakeClock:
         self._saved.append(_core._now)
