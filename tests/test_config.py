@@ -127,9 +127,9 @@ def test_wrong_types(tmp_path: Path) -> None:
         "F:2: graphite: expected a mapping of keys (host, port, protocol, prefix, interval, tags, timeout, "
         "max_buffered_points, web_url), got a list. Fix: write it as 'graphite:' followed by indented 'key: value' lines",
         "F:3: watch: expected a list of targets, got a mapping. Fix: write each target on its own line starting with '- '",
+        "F:5: handlers.max_handlers: expected a whole number, got 'many'. Fix: give a count, e.g. max_handlers: 200",
         "F:6: handlers.rename: expected a mapping of old name to new name, got a list. "
         "Fix: write e.g. 'rename: {\"GET /users/<id>\": users_show}'",
-        "F:5: handlers.max_handlers: expected a whole number, got 'many'. Fix: give a count, e.g. max_handlers: 200",
     ]
 
 
@@ -142,9 +142,9 @@ def test_bad_protocol_timeout_prefix(tmp_path: Path) -> None:
         """)
     assert got == [
         "F:2: graphite.protocol: expected tcp or udp, got 'http'. Fix: write 'protocol: tcp' (or udp)",
+        "F:3: graphite.timeout: expected a number greater than 0, got 0. Fix: give seconds, e.g. timeout: 2.0",
         "F:4: graphite.prefix: 'a..b' is not allowed here. Fix: use letters, digits, '_' and '-', with '.' "
         "between parts, e.g. prefix: myapp.callwatch",
-        "F:3: graphite.timeout: expected a number greater than 0, got 0. Fix: give seconds, e.g. timeout: 2.0",
     ]
 
 
@@ -235,8 +235,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert str(ei.value).splitlines() == [
         "environment variable CALLWATCH_DISABLED: 'perhaps' is not a switch. "
         "Fix: set CALLWATCH_DISABLED=1 to turn callwatch off, or unset it",
-        "environment variable CALLWATCH_GRAPHITE: 'h:99999' is not HOST[:PORT]. "
-        "Fix: set e.g. CALLWATCH_GRAPHITE=127.0.0.1:2003",
+        "environment variable CALLWATCH_GRAPHITE: 'h:99999' is not HOST[:PORT] (the port is not a number from 1 "
+        "to 65535). Fix: set e.g. CALLWATCH_GRAPHITE=127.0.0.1:2003, or [::1]:2003 for IPv6",
     ]
 
 

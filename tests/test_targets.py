@@ -132,15 +132,33 @@ def test_patch_counts_calls_and_undo_restores_everything() -> None:
     assert not hasattr(st.get_user, _core.MARK)
 
 
-def test_already_watched_functions_are_not_wrapped_twice() -> None:
-    found, _ = resolve("cwsample.storage:fact")
-    p1 = _targets.patch(found)
-    wrapped = st.fact
+def test_patching_again_wraps_the_original_once_and_each_undo_restores_only_its_own() -> None:
+    original = st.fact
+    p1 = _targets.patch(resolve("cwsample.storage:fact")[0])
+    first = st.fact
     found2, _ = resolve("cwsample.storage:fact")
+    assert found2[0].func is original  # seen through callwatch's own wrapper
     p2 = _targets.patch(found2)
-    assert st.fact is wrapped and p2.done == []
-    p1.undo()
-    assert not hasattr(st.fact, _core.MARK)
+    second = st.fact
+    assert second is not first and second.__wrapped__ is original
+    p1.undo()  # the newer wrapper stays
+    assert st.fact is second
+    with callwatch.request("r"):
+        assert st.fact(3) == 6
+    snap = _core.collector.swap(0)
+    assert {snap.entries[k].name: fs.calls for k, fs in snap.handlers["r"].funcs.items()} == {"fact": 3}
+    p2.undo()
+    assert st.fact is original
+
+
+def test_a_function_watched_in_the_code_is_not_wrapped_again() -> None:
+    import cwsample.decorated as dec
+
+    found, problems = resolve("cwsample.decorated:already")
+    assert problems == []
+    patches = _targets.patch(found)
+    assert patches.done == [] and getattr(dec.already, _core.MARK) is not None
+    patches.undo()
 
 
 def test_a_target_that_cannot_be_set_is_a_located_config_error_and_nothing_stays_patched() -> None:

@@ -6,10 +6,13 @@ class), the attribute name, and how it is stored there (plain function, staticme
 classmethod).  Patching replaces that attribute with a watched wrapper and remembers how
 to put the original back.
 
-Copies bound earlier with ``from myapp.db import get_user`` are other names for the same
-function object: at patch time every module-level name in ``sys.modules`` that holds the
-original function is patched too (and restored on ``shutdown()``).  Copies held elsewhere
-(a dict of callbacks, a default argument, a closure) keep calling the original.
+Patching, and which copies bound elsewhere are patched too, is ``_patching``'s job.
+
+Resolution never raises: whatever the imported module does (raise, ``sys.exit()``, a
+hostile ``__getattr__``) becomes a located problem.  It refuses what cannot be watched
+safely: Python's built-ins and callwatch's own functions (callwatch calls them while it
+records and flushes, so watching them counts callwatch itself and can recurse), and
+more than ``MAX_WATCHED`` functions in all.
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import re
-import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import _core, _monitor
-from .config import ConfigError, Problem, WatchTarget
+from .config import MAX_WATCHED, Problem, WatchTarget
 
 _MISSING = object()
+#: id(what callwatch put in place) -> (that object, what it replaced); kept by _patching
+placed: dict[int, tuple[Any, Any]] = {}
+
+
+def see_through(raw: Any) -> Any:
+    """The user's object behind a wrapper callwatch put in place, else ``raw`` itself."""
+    entry = placed.get(id(raw))
+    return entry[1] if entry is not None and entry[0] is raw else raw
 
 
 @dataclass
@@ -63,10 +72,26 @@ def _import(spec: WatchTarget, problems: list[Problem]) -> types.ModuleType | No
         else:
             problems.append(Problem(spec.where, "target", f"importing '{spec.module}' failed: {e}",
                                     "install the missing module or fix the import in the application"))
+    except SystemExit as e:  # not KeyboardInterrupt: that one is the user's to stop us
+        problems.append(Problem(spec.where, "target", f"importing '{spec.module}' called sys.exit({e.code!r})",
+                                "watch functions of a module that can be imported without exiting "
+                                "(move the exit under 'if __name__ == \"__main__\":')"))
     except Exception as e:  # the user's module raised while importing
         problems.append(Problem(spec.where, "target",
                                 f"importing '{spec.module}' raised {type(e).__name__}: {e}",
                                 "fix the error in that module (import it by hand to see the traceback)"))
+    return None
+
+
+def _refused(spec: WatchTarget, module: str) -> Problem | None:
+    """Python's built-ins and callwatch's own code (the demo aside) cannot be watched."""
+    if module == "builtins":
+        return Problem(spec.where, "target", f"'{spec.target}' is one of Python's built-in functions, which "
+                       "callwatch itself calls while it records and flushes: watching it would count callwatch "
+                       "and can recurse", "watch the function of your application that calls it")
+    if (module == "callwatch" or module.startswith("callwatch.")) and not module.startswith("callwatch.demo"):
+        return Problem(spec.where, "target", f"'{spec.target}' is part of callwatch itself, which cannot "
+                       "watch its own functions", "watch a function of your application")
     return None
 
 
@@ -76,7 +101,7 @@ def _classify(owner: Any, attr: str) -> tuple[Any, Callable[..., Any] | None, st
         raw = _MISSING
         for klass in owner.__mro__:
             if attr in vars(klass):
-                raw = vars(klass)[attr]
+                raw = see_through(vars(klass)[attr])
                 break
         if isinstance(raw, staticmethod):
             return raw, raw.__func__, "staticmethod"
@@ -92,6 +117,7 @@ def _classify(owner: Any, attr: str) -> tuple[Any, Callable[..., Any] | None, st
             return raw, None, "descriptor"
         return raw, (raw if callable(raw) else None), ("builtin" if callable(raw) else "value")
     raw = vars(owner).get(attr, _MISSING) if hasattr(owner, "__dict__") else getattr(owner, attr, _MISSING)
+    raw = see_through(raw)
     if raw is _MISSING:
         return raw, None, "missing"
     if isinstance(raw, type):
@@ -138,6 +164,10 @@ def _explicit(spec: WatchTarget, module: types.ModuleType, problems: list[Proble
         msg, fix = _why_not(kind, raw)
         problems.append(Problem(spec.where, "target", f"'{spec.target}' {msg}", fix))
         return []
+    refused = _refused(spec, str(getattr(func, "__module__", None) or ""))
+    if refused is not None:
+        problems.append(refused)
+        return []
     if isinstance(owner, type) and not _can_set(owner):
         problems.append(Problem(spec.where, "target",
                                 f"'{spec.target}' belongs to the built-in type '{owner.__name__}', which cannot be patched",
@@ -173,6 +203,7 @@ def _members(module: types.ModuleType) -> list[tuple[str, Any, str]]:
         seen.add(id(owner))
         for attr, raw in list(vars(owner).items()):
             q = f"{prefix}{attr}"
+            raw = see_through(raw)
             if isinstance(raw, (staticmethod, classmethod)):
                 raw = raw.__func__
             if isinstance(raw, types.FunctionType):
@@ -228,39 +259,26 @@ class PresetUse:
 def resolve(targets: tuple[WatchTarget, ...] | list[WatchTarget]
             ) -> tuple[list[Resolved | PresetUse], list[Problem]]:
     """Resolve every target; returns the functions found and the problems, never raises."""
-    from .presets import missing_package
-
     problems: list[Problem] = []
     out: list[Resolved | PresetUse] = []
     by_func: dict[tuple[int, str], Resolved] = {}
     by_name: dict[tuple[str, str | None], Resolved] = {}
-    presets: set[str] = set()
     for spec in targets:
         if spec.mode == "sampled":
             continue  # matched against profiles, nothing to import or patch
         if spec.preset is not None:
-            missing = missing_package(spec.preset)
-            if missing is not None:
-                problems.append(Problem(spec.where, "preset", f"the {spec.preset} preset needs the "
-                                        f"'{missing}' package, which is not installed",
-                                        f"pip install {missing}, or remove the preset"))
-            elif spec.preset not in presets:
-                presets.add(spec.preset)
-                out.append(PresetUse(spec))
+            _preset(spec, out, problems)
             continue
-        module = _import(spec, problems)
-        if module is None:
+        found = _find(spec, problems)
+        fresh = [r for r in found if (id(r.owner), r.attr) not in by_func]
+        if len(by_func) + len(fresh) > MAX_WATCHED:
+            problems.append(Problem(spec.where, "target", f"'{spec.target}' matches {len(fresh):,} more "
+                                    f"function(s), which makes more than {MAX_WATCHED:,} watched in all",
+                                    "narrow the pattern (e.g. 'Class.get_*') or list the functions you need: "
+                                    f"callwatch watches at most {MAX_WATCHED:,}, as each adds series per "
+                                    "handler and work per flush"))
             continue
-        try:
-            found = _glob(spec, module, problems) if spec.is_glob else _explicit(spec, module, problems)
-        except Exception as e:  # a hostile __getattr__ or metaclass
-            problems.append(Problem(spec.where, "target", f"looking up '{spec.target}' raised {type(e).__name__}: {e}",
-                                    "point the target at a plain function or method"))
-            continue
-        for r in found:
-            key = (id(r.owner), r.attr)
-            if key in by_func:
-                continue  # matched by an earlier target too: watched once, first one wins
+        for r in fresh:  # a function matched by an earlier target too is watched once, first one wins
             other = by_name.get((r.name, r.spec.group))
             if other is not None and other.func is not r.func:
                 problems.append(Problem(spec.where, "target",
@@ -268,112 +286,66 @@ def resolve(targets: tuple[WatchTarget, ...] | list[WatchTarget]
                                         f"already used by '{other.spec.module}:{other.qualname}' ({other.spec.where})",
                                         "give one of them a different 'name:'"))
                 continue
-            by_func[key] = r
+            by_func[(id(r.owner), r.attr)] = r
             by_name[(r.name, r.spec.group)] = r
             out.append(r)
     return out, problems
 
 
-@dataclass
-class Patches:
-    """What ``patch`` changed, to undo it in reverse order."""
+def _preset(spec: WatchTarget, out: list[Resolved | PresetUse], problems: list[Problem]) -> None:
+    from .presets import missing_package
 
-    done: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # owner, attr, old raw, new raw
-    aliases: list[str] = field(default_factory=list)
-    callbacks: list[Callable[[], None]] = field(default_factory=list)  # presets' own undo
-
-    def undo(self) -> None:
-        for cb in reversed(self.callbacks):
-            try:
-                cb()
-            except Exception:
-                pass
-        self.callbacks.clear()
-        for owner, attr, old, new in reversed(self.done):
-            try:
-                d = vars(owner)
-                if d.get(attr, _MISSING) is not new:
-                    continue  # replaced by someone else since: leave theirs in place
-                if old is _MISSING:
-                    delattr(owner, attr)
-                else:
-                    setattr(owner, attr, old)
-            except Exception:
-                pass
-        self.done.clear()
-        self.aliases.clear()
+    missing = missing_package(spec.preset or "")
+    if missing is not None:
+        problems.append(Problem(spec.where, "preset", f"the {spec.preset} preset needs the '{missing}' package, "
+                                "which is not installed", f"pip install {missing}, or remove the preset"))
+    elif all(not (isinstance(r, PresetUse) and r.spec.preset == spec.preset) for r in out):
+        out.append(PresetUse(spec))
 
 
-def patch(resolved: list[Resolved | PresetUse]) -> Patches:
-    """Replace each resolved function with its watched wrapper; all or nothing.
-
-    Raises ConfigError (naming the target) if an attribute cannot be set.
-    """
-    from .presets import PRESETS
-
-    patches = Patches()
-    r: Resolved | PresetUse | None = None
+def _find(spec: WatchTarget, problems: list[Problem]) -> list[Resolved]:
+    refused = _refused(spec, spec.module)
+    if refused is not None:
+        problems.append(refused)
+        return []
+    module = _import(spec, problems)
+    if module is None:
+        return []
     try:
-        for r in resolved:
-            if isinstance(r, PresetUse):
-                PRESETS[r.spec.preset or ""].apply(r.group, patches.callbacks)
-                continue
-            if getattr(r.func, _core.MARK, None) is not None:
-                continue  # already watched (e.g. @callwatch.watch): never wrap twice
-            if r.spec.mode == "count":
-                undo = _monitor.count(r.func, r.name, r.spec.group)
-                if undo is not None:
-                    patches.callbacks.append(undo)
-                    continue  # counted through sys.monitoring: nothing replaced
-            wrapper = _core.make_watched(r.func, r.name, r.spec.group)
-            if r.kind == "staticmethod":
-                new: Any = staticmethod(wrapper)
-            elif r.kind == "classmethod":
-                new = classmethod(wrapper)
-            else:
-                new = wrapper
-            old = vars(r.owner).get(r.attr, _MISSING)
-            setattr(r.owner, r.attr, new)
-            patches.done.append((r.owner, r.attr, old, new))
-            if r.kind == "function":
-                _patch_aliases(r, wrapper, patches)
-    except Exception as e:
-        patches.undo()
-        where = r.spec.where if r is not None else "<config>"
-        if isinstance(r, PresetUse):
-            what = f"preset {r.spec.preset}"
-        else:
-            what = f"{r.spec.module}:{r.qualname}" if r is not None else "a target"
-        raise ConfigError([Problem(where, "target", f"cannot patch '{what}': {type(e).__name__}: {e}",
-                                   "watch a Python function that calls it instead")]) from None
-    return patches
-
-
-def _patch_aliases(r: Resolved, wrapper: Any, patches: Patches) -> None:
-    for modname, mod in list(sys.modules.items()):
-        d = getattr(mod, "__dict__", None)
-        if not isinstance(d, dict) or mod is r.owner:
-            continue
-        for name, value in list(d.items()):
-            if value is r.func:
-                try:
-                    setattr(mod, name, wrapper)
-                except Exception:
-                    continue
-                patches.done.append((mod, name, value, wrapper))
-                patches.aliases.append(f"{modname}.{name}")
+        return _glob(spec, module, problems) if spec.is_glob else _explicit(spec, module, problems)
+    except (Exception, SystemExit) as e:  # a hostile __getattr__ or metaclass
+        problems.append(Problem(spec.where, "target", f"looking up '{spec.target}' raised {type(e).__name__}: {e}",
+                                "point the target at a plain function or method"))
+        return []
 
 
 def resolve_dimensions(dims: Any) -> tuple[dict[str, list[tuple[str, Callable[..., Any]]]], list[Problem]]:
-    """handlers.dimensions -> {handler: [(dimension, function)]}, and the problems."""
+    """handlers.dimensions -> {handler: [(dimension, function)]}, and the problems; never raises."""
     out: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
     problems: list[Problem] = []
     for handler, per in dims.items():
         for dim, spec in per.items():
-            module = _import(spec, problems)
+            refused = _refused(spec, spec.module)
+            module = _import(spec, problems) if refused is None else None
+            if refused is not None:
+                problems.append(refused)
             if module is None:
                 continue
-            found = _explicit(spec, module, problems)
+            try:
+                found = _explicit(spec, module, problems)
+            except (Exception, SystemExit) as e:
+                problems.append(Problem(spec.where, "target", f"looking up '{spec.target}' raised "
+                                        f"{type(e).__name__}: {e}", "point it at a plain function"))
+                continue
             if found:
                 out.setdefault(handler, []).append((dim, found[0].func))
     return out, problems
+
+
+def __getattr__(name: str) -> Any:
+    # Patches and patch() moved to _patching; older imports still find them here.
+    if name in ("Patches", "patch"):
+        from . import _patching
+
+        return getattr(_patching, name)
+    raise AttributeError(f"module 'callwatch._targets' has no attribute {name!r}")

@@ -42,6 +42,7 @@ class Preset:
     group: str
     needs: tuple[str, ...]  # any one of these modules
     apply: Callable[[str, "Undo"], list[str]]  # (group, undo) -> what was patched
+    metrics: tuple[str, ...] = ()  # the metric names it counts under (fnmatch patterns)
 
 
 Undo = list[Callable[[], None]]
@@ -226,11 +227,11 @@ def _sanitize(name: str) -> str:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("redis", "redis", ("redis",), _apply_redis),
-        Preset("dbapi", "db", ("sqlite3", "psycopg", "pymysql"), _apply_dbapi),
-        Preset("sqlalchemy", "db", ("sqlalchemy",), _apply_sqlalchemy),
-        Preset("requests", "http", ("requests",), _apply_requests),
-        Preset("httpx", "http", ("httpx",), _apply_httpx),
+        Preset("redis", "redis", ("redis",), _apply_redis, ("redis_*",)),
+        Preset("dbapi", "db", ("sqlite3", "psycopg", "pymysql"), _apply_dbapi, ("db_execute", "db_executemany")),
+        Preset("sqlalchemy", "db", ("sqlalchemy",), _apply_sqlalchemy, ("sqlalchemy_execute",)),
+        Preset("requests", "http", ("requests",), _apply_requests, ("http_requests",)),
+        Preset("httpx", "http", ("httpx",), _apply_httpx, ("http_httpx",)),
     )
 }
 

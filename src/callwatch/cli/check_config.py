@@ -1,4 +1,9 @@
-"""``callwatch check-config FILE``: validate a config and show what each target resolves to."""
+"""``callwatch check-config FILE``: validate a config and show what each target resolves to.
+
+It runs the same ``callwatch.config.prepare()`` as ``configure()``: every problem of the
+file (keys, values, targets, dimensions, profiling) in one run, sorted by line, and
+warnings for what would be accepted but never apply.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import os
 import sys
 
 from .. import _targets
-from ..config import ConfigError, load
+from ..config import ConfigError, prepare
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -26,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
         if d not in sys.path:
             sys.path.insert(0, d)
     try:
-        cfg = load(args.file, env={})
+        prepared = prepare(args.file, env={})
     except ConfigError as e:
         print(e, file=sys.stderr)
         print(f"{args.file}: {len(e.problems)} problem(s); not valid", file=sys.stderr)
         return 2
-    resolved, problems = _targets.resolve(cfg.watch)
+    cfg, resolved = prepared.config, prepared.resolved
     g = cfg.graphite
     dest = f"{g.host}:{g.port} ({g.protocol})" if g.host else "nowhere (graphite.host is null: in-process only)"
     print(f"{args.file}: graphite {dest}, every {g.interval} s, prefix '{g.prefix}', "
@@ -41,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
     for w in cfg.watch:
         if w.mode == "sampled":
             print(f"  {w.where}: {w.target} -> sampled: matched against profiled functions' names")
-    if problems:
-        for p in problems:
-            print(p, file=sys.stderr)
-        print(f"{args.file}: {len(problems)} problem(s); not valid", file=sys.stderr)
-        return 2
+    for p in prepared.warnings:
+        print(f"warning: {p}", file=sys.stderr)
     n_presets = sum(isinstance(r, _targets.PresetUse) for r in resolved)
-    print(f"{args.file}: valid, {len(resolved) - n_presets} function(s) and {n_presets} preset(s) watched")
+    print(f"{args.file}: valid, {len(resolved) - n_presets} function(s) and {n_presets} preset(s) watched"
+          + (f", {len(prepared.warnings)} warning(s)" if prepared.warnings else ""))
     return 0

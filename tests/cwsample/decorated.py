@@ -1,0 +1,6 @@
+import callwatch
+
+
+@callwatch.watch(name="already")
+def already() -> int:
+    return 1
