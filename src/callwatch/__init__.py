@@ -94,15 +94,17 @@ def watch(fn: Any = None, *, name: str | None = None, group: str | None = None) 
     return deco(fn) if callable(fn) else deco
 
 
-def request(name: str) -> _request.RequestScope | _request.NullScope:
-    """A block of code that is one request of handler ``name``::
+def request(name: str) -> _request.Request | _request.NullScope:
+    """A block of code that is one request of handler ``name`` (``with`` or ``async with``)::
 
         with callwatch.request("nightly_import"):
             ...
+
+    Configured dimension functions of ``name`` are called with no arguments.
     """
     if _core.disabled_by_env():
         return _request.NullScope(name)
-    return _request.RequestScope(name)
+    return _request.Request(name)
 
 
 def dimension(key: str, value: object) -> None:
@@ -114,17 +116,10 @@ def dimension(key: str, value: object) -> None:
     (``handlers.max_dimension_values``); the rest count under ``_other``.
     Outside a request this does nothing.
     """
-    st = _core._get()
-    if st is not None:
-        dims = st[0]
-        if not dims:
-            dims = st[0] = {}
-        dims[str(key)] = str(value)
+    _request.add_dimension(key, value)
 
 
 def name_request(name: str) -> None:
     """Report the current request under ``name`` (for frameworks that route after the
     request started: a middleware opens the request, the router names it)."""
-    st = _core._get()
-    if st is not None:
-        st[1] = name
+    _request.name_current(name)

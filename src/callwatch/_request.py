@@ -1,136 +1,281 @@
-"""Requests of handlers: the decorator's wrapper and ``callwatch.request()``.
+"""Requests of handlers: the one request lifecycle.
 
-A request owns one per-request state (see ``_core``): it is set in the ContextVar for the
-duration of the request, and handed to the collector when the request ends.
+A request of handler H begins (H may not be known yet), may be named later (when the
+framework has routed it: ``callwatch.name_request``, or a name computed at the end),
+gets dimensions, and finishes: its time, whether it raised or returned a 5xx, and its
+per-request state are handed to the collector.  While it runs, its state is the current
+one in ``_core._current``, so watched calls count for it.
+
+Two shapes of that one lifecycle, ending through the same functions (``_end_profile``,
+``config_dimensions``, ``collector.record``):
+
+- ``make_handler``: the decorator's wrapper, which runs on every call of a user's
+  function.  Everything is decided when the function is wrapped (sync or async: one
+  template, compiled once for each at import), so a call costs what the hand-written
+  wrapper cost before (``benchmarks/micro.py``, the ``@handler`` rows).
+- ``Request``: for everything that cannot wrap one function: ``callwatch.request()``
+  blocks and the framework integrations, whose handler name is known only after routing
+  and whose body may stream after the framework's call returned.
+
+Profiling decisions that depend on the handler (``min_interval``, the on-demand trigger)
+need a name at the start.  A request named only after routing gives the profiler a
+``hint`` instead, a name known at the start and stable for a route (method and first path
+segment); the profiler maps hints to the names it sees at the end.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, TypeVar, cast
+from types import TracebackType
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
-from ._core import MARK, _BATCH, _fold, _pending, _push, _record, _reset, _set, registry
 from . import _core
+from ._state import DIMS, NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
-# --------------------------------------------------------------------------------------
-# Handlers
+__all__ = ["NullScope", "Request", "UNNAMED", "add_dimension", "config_dimensions",
+           "dimension_functions", "make_handler", "name_current", "profiler"]
 
-
-#: The sampling profiler (callwatch.profiling.Profiler) when ``profile:`` is configured.
+#: The sampling profiler (callwatch.profiling.Profiler) when ``profile:`` is configured:
+#: ``begin(name, hint=None) -> token | None`` and ``end(token, name, elapsed_ns, state)``.
 profiler: Any = None
 
 #: handler name -> [(dimension, function)], from the config's handlers.dimensions.
 dimension_functions: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
 
+#: The handler name when naming the request failed (a user's naming function raised).
+UNNAMED = "_unnamed"
 
-def config_dimensions(name: str, state: list[Any], *args: Any, **kwargs: Any) -> None:
+_enter = _core._current.set
+_leave = _core._current.reset
+
+
+# --------------------------------------------------------------------------------------
+# What every request does at its end (and during it, for dimensions and names)
+
+
+def _end_profile(p: Any, prof: Any, name: str, elapsed_ns: int, state: list[Any]) -> None:
+    # The profiler always gets the final name: a name given during the request wins.
+    p.end(prof, str(state[NAME] or name), elapsed_ns, state)
+
+
+def config_dimensions(name: str, state: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Add the configured dimensions of handler ``name``: each function gets the handler's
-    arguments (decorated handlers, routers) or the framework's request object."""
-    fns = dimension_functions.get(str(state[1] or name))
+    arguments (decorated handlers, routers), the framework's request object
+    (integrations), or nothing (``callwatch.request()`` blocks)."""
+    fns = dimension_functions.get(str(state[NAME] or name))
     if not fns:
         return
-    dims = state[0]
-    if not dims:
-        dims = state[0] = {}
     for key, fn in fns:
         try:
-            dims[key] = str(fn(*args, **kwargs))
+            value = str(fn(*args, **kwargs))
         except Exception:
-            dims[key] = "_error"
+            value = "_error"
+        _set_dimension(state, key, value)
+
+
+def _set_dimension(state: list[Any], key: str, value: str) -> None:
+    dims = state[DIMS]
+    if not dims:
+        dims = state[DIMS] = {}
+    dims[key] = value
+
+
+def add_dimension(key: object, value: object) -> None:
+    """``callwatch.dimension``: split the current request by ``key=value`` (outside a
+    request, nothing)."""
+    st = _core._current.get()
+    if st is not None:
+        _set_dimension(st, str(key), str(value))
+
+
+def name_current(name: str) -> None:
+    """``callwatch.name_request``: report the current request under ``name``."""
+    st = _core._current.get()
+    if st is not None:
+        st[NAME] = name
+
+
+# --------------------------------------------------------------------------------------
+# The decorator's wrapper
+
+# One template for the sync and the async wrapper (they differ by ``async``/``await``
+# only), compiled once at import; the names it uses come in as closure cells, the fastest
+# lookup.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
+# configure() and FakeClock replace them after handlers are wrapped.
+_HANDLER = """\
+def make(fn, name, new_state, enter, leave, record):
+    {kw}def handler(*args, **kwargs):
+        st = new_state()
+        tok = enter(st)
+        err = 0
+        p = profiler
+        prof = p.begin(name) if p is not None else None
+        t0 = _core._now()
+        try:
+            return {aw}fn(*args, **kwargs)
+        except Exception:
+            err = 1
+            raise
+        finally:
+            t = _core._now() - t0
+            if prof is not None:
+                _end_profile(p, prof, name, t, st)
+            leave(tok)
+            if dimension_functions:
+                config_dimensions(name, st, args, kwargs)
+            record(name, t, err, st)
+    return handler
+"""
+
+
+def _compile_handler(kw: str, aw: str) -> Callable[..., Callable[..., Any]]:
+    namespace: dict[str, Any] = {}
+    code = compile(_HANDLER.format(kw=kw, aw=aw), f"<callwatch {kw or 'sync '}handler>", "exec")
+    exec(code, globals(), namespace)
+    return cast(Callable[..., Callable[..., Any]], namespace["make"])
+
+
+_make_sync = _compile_handler("", "")
+_make_async = _compile_handler("async ", "await ")
 
 
 def make_handler(fn: F, name: str) -> F:
     """Return a wrapper that makes each call of ``fn`` one request of handler ``name``."""
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_handler(*args: Any, **kwargs: Any) -> Any:
-            st = [0] * registry.width
-            tok = _set(st)
-            err = 0
-            p = profiler
-            prof = p.begin(name) if p is not None else None
-            t0 = _core._now()
-            try:
-                return await fn(*args, **kwargs)
-            except Exception:
-                err = 1
-                raise
-            finally:
-                t = _core._now() - t0
-                if prof is not None:
-                    p.end(prof, name, t, st)
-                _reset(tok)
-                if dimension_functions:
-                    config_dimensions(name, st, *args, **kwargs)
-                _push((name, t, err, st))
-                if len(_pending) >= _BATCH:
-                    _fold()
-
-        wrapper: Callable[..., Any] = async_handler
-    else:
-
-        @functools.wraps(fn)
-        def sync_handler(*args: Any, **kwargs: Any) -> Any:
-            st = [0] * registry.width
-            tok = _set(st)
-            err = 0
-            p = profiler
-            prof = p.begin(name) if p is not None else None
-            t0 = _core._now()
-            try:
-                return fn(*args, **kwargs)
-            except Exception:
-                err = 1
-                raise
-            finally:
-                t = _core._now() - t0
-                if prof is not None:
-                    p.end(prof, name, t, st)
-                _reset(tok)
-                if dimension_functions:
-                    config_dimensions(name, st, *args, **kwargs)
-                _push((name, t, err, st))
-                if len(_pending) >= _BATCH:
-                    _fold()
-
-        wrapper = sync_handler
-    setattr(wrapper, MARK, name)
+    make = _make_async if inspect.iscoroutinefunction(fn) else _make_sync
+    # The collector is never rebound (see _core), so its record method is bound once here.
+    wrapper = make(fn, name, _core.new_state, _enter, _leave, _core.collector.record)
+    functools.update_wrapper(wrapper, fn)
+    setattr(wrapper, _core.MARK, name)
     return cast(F, wrapper)
 
 
-class RequestScope:
-    """``with callwatch.request("name"):`` -- one request of a handler, for any block."""
+# --------------------------------------------------------------------------------------
+# Requests that are not one function call
 
-    __slots__ = ("name", "_state", "_token", "_t0", "_prof", "_p")
 
-    def __init__(self, name: str) -> None:
+def _call_name(fn: Callable[[], str] | None) -> str | None:
+    # A user's naming function must not break the request.
+    if fn is None:
+        return None
+    try:
+        return str(fn())
+    except Exception:
+        return UNNAMED
+
+
+class Request:
+    """One request of a handler, from entering the ``with`` block to ``finish()``.
+
+    ``callwatch.request("nightly_import")`` is one, for any block (sync or async).  A
+    framework integration makes one per HTTP request::
+
+        req = Request(hint=..., default=..., args=(environ,), body_follows=True)
+        with req:                        # begins; watched calls count for it
+            body = app(environ, start)   # the framework routes: callwatch.name_request()
+        ...
+        chunk = req.call(next, it)       # a streamed chunk, produced inside the request
+        req.status = 503                 # a 5xx returned counts as an error
+        req.finish()                     # once the body is done (only the first call counts)
+
+    The handler name is, in order: a name given during the request
+    (``callwatch.name_request``), ``name``, ``default()`` called at the end (when the
+    framework has routed), else ``_unnamed``.  ``hint()`` is called at the start, only
+    when a profiler runs and ``name`` is None.  ``args`` go to the configured dimension
+    functions.  Leaving the block with an exception finishes the request (an error if it
+    is an ``Exception``); leaving it normally finishes it too, unless ``body_follows``:
+    then the block only ends the profile and leaves the context, and ``finish()`` ends
+    the request.
+    """
+
+    __slots__ = ("name", "status", "state", "_hint", "_default", "_args", "_body_follows",
+                 "_t0", "_token", "_p", "_prof", "_done")
+
+    def __init__(self, name: str | None = None, *, hint: Callable[[], str] | None = None,
+                 default: Callable[[], str] | None = None, args: tuple[Any, ...] = (),
+                 body_follows: bool = False) -> None:
         self.name = name
+        self.status = 0
+        self._hint = hint
+        self._default = default
+        self._args = args
+        self._body_follows = body_follows
+        self._token: Any = None
+        self._prof: Any = None
+        self._done = False
 
-    def __enter__(self) -> RequestScope:
-        self._state = st = [0] * registry.width
-        self._token = _set(st)
-        self._p = p = profiler
-        self._prof = p.begin(self.name) if p is not None else None
+    def __enter__(self) -> Request:
+        self.state = st = _core.new_state()
+        self._token = _enter(st)
+        p = self._p = profiler
+        if p is not None:
+            name = self.name
+            self._prof = p.begin(name) if name is not None else p.begin(None, _call_name(self._hint))
         self._t0 = _core._now()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
-        t = _core._now() - self._t0
-        if self._prof is not None:
-            self._p.end(self._prof, self.name, t, self._state)
-        _reset(self._token)
-        err = 1 if exc_type is not None and issubclass(exc_type, Exception) else 0
-        _record(self.name, t, err, self._state)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.finish(error=issubclass(exc_type, Exception))
+        elif self._body_follows:
+            self._detach(_core._now() - self._t0)
+        else:
+            self.finish()
 
-    async def __aenter__(self) -> RequestScope:
+    async def __aenter__(self) -> Request:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         self.__exit__(exc_type, exc, tb)
+
+    def final_name(self) -> str:
+        """The handler name as it stands now (see the class docstring)."""
+        return str(self.state[NAME] or self.name or _call_name(self._default) or UNNAMED)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` inside the request: watched calls it makes count for it."""
+        tok = _enter(self.state)
+        try:
+            return fn(*args)
+        finally:
+            _leave(tok)
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` inside the request."""
+        tok = _enter(self.state)
+        try:
+            return await fn(*args)
+        finally:
+            _leave(tok)
+
+    def finish(self, error: bool = False) -> None:
+        """End the request: an error if ``error`` or ``status`` >= 500.  Only the first
+        call counts (a body's last chunk and the server's ``close()`` may both end it)."""
+        if self._done:
+            return
+        self._done = True
+        t = _core._now() - self._t0
+        st = self.state
+        self._detach(t)
+        name = self.final_name()
+        if dimension_functions:
+            config_dimensions(name, st, self._args, {})
+        _core.collector.record(name, t, 1 if error or self.status >= 500 else 0, st)
+
+    def _detach(self, elapsed_ns: int) -> None:
+        # The profile covers the block (the framework's call), not a body streamed after
+        # it; the context is left where it was entered.
+        prof, self._prof = self._prof, None
+        if prof is not None:
+            _end_profile(self._p, prof, self.final_name(), elapsed_ns, self.state)
+        tok, self._token = self._token, None
+        if tok is not None:
+            _leave(tok)
 
 
 class NullScope:

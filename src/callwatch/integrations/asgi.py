@@ -16,9 +16,12 @@ server's lifespan shutdown completes, callwatch does its final flush and shuts d
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
-from .. import _core, _request, _runtime
+import callwatch
+
+from .._request import Request
 from ._naming import UNMATCHED, path_prefix_name, route_name
 
 Scope = MutableMapping[str, Any]
@@ -43,39 +46,16 @@ class ASGIMiddleware:
         if kind != "http":
             await self.app(scope, receive, send)
             return
-        st: list[Any] = [0] * _core.registry.width
-        status = 0
+        req = Request(hint=functools.partial(_path_name, scope),
+                      default=lambda: self.default_name(scope, req.status), args=(scope,))
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
             if message.get("type") == "http.response.start":
-                status = int(message.get("status", 0))
+                req.status = int(message.get("status", 0))
             await send(message)
 
-        tok = _core._set(st)
-        err = 0
-        p = _request.profiler
-        prof = p.begin(None) if p is not None else None
-        t0 = _core._now()
-        try:
+        with req:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            err = 1
-            raise
-        finally:
-            t = _core._now() - t0
-            if status >= 500:
-                err = 1
-            try:
-                name = self.handler_name(scope, st, status)
-            except Exception:
-                name = "_unnamed"
-            if prof is not None:
-                p.end(prof, name, t, st)
-            _core._reset(tok)
-            if _request.dimension_functions:
-                _request.config_dimensions(name, st, scope)
-            _core._record(name, t, err, st)
 
     @staticmethod
     def _lifespan_send(send: Send) -> Send:
@@ -83,24 +63,27 @@ class ASGIMiddleware:
         # shutdown, so atexit handlers never run: the final flush happens here instead.
         async def lifespan_send(message: Message) -> None:
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                _runtime.shutdown()
+                callwatch.shutdown()
             await send(message)
 
         return lifespan_send
 
-    def handler_name(self, scope: Scope, state: list[Any], status: int) -> str:
-        if state[1]:
-            return str(state[1])
+    def default_name(self, scope: Scope, status: int) -> str:
+        """``name(scope)`` if given, the matched route's template, ``_unmatched`` for a 404
+        without a route, else method and first path segment."""
         if self.name is not None:
             try:
                 return self.name(scope)
             except Exception:
                 pass
-        method = str(scope.get("method", "GET"))
         route = scope.get("route")
         template = getattr(route, "path", None) or getattr(route, "path_format", None)
         if isinstance(template, str):
-            return route_name(method, template)
+            return route_name(str(scope.get("method", "GET")), template)
         if status == 404:
             return UNMATCHED
-        return path_prefix_name(method, str(scope.get("path", "/")))
+        return _path_name(scope)
+
+
+def _path_name(scope: Scope) -> str:
+    return path_prefix_name(str(scope.get("method", "GET")), str(scope.get("path", "/")))

@@ -14,14 +14,14 @@ propagate; 5xx responses count as errors.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 import callwatch
 
-from .. import _core, _request
-from ._naming import UNMATCHED
+from .._request import Request
+from ._naming import UNMATCHED, path_prefix_name
 
 __all__ = ["CallWatchMiddleware"]
 
@@ -63,103 +63,54 @@ class CallWatchMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self.__acall__(request)
-        st: list[Any] = [0] * _core.registry.width
-        tok = _core._set(st)
-        p = _request.profiler
-        prof = p.begin(None) if p is not None else None
-        t0 = _core._now()
-        try:
+        req = _begin(request)
+        with req:
             response = self.get_response(request)
-        except Exception:
-            _end_profile(p, prof, request, st, t0)
-            _core._reset(tok)
-            _finish(request, st, t0, 1)
-            raise
-        _end_profile(p, prof, request, st, t0)
-        _core._reset(tok)
-        return _after(request, response, st, t0)
+        return _after(req, response)
 
     async def __acall__(self, request: Any) -> Any:
-        st: list[Any] = [0] * _core.registry.width
-        tok = _core._set(st)
-        p = _request.profiler
-        prof = p.begin(None) if p is not None else None
-        t0 = _core._now()
-        try:
+        req = _begin(request)
+        with req:
             response = await self.get_response(request)
-        except Exception:
-            _end_profile(p, prof, request, st, t0)
-            _core._reset(tok)
-            _finish(request, st, t0, 1)
-            raise
-        _end_profile(p, prof, request, st, t0)
-        _core._reset(tok)
-        return _after(request, response, st, t0)
+        return _after(req, response)
 
 
-def _end_profile(p: Any, prof: Any, request: Any, st: list[Any], t0: int) -> None:
-    if prof is not None:
-        try:
-            name = str(st[1]) if st[1] else handler_name(request)
-        except Exception:
-            name = "_unnamed"
-        p.end(prof, name, _core._now() - t0, st)
+def _begin(request: Any) -> Request:
+    # Django routes inside get_response: the URL name is known at the end only.
+    return Request(hint=lambda: path_prefix_name(str(request.method), str(request.path)),
+                   default=lambda: handler_name(request), args=(request,), body_follows=True)
 
 
-def _finish(request: Any, st: list[Any], t0: int, err: int) -> None:
-    t = _core._now() - t0
-    try:
-        name = str(st[1]) if st[1] else handler_name(request)
-    except Exception:
-        name = "_unnamed"
-    if _request.dimension_functions:
-        _request.config_dimensions(name, st, request)
-    _core._record(name, t, err, st)
-
-
-def _after(request: Any, response: Any, st: list[Any], t0: int) -> Any:
-    err = 1 if getattr(response, "status_code", 200) >= 500 else 0
+def _after(req: Request, response: Any) -> Any:
+    req.status = int(getattr(response, "status_code", 200))
     if not getattr(response, "streaming", False):
-        _finish(request, st, t0, err)
+        req.finish()
         return response
     # A streamed body: produce it inside the request, record when Django closes it.
     content = response.streaming_content
     if inspect.isasyncgen(content) or hasattr(content, "__aiter__"):
-        response.streaming_content = _aiter_in(content, st)
+        response.streaming_content = _aiter_in(content, req)
     else:
-        response.streaming_content = _iter_in(content, st)
-    done = [False]
-
-    def close() -> None:
-        if not done[0]:
-            done[0] = True
-            _finish(request, st, t0, err)
-
-    response._resource_closers.append(close)
+        response.streaming_content = _iter_in(content, req)
+    response._resource_closers.append(req.finish)
     return response
 
 
-def _iter_in(content: Any, st: list[Any]) -> Iterator[Any]:
+def _iter_in(content: Any, req: Request) -> Iterator[Any]:
     it = iter(content)
     while True:
-        tok = _core._set(st)
         try:
-            chunk = next(it)
+            chunk = req.call(next, it)
         except StopIteration:
             return
-        finally:
-            _core._reset(tok)
         yield chunk
 
 
-async def _aiter_in(content: Any, st: list[Any]) -> Any:
+async def _aiter_in(content: Any, req: Request) -> AsyncIterator[Any]:
     it = content.__aiter__()
     while True:
-        tok = _core._set(st)
         try:
-            chunk = await it.__anext__()
+            chunk = await req.acall(it.__anext__)
         except StopAsyncIteration:
             return
-        finally:
-            _core._reset(tok)
         yield chunk

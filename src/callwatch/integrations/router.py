@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from .. import _core, _request
+import callwatch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,10 +31,10 @@ def instrument(route: Callable[..., Callable[[F], F]],
         register = route(key, *args, **kwargs)
 
         def deco(fn: F) -> F:
-            if _core.disabled_by_env():
-                return register(fn)
-            wrapped = _request.make_handler(fn, names.get(key) or fn.__name__)
+            wrapped = callwatch.handler(names.get(key) or fn.__name__)(fn)
             result = register(wrapped)
+            if wrapped is fn:  # callwatch disabled: exactly as without it
+                return result
             return wrapped if result is None else result
 
         return deco

@@ -14,9 +14,10 @@ errors.  A framework hook can name the request once it has routed it
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .. import _core, _request
+from .._request import Request
 from ._naming import path_prefix_name
 
 Environ = dict[str, Any]
@@ -32,35 +33,21 @@ class WSGIMiddleware:
         self.name = name
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        req = _Request(self, environ)
+        # Known at the start: the request's name unless the framework names it later.
+        named = functools.partial(self.default_name, environ)
+        req = Request(hint=named, default=named, args=(environ,), body_follows=True)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            req.status = status
+            req.status = _status_code(status)
             return start_response(status, headers, exc_info)
 
-        tok = _core._set(req.state)
-        p = _request.profiler
-        if p is not None:
-            req.begin_profile(p)
-        try:
+        with req:
             body = self.app(environ, start)
-        except Exception:
-            req.end_profile()
-            _core._reset(tok)
-            req.finish(error=True)
-            raise
-        except BaseException:
-            req.end_profile()
-            _core._reset(tok)
-            req.finish(error=False)
-            raise
-        req.end_profile()
-        _core._reset(tok)
         return _Body(body, req)
 
-    def handler_name(self, environ: Environ, state: list[Any]) -> str:
-        if state[1]:
-            return str(state[1])
+    def default_name(self, environ: Environ) -> str:
+        """``name(environ)`` if given (and it does not raise), else method and first path
+        segment."""
         if self.name is not None:
             try:
                 return self.name(environ)
@@ -69,92 +56,49 @@ class WSGIMiddleware:
         return path_prefix_name(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
 
 
-class _Request:
-    __slots__ = ("mw", "environ", "state", "t0", "status", "done", "profiler", "prof")
-
-    def __init__(self, mw: WSGIMiddleware, environ: Environ) -> None:
-        self.mw = mw
-        self.environ = environ
-        self.state: list[Any] = [0] * _core.registry.width
-        self.t0 = _core._now()
-        self.status = ""
-        self.done = False
-        self.profiler: Any = None
-        self.prof: Any = None
-
-    def begin_profile(self, p: Any) -> None:
-        # The name is only known once the framework has routed the request.  The profile
-        # covers the app call; a streamed body is produced outside it.
-        self.profiler, self.prof = p, p.begin(None)
-
-    def end_profile(self) -> None:
-        if self.prof is not None:
-            prof, self.prof = self.prof, None
-            try:
-                name = self.mw.handler_name(self.environ, self.state)
-            except Exception:
-                name = "_unnamed"
-            self.profiler.end(prof, name, _core._now() - self.t0, self.state)
-
-    def finish(self, error: bool) -> None:
-        if self.done:
-            return
-        self.done = True
-        t = _core._now() - self.t0
-        err = 1 if error or self.status[:1] == "5" else 0
-        try:
-            name = self.mw.handler_name(self.environ, self.state)
-        except Exception:
-            name = "_unnamed"
-        if _request.dimension_functions:
-            _request.config_dimensions(name, self.state, self.environ)
-        _core._record(name, t, err, self.state)
+def _status_code(status: str) -> int:
+    try:
+        return int(status[:3])
+    except ValueError:  # not a status line: not counted as a 5xx
+        return 0
 
 
 class _Body:
     """The app's response iterable, run inside the request; recorded on ``close()``."""
 
-    def __init__(self, body: Iterable[bytes], req: _Request) -> None:
+    def __init__(self, body: Iterable[bytes], req: Request) -> None:
         self._body = body
         self._req = req
         self._error = False
 
     def __iter__(self) -> Iterator[bytes]:
-        st = self._req.state
-        tok = _core._set(st)
+        req = self._req
         try:
-            it = iter(self._body)
+            it = req.call(iter, self._body)
         except Exception:
             self._error = True
             raise
-        finally:
-            _core._reset(tok)
         while True:
-            tok = _core._set(st)
             try:
-                chunk = next(it)
+                chunk = req.call(next, it)
             except StopIteration:
                 # Servers call close() next; some clients (test clients) only much later,
                 # so the request ends with its last chunk.
-                self._req.finish(self._error)
+                req.finish(self._error)
                 return
             except Exception:
                 self._error = True
-                self._req.finish(True)
+                req.finish(True)
                 raise
-            finally:
-                _core._reset(tok)
             yield chunk
 
     def close(self) -> None:
-        tok = _core._set(self._req.state)
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                close()
+                self._req.call(close)
         except Exception:
             self._error = True
             raise
         finally:
-            _core._reset(tok)
             self._req.finish(self._error)
