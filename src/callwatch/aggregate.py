@@ -242,9 +242,17 @@ class Collector:
             self.fold()
 
     def fold(self) -> None:
-        """Add the pending requests to the current interval's table."""
-        with self._lock:
-            self._fold_locked()
+        """Add the pending requests to the current interval's table, unless a fold is
+        already under way (on another thread, or on this one: a finalizer or a signal
+        handler that calls a watched function runs in the middle of a fold).  What is
+        left pending is added by the next fold or swap, so nothing is lost and no thread
+        ever waits here for a lock it holds itself."""
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._fold_locked()
+            finally:
+                lock.release()
 
     def _fold_locked(self) -> None:
         p = self.pending
