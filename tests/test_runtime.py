@@ -14,6 +14,7 @@ import pytest
 
 import callwatch
 from callwatch import _runtime
+from callwatch.aggregate import Snapshot
 from callwatch.testing import FakeClock, RecordingSender
 
 import cwsample.storage as st
@@ -118,22 +119,43 @@ def test_disabled_config_patches_nothing() -> None:
     assert st.get_user is original and _runtime.active() is None
 
 
+class OffsetClock:
+    """The system's wall clock moved by a fixed offset (a fake of ``time.time``)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
 def test_flush_thread_flushes_at_wall_clock_multiples_of_the_interval() -> None:
+    # configure() 0.4 s before a multiple of 3: a flush clock counting from configure()
+    # (or aligned to whole seconds only) would cut at x.6 or at non-multiples of 3.
+    iv = 3
+    now = time.time()
+    clock = OffsetClock((now // iv + 2) * iv - 0.4 - now)
     sender = RecordingSender()
-    snaps = []
-    callwatch.configure({"graphite": {"host": "unused.invalid", "interval": 1}}, sender=sender,
-                        on_snapshot=snaps.append, strict=True)
-    deadline = time.monotonic() + 10
-    while len(snaps) < 2 and time.monotonic() < deadline:
-        with callwatch.request("tick"):
-            time.sleep(0.01)
+    snaps: list[tuple[float, float, float]] = []  # (start, end, wall time when handed out)
+    two = threading.Event()
+
+    def sink(s: Snapshot) -> None:
+        snaps.append((s.start, s.end, clock.time()))
+        if len(snaps) == 2:
+            two.set()
+
+    rt = callwatch.configure({"graphite": {"host": "unused.invalid", "interval": iv}}, sender=sender, clock=clock,
+                             on_snapshot=sink, strict=True)
+    first_start = rt.exporter.collector.start if rt is not None else None
+    with callwatch.request("tick"):
+        pass
+    assert two.wait(10), snaps
     callwatch.shutdown()
-    assert len(snaps) >= 3  # two by the thread, one final
-    for s in snaps[:-1]:
-        assert s.start == int(s.start) and s.end == s.start + 1
-    assert [s.start for s in snaps[1:]] == [s.end for s in snaps[:-1]]
-    assert sum(s.handlers["tick"].requests for s in snaps if "tick" in s.handlers) > 0
-    assert len(sender.payloads) >= 3
+    assert first_start is not None and first_start % iv == 0
+    (s1, e1, at1), (s2, e2, at2) = snaps[:2]
+    assert (s1, e1, s2, e2) == (first_start, first_start + iv, first_start + iv, first_start + 2 * iv)
+    assert e1 <= at1 < e1 + 1 and e2 <= at2 < e2 + 1  # woken at the boundary, not an interval late
+    assert len(sender.payloads) >= 2
 
 
 def test_interpreter_exit_flushes_the_last_interval(tcp_receiver: TcpReceiver, tmp_path: Path) -> None:
@@ -180,3 +202,86 @@ def test_exit_while_a_flush_waits_on_a_peer_that_never_reads(tmp_path: Path) -> 
         assert "cannot send to Graphite" in r.stderr
     finally:
         srv.close()
+
+
+# -- requests in flight at shutdown ----------------------------------------------------
+
+
+def test_a_request_in_flight_at_shutdown_is_sent_by_the_next_configure_in_the_same_interval() -> None:
+    clock, sender = FakeClock(T0 + 1), RecordingSender()
+    with clock:
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        with callwatch.request("login"):
+            pass
+        with callwatch.request("slow"):
+            callwatch.shutdown()  # the final flush: "slow" has not finished
+        assert ("cw.h_w0.handler.slow.requests", T0) not in sender.values()
+        assert sender.values()[("cw.h_w0.handler.login.requests", T0)] == 1
+        clock.advance(2)
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        clock.advance(10)
+        callwatch.flush()
+    v = sender.values()  # the whole interval again, the finished request included
+    assert v[("cw.h_w0.handler.slow.requests", T0)] == 1
+    assert v[("cw.h_w0.handler.login.requests", T0)] == 1
+
+
+def test_a_request_in_flight_at_shutdown_is_sent_by_a_configure_in_a_later_interval() -> None:
+    clock, sender = FakeClock(T0 + 1), RecordingSender()
+    with clock:
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        with callwatch.request("slow"):
+            callwatch.shutdown()
+            clock.advance(0.25)
+        clock.advance(30)
+        callwatch.configure(CFG, sender=sender, clock=clock, start_thread=False, strict=True)
+        clock.advance(10)
+        callwatch.flush()
+    v = sender.values()
+    assert v[("cw.h_w0.handler.slow.requests", T0 + 30)] == 1  # counted in the interval it is sent with
+    assert v[("cw.h_w0.handler.slow.response_ms.max", T0 + 30)] == 250.0
+    assert ("cw.h_w0.handler.slow.requests", T0) not in v
+
+
+# -- configure() never raises into the host ---------------------------------------------
+
+
+def test_an_unexpected_error_while_starting_is_logged_and_undone(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    original = st.get_user
+
+    def broken(*args: object, **kwargs: object) -> None:
+        assert st.get_user is not original  # the targets were patched when this runs
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_runtime, "Exporter", broken)
+    with caplog.at_level(logging.ERROR, logger="callwatch"):
+        assert callwatch.configure(CFG, sender=RecordingSender()) is None
+    assert [r.getMessage() for r in caplog.records] == ["callwatch: could not start, callwatch stays off"]
+    assert caplog.records[0].exc_info is not None and "boom" in caplog.text
+    assert st.get_user is original and _runtime.active() is None
+    assert not [t for t in threading.enumerate() if t.name == "callwatch-flush"]
+    with pytest.raises(callwatch.ConfigError) as ei:
+        callwatch.configure(CFG, sender=RecordingSender(), strict=True)
+    assert str(ei.value) == ("<dict>: callwatch could not start (RuntimeError: boom). "
+                             "Fix: the log has the traceback; please report it")
+    assert st.get_user is original and _runtime.active() is None
+
+
+def test_system_exit_while_preparing_does_not_end_the_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def exits(source: object) -> None:
+        raise SystemExit(3)
+
+    monkeypatch.setattr(_runtime, "prepare", exits)
+    assert callwatch.configure(CFG) is None
+    p = tmp_path / "cw.yaml"
+    with pytest.raises(callwatch.ConfigError, match=f"^{p}: callwatch could not start \\(SystemExit: 3\\)"):
+        callwatch.configure(p, strict=True)
+
+
+def test_a_failing_configure_leaves_the_previous_configuration_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = st.get_user
+    assert callwatch.configure(CFG, sender=RecordingSender(), start_thread=False, strict=True) is not None
+    monkeypatch.setattr(_runtime, "_claim_slot", lambda cfg: 1 / 0)
+    assert callwatch.configure(CFG, sender=RecordingSender()) is None
+    assert st.get_user is original and _runtime.active() is None

@@ -96,9 +96,12 @@ def configure(source: str | os.PathLike[str] | Mapping[str, Any] | Config | None
 
 
 def _where(source: object) -> str:
+    """The source as config problems name it."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
-    return str(getattr(source, "source", "<configuration>"))
+    if isinstance(source, Config):
+        return source.source
+    return "<dict>" if isinstance(source, Mapping) else "<configuration>"
 
 
 def _sinks(on_snapshot: SnapshotSink | Iterable[SnapshotSink] | None) -> list[SnapshotSink]:
