@@ -94,9 +94,14 @@ def _get(url: str, web_url: str, target: str, deadline: float, max_bytes: int) -
         conn = cls(u.hostname or "", u.port, timeout=left)
     except ValueError as e:
         raise GraphiteError(f"graphite-web URL {web_url}: {e}. Fix: give http://HOST:PORT") from None
+    try:
+        conn.connect()
+    except OSError as e:
+        raise GraphiteError(f"graphite-web at {web_url} unreachable ({type(e).__name__}: {e})") from None
     # Socket timeouts bound each wait, not the total: a server dripping a byte at a time
-    # would never trip them.  The timer cuts the connection at the deadline.
-    timer = threading.Timer(left, _cut, (conn, cut))
+    # would never trip them.  The timer cuts the socket (which the response keeps after
+    # the connection lets go of it) at the deadline.
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (conn.sock, cut))
     timer.daemon = True
     timer.start()
     try:
@@ -128,14 +133,12 @@ def _read(conn: http.client.HTTPConnection, u: urllib.parse.SplitResult, web_url
     return bytes(body)
 
 
-def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
     cut.set()
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _series(data: Any, web_url: str) -> Points:
