@@ -122,3 +122,40 @@ def test_stats_through_a_real_subprocess(dumps: dict[str, Path]) -> None:
     r = subprocess.run([sys.executable, "-m", "callwatch", "stats", str(dumps["two"]), "-p", "3"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "function calls in" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["callgraph", "stats", "diff"])
+def test_a_dump_with_nan_times_gets_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     command: str) -> None:
+    import marshal
+
+    bad = tmp_path / "nan.prof"
+    bad.write_bytes(marshal.dumps({
+        ("app.py", 5, "g"): (2, 2, 0.1, 0.2, {}),
+        ("app.py", 1, "f"): (1, 1, float("nan"), float("nan"), {("app.py", 5, "g"): (1, 1, 0.1, 0.1)}),
+    }))
+    argv = {"callgraph": ["callgraph", str(bad), "-o", str(tmp_path / "g.svg")], "stats": ["stats", str(bad)],
+            "diff": ["diff", str(bad), str(bad)]}[command]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"callwatch {command}: {bad}: not a usable pstats profile (('app.py', 1, 'f') has the counts and times "
+        "(1, 1, nan, nan), not finite numbers >= 0). Fix: dump profiles with cProfile's dump_stats() or "
+        "callwatch's profile.dump_dir\n")
+    assert not (tmp_path / "g.svg").exists()
+
+
+def test_stats_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    """`callwatch stats --json | head -1`: the reader leaves; no BrokenPipeError traceback."""
+    import marshal
+
+    dump = tmp_path / "big.prof"  # 5000 functions: rows far beyond what a pipe buffers
+    dump.write_bytes(marshal.dumps({("app.py", i, f"f{i}"): (1, 1, 0.001, 0.001, {}) for i in range(5000)}))
+    cw = subprocess.Popen([sys.executable, "-m", "callwatch", "stats", "--json", str(dump)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert cw.stdout is not None and cw.stderr is not None
+    head = subprocess.run(["head", "-1"], stdin=cw.stdout, capture_output=True, timeout=60)
+    cw.stdout.close()  # only head holds the pipe's read end now
+    err = cw.stderr.read()
+    assert cw.wait(timeout=60) == 141  # as a command killed by SIGPIPE
+    assert head.stdout == b"[\n"
+    assert err == b""

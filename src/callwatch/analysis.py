@@ -65,13 +65,36 @@ def _check(path: Path) -> dict[Any, Any]:
         raise AnalysisError(f"{path}: not a pstats profile (not marshal data; corrupt, truncated, or another "
                             "format). Fix: dump profiles with cProfile's dump_stats() or callwatch's "
                             "profile.dump_dir") from None
-    ok = isinstance(stats, dict) and all(
-        isinstance(k, tuple) and len(k) == 3 and isinstance(v, tuple) and len(v) == 5
-        for k, v in list(stats.items())[:50])
-    if not ok:
+    if not isinstance(stats, dict):
         raise AnalysisError(f"{path}: not a pstats profile (marshal data of another shape). Fix: dump profiles "
                             "with cProfile's dump_stats() or callwatch's profile.dump_dir")
+    for key, value in stats.items():
+        problem = _entry_problem(key, value)
+        if problem:
+            raise AnalysisError(f"{path}: not a usable pstats profile ({problem}). Fix: dump profiles with "
+                                "cProfile's dump_stats() or callwatch's profile.dump_dir")
     return dict(stats)
+
+
+def _entry_problem(key: Any, value: Any) -> str:
+    """What is wrong with one entry of a pstats dict ("" if nothing): its shape, or a
+    number that is not a finite count or time (NaN would break every ratio downstream)."""
+    if not (isinstance(key, tuple) and len(key) == 3 and isinstance(value, tuple) and len(value) == 5
+            and isinstance(value[4], dict)):
+        return "marshal data of another shape"
+    where = f"{str(key)[:100]}"
+    if not all(_count(v) for v in value[:4]):
+        return f"{where} has the counts and times {str(value[:4])[:100]}, not finite numbers >= 0"
+    for caller, c in value[4].items():
+        # cProfile stores 4 numbers per caller, the pure-Python profile module a count
+        if not (isinstance(caller, tuple) and (_count(c) or isinstance(c, tuple) and len(c) == 4
+                                               and all(_count(v) for v in c))):
+            return f"{where}, its caller {str(caller)[:100]}: {str(c)[:100]} is not finite numbers >= 0"
+    return ""
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def load(paths: Iterable[str | Path]) -> Profiles:

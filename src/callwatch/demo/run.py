@@ -7,11 +7,11 @@ path and glob, as in a user's config); the flush thread, the snapshot and, with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -20,7 +20,7 @@ import callwatch
 
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
-from ..export import Namer
+from ..naming import Pattern
 from ..spikes import SpikeDetector
 from . import game
 
@@ -143,6 +143,63 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
     out.flush()
 
 
+class _Recorder:
+    """The snapshot sink: keeps each snapshot with when its requests were recorded."""
+
+    def __init__(self, out: TextIO, phases: _Phases) -> None:
+        self.out = out
+        self.phases = phases
+        self.taken: list[tuple[Snapshot, float, float]] = []  # snapshot, recorded after, recorded until
+        self._lock = threading.Lock()
+        self._last_swap = 0.0
+
+    def __call__(self, snap: Snapshot) -> None:
+        # Called by the flush thread right after the swap: every request in this
+        # snapshot was recorded between the previous swap and now.
+        now = time.time()
+        with self._lock:
+            after, self._last_swap = self._last_swap, now
+            self.taken.append((snap, after, now))
+            p = self.phases.of(after, now)
+            label = f"table of {p} players" if p else f"table grows from {PHASES[0]} to {PHASES[1]} players"
+            _print_snapshot(self.out, snap, label)
+
+    def per_phase(self) -> dict[int, dict[str, Totals]]:
+        per: dict[int, dict[str, Totals]] = {p: {} for p in PHASES}
+        for snap, after, until in self.taken:
+            p = self.phases.of(after, until)
+            if p is not None:
+                _add(per[p], snap)
+        return per
+
+
+def _config(interval: int, graphite: tuple[str, int] | None, graphite_web: str | None,
+            graphite_config: cwconfig.GraphiteConfig | None, dump_dir: Path | None) -> cwconfig.Config:
+    cfg = cwconfig.load(CONFIG)
+    if dump_dir is not None:
+        cfg = dataclasses.replace(cfg, profile=cwconfig.ProfileConfig(
+            rate=0.05, min_interval=0, dump_dir=str(dump_dir), keep_per_handler=1000, max_dump_mb=100))
+    g = dataclasses.replace(graphite_config or cfg.graphite, interval=interval)
+    if graphite is not None:
+        g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
+    if graphite_web:
+        g = dataclasses.replace(g, web_url=graphite_web)  # spike events go there
+    return dataclasses.replace(cfg, enabled=True, graphite=g)
+
+
+def _drive(threads: int, duration: float, pause: float, phases: _Phases) -> None:
+    t0 = time.time()
+    workers = [threading.Thread(target=_worker, args=(n + 1, t0 + duration, t0 + duration / 2, pause, phases),
+                                daemon=True) for n in range(threads)]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        callwatch.shutdown()
+
+
 def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | None = None,
         graphite_web: str | None = None, threads: int = 2, out: TextIO | None = None,
         pause: float = 0.002, graphite_config: cwconfig.GraphiteConfig | None = None,
@@ -155,61 +212,20 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     import sys
 
     out = out or sys.stdout
-    cfg = cwconfig.load(CONFIG)
     dump_dir = _profiling_dir(output, out)
-    if dump_dir is not None:
-        cfg = dataclasses.replace(cfg, profile=cwconfig.ProfileConfig(
-            rate=0.05, min_interval=0, dump_dir=str(dump_dir), keep_per_handler=1000, max_dump_mb=100))
-    g = dataclasses.replace(graphite_config or cfg.graphite, interval=interval)
-    if graphite is not None:
-        g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
-    if g.host is not None:
-        graphite = (g.host, g.port)
-    if graphite_web:
-        g = dataclasses.replace(g, web_url=graphite_web)  # spike events go there
-    cfg = dataclasses.replace(cfg, enabled=True, graphite=g)
-
-    t0 = time.time()
-    switch_at = t0 + duration / 2
-    stop_at = t0 + duration
+    cfg = _config(interval, graphite, graphite_web, graphite_config, dump_dir)
+    g = cfg.graphite
+    to = (g.host, g.port) if g.host is not None else None
     phases = _Phases(threads)
-    taken: list[tuple[Snapshot, float, float]] = []  # snapshot, recorded after, recorded until
-    lock = threading.Lock()
-    last_swap = [0.0]
-
-    def sink(snap: Snapshot) -> None:
-        # Called by the flush thread right after the swap: every request in this
-        # snapshot was recorded between the previous swap and now.
-        now = time.time()
-        with lock:
-            after, last_swap[0] = last_swap[0], now
-            taken.append((snap, after, now))
-            p = phases.of(after, now)
-            label = f"table of {p} players" if p else f"table grows from {PHASES[0]} to {PHASES[1]} players"
-            _print_snapshot(out, snap, label)
-
+    recorder = _Recorder(out, phases)
     out.write(f"callwatch demo: card-game server, {threads} threads, {duration:.0f} s "
               f"(table of {PHASES[0]} players, then {PHASES[1]}), flushing every {interval} s"
-              + (f" to Graphite at {graphite[0]}:{graphite[1]}" if graphite else " in-process (no Graphite)")
-              + "\n")
-    rt = callwatch.configure(cfg, on_snapshot=sink, strict=True)
+              + (f" to Graphite at {to[0]}:{to[1]}" if to else " in-process (no Graphite)") + "\n")
+    rt = callwatch.configure(cfg, on_snapshot=recorder, strict=True)
     assert rt is not None
-    workers = [threading.Thread(target=_worker, args=(n + 1, stop_at, switch_at, pause, phases), daemon=True)
-               for n in range(threads)]
-    try:
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    finally:
-        callwatch.shutdown()
+    _drive(threads, duration, pause, phases)
     points = rt.exporter.stats.points_sent
-
-    per_phase: dict[int, dict[str, Totals]] = {p: {} for p in PHASES}
-    for snap, after, until in taken:
-        p = phases.of(after, until)
-        if p is not None:
-            _add(per_phase[p], snap)
+    per_phase = recorder.per_phase()
     growth = _growth(per_phase)
     _print_summary(out, per_phase, growth)
     spikes = [sk for sk in rt.exporter.sinks if isinstance(sk, SpikeDetector)]
@@ -217,10 +233,10 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
         where = f", each posted as a Graphite event to {graphite_web}" if graphite_web else ""
         out.write(f"\n== Spikes: {spikes[0].spikes_seen} handler x function pairs jumped in calls per request "
                   f"when the table grew{where} (see the warnings above)\n")
-    if graphite is not None:
-        _print_graphite_hints(out, rt.exporter.namer, graphite, graphite_web, points, rt.exporter.buffered)
+    if to is not None:
+        _print_graphite_hints(out, cfg, to, graphite_web, points, rt.exporter.buffered)
     report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
-    return DemoResult(per_phase, growth, len(taken), points, report)
+    return DemoResult(per_phase, growth, len(recorder.taken), points, report)
 
 
 def _profiling_dir(output: str | Path | None, out: TextIO) -> Path | None:
@@ -249,7 +265,7 @@ class ProfileReport:
 def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileReport | None:
     """Split the deal dumps by table size, print the diff, draw the call graph."""
     from .. import analysis
-    from ..cli import callgraph
+    from .. import callgraph
 
     deal = dump_dir / "deal"
     root = dump_dir.parent
@@ -281,13 +297,12 @@ def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileRepo
         out.write(f"   {r.calls_a:>7.2f} -> {r.calls_b:>7.2f}  {ratio:>6}   {name}\n")
     out.write(f"   (the same with: callwatch diff {small} {big})\n")
     svg: Path | None = root / "deal-7-vs-2.svg"
-    args = argparse.Namespace(paths=[str(big)], output=str(svg), diff=str(small), highlight=["*get_player*"],
-                              node_threshold=0.5)
-    if shutil.which("dot") is None or callgraph.run(args) != 0:
-        out.write("   (no call graph: graphviz's dot is not installed)\n")
-        svg = None
-    else:
+    try:
+        callgraph.draw([big], root / "deal-7-vs-2.svg", diff=small, highlight=["*get_player*"])
         out.write(f"   call graph, grown calls in red: {svg}\n")
+    except (callgraph.CallgraphError, analysis.AnalysisError) as e:
+        out.write(f"   (no call graph: {e})\n")
+        svg = None
     return ProfileReport(small, big, svg, top)
 
 
@@ -350,16 +365,16 @@ def _print_summary(out: TextIO, per_phase: dict[int, dict[str, Totals]], growth:
     out.flush()
 
 
-def _print_graphite_hints(out: TextIO, namer: Namer, graphite: tuple[str, int],
+def _print_graphite_hints(out: TextIO, cfg: cwconfig.Config, graphite: tuple[str, int],
                           graphite_web: str | None, points: int, buffered: int) -> None:
-    base = namer.handler_metric("H", "x")[0].rsplit(".handler.H.", 1)[0]
-    target = f"{base}.handler.*.watch.Database_get_player.calls_per_request.mean"
+    p = Pattern.from_config(cfg)
+    target = p.watch("calls_per_request.mean", what="Database_get_player")
     out.write(f"\n== Graphite: {points} points sent to {graphite[0]}:{graphite[1]}"
               + (f", {buffered} still buffered (carbon unreachable?)" if buffered else "") + "\n")
     web = graphite_web or "http://GRAPHITE-WEB"
-    out.write(f"   metrics live under {base}.handler.<handler>...; for example:\n")
-    out.write(f"   curl -s '{web}/render?target={target}&from=-10min&format=json'\n")
-    out.write(f"   {web}/render?target={target}&from=-10min&width=900&height=400  (a PNG chart)\n")
+    q = urllib.parse.quote(target, safe="*.,()'=~$^")
+    out.write(f"   metrics live under {p.handler('<metric>', handler='<handler>')}; for example:\n")
+    out.write(f"   curl -s '{web}/render?target={q}&from=-10min&format=json'\n")
+    out.write(f"   {web}/render?target={q}&from=-10min&width=900&height=400  (a PNG chart)\n")
     if graphite_web:
         out.write(f"   curl -s '{web}/events/get_data?from=-1h&tags=callwatch'   (the spike events)\n")
-
