@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,32 @@ def test_a_lock_held_at_fork_time_does_not_hang_the_child() -> None:
             finally:
                 os._exit(1)
     assert wait_child(pid) == 0
+
+
+
+def test_a_forked_child_without_a_usable_slot_directory_gets_its_own_fallback_name(
+        tcp_receiver: TcpReceiver, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # refused as a slot directory
+    rt = callwatch.configure({"graphite": {"host": "127.0.0.1", "port": tcp_receiver.port, "interval": 60,
+                                           "prefix": "fb"},
+                              "naming": {"host": "h", "slot_dir": str(shared)}}, strict=True)
+    assert rt is not None and rt.worker == f"p{os.getpid() % 64}"
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            with callwatch.request("child_only"):
+                pass
+            callwatch.shutdown()
+        finally:
+            os._exit(0)
+    with callwatch.request("parent_only"):
+        pass
+    assert wait_child(pid) == 0
+    child = re.findall(rb"^fb\.h_(p\d+)\.handler\.child_only\.requests 1 ", tcp_receiver.data, re.M)
+    # the child's own name: from its pid, or the next one when that is the parent's
+    assert child in ([f"p{pid % 64}".encode()], [f"p{(pid + 1) % 64}".encode()]), tcp_receiver.data
+    assert child[0] != rt.worker.encode()
+    callwatch.shutdown()
+    assert f"fb.h_{rt.worker}.handler.parent_only.requests 1 ".encode() in tcp_receiver.data

@@ -5,8 +5,12 @@ wrap -> attribute -> aggregate -> graphyte -> carbon-cache -> graphite-web /rend
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +297,58 @@ def test_demo_spike_shows_up_as_a_graphite_event(graphite: Graphite) -> None:
     functions = {tuple(e["tags"])[3] for e in got if "deal" in e["tags"]}  # type: ignore[arg-type]
     assert "Database_get_player" in functions, (got, out.getvalue())
     assert "posted as a Graphite event" in out.getvalue()
+
+
+SLOTLESS_CHILD = """
+import sys
+import callwatch
+from callwatch.testing import FakeClock
+
+port, prefix, slot_dir, t0, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+clock = FakeClock(t0 + 1)
+with clock:
+    rt = callwatch.configure({"graphite": {"host": "127.0.0.1", "port": int(port), "interval": 10, "prefix": prefix},
+                              "naming": {"host": "h", "slot_dir": slot_dir}, "spikes": {"enabled": False}},
+                             clock=clock, start_thread=False, strict=True)
+    print(rt.worker, flush=True)
+    sys.stdin.readline()  # both processes hold their names now
+    for _ in range(n):
+        with callwatch.request("job"):
+            clock.advance(0.001)
+    callwatch.shutdown()  # the final flush sends interval t0
+"""
+
+
+@pytest.mark.parametrize("kind", ["owned by another user", "path too long"])
+def test_two_processes_without_a_usable_slot_directory_lose_nothing(graphite: Graphite, tmp_path: Path,
+                                                                     kind: str) -> None:
+    if kind == "owned by another user":
+        slot_dir = tmp_path / "theirs"
+        slot_dir.mkdir(mode=0o700)
+        if os.getuid() == 0:
+            os.chown(slot_dir, 65534, 65534)
+        else:
+            slot_dir.chmod(0o777)  # cannot give it away: a shared directory is refused the same way
+    else:
+        slot_dir = tmp_path / ("x" * 300)
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    children = [subprocess.Popen([sys.executable, "-c", SLOTLESS_CHILD, str(graphite.line_port), prefix,
+                                  str(slot_dir), str(t0), str(n)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for n in (100, 120)]
+    try:
+        workers = [c.stdout.readline().strip() for c in children]  # type: ignore[union-attr]
+        outs = [c.communicate("go\n", timeout=60) for c in children]
+    finally:
+        for c in children:
+            c.kill()
+    assert [c.returncode for c in children] == [0, 0], outs
+    assert workers[0] != workers[1] and all(w.startswith("p") for w in workers), workers
+    for _, err in outs:  # each says so, once
+        assert err.count("cannot take a worker slot") == 1, err
+    window = (t0 - 10, t0 + 20)
+    for worker, n in zip(workers, (100, 120)):
+        assert graphite.wait_for(f"{prefix}.h_{worker}.handler.job.requests", *window, bool) == {t0: n}
+    total = graphite.wait_for(f"sumSeries({prefix}.*.handler.job.requests)", *window, lambda p: p.get(t0) == 220)
+    assert total == {t0: 220}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from callwatch._slots import Slot, SlotError
+from callwatch._slots import FALLBACK_SLOTS, FallbackSlot, Slot, SlotError, take
 
 from conftest import TcpReceiver
 
@@ -43,6 +45,66 @@ def test_a_shared_directory_is_refused(tmp_path: Path) -> None:
     d.chmod(0o777)
     with pytest.raises(SlotError, match="is not a private directory"):
         Slot(d, "k").claim()
+
+
+def unusable_dirs(tmp_path: Path) -> list[Path]:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could plant lock files: refused
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    return [shared, a_file / "slots", tmp_path / ("x" * 300)]  # not private, not a directory, too long
+
+
+def test_an_unusable_slot_directory_gives_unique_fallback_names(tmp_path: Path) -> None:
+    pid = os.getpid()
+    for directory in unusable_dirs(tmp_path):
+        a, error = take(directory, "cw.h")
+        b, _ = take(directory, "cw.h")
+        assert isinstance(error, (OSError, SlotError)), directory
+        assert isinstance(a, FallbackSlot) and isinstance(b, FallbackSlot)
+        # held at once: different names, from pid mod 64 upwards
+        assert (a.name, b.name) == (f"p{pid % 64}", f"p{(pid + 1) % 64}")
+        a.release()
+        c, _ = take(directory, "cw.h")
+        assert c.name == a.name  # freed on release (and by the kernel when a process dies)
+        other, _ = take(directory, "other.app")
+        assert other.name == a.name  # keys do not share names
+        for s in (b, c, other):
+            s.release()
+    assert FALLBACK_SLOTS == 64
+
+
+def test_fallback_names_stay_within_the_cap(tmp_path: Path) -> None:
+    held = [FallbackSlot("cap.test") for _ in range(FALLBACK_SLOTS + 1)]
+    try:
+        for s in held:
+            s.claim()
+        names = [s.name for s in held]
+        assert sorted(names[:-1]) == sorted(f"p{n}" for n in range(FALLBACK_SLOTS))
+        assert names[-1] == f"pid{os.getpid()}"  # all 64 held: the pid, unique but unbounded
+    finally:
+        for s in held:
+            s.release()
+
+
+def test_the_fallback_is_said_once_per_process(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import callwatch
+    from callwatch import _runtime
+
+    monkeypatch.setattr(_runtime, "_fallback_warned", False)
+    shared, _, _ = unusable_dirs(tmp_path)
+    cfg = {"graphite": {"interval": 60, "prefix": "fb"}, "naming": {"host": "h", "slot_dir": str(shared)}}
+    with caplog.at_level(logging.WARNING, logger="callwatch"):
+        for _ in range(3):
+            rt = callwatch.configure(cfg, start_thread=False, strict=True)
+            assert rt is not None and rt.worker == f"p{os.getpid() % 64}"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"callwatch: cannot take a worker slot in {shared} ({shared} is not a private directory of this user "
+        f"(owner {os.getuid()}, mode 777); set naming.slot_dir to one); this process sends as worker "
+        f"p{os.getpid() % 64}, a name no other live process uses. Fix: set naming.slot_dir to a directory "
+        "that only this user can write"]
 
 
 CHILD = textwrap.dedent("""

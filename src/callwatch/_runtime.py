@@ -183,11 +183,9 @@ def _make_profiler(cfg: Config, collector: Collector, exporter: Exporter) -> Pro
         collector.record_profile(req.handler, req.elapsed_ns,
                                  [(r.label, r.calls, r.own_ns, r.cum_ns) for r in req.rows])
 
-    def watched_calls(state: list[Any]) -> dict[str, int]:
+    def watched_calls(state: Any) -> dict[str, int]:  # a _state.State
         entries = registry.entries
-        n = min(len(entries), len(state) // _state.SLOTS)
-        return {entries[k].name: state[_state.slots(k)[_state.CALLS]] for k in range(1, n)
-                if state[_state.slots(k)[_state.CALLS]]}
+        return {entries[k].name: n for k, n in _state.calls(state).items()}
 
     profiler = Profiler(cfg.profile, sink, watched_calls)
     exporter.hooks.append(profiler.on_flush)
