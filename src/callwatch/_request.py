@@ -104,16 +104,17 @@ def name_current(name: str) -> None:
 
 # One template for the sync and the async wrapper (they differ by ``async``/``await``
 # only), compiled once at import; the names it uses come in as closure cells, the fastest
-# lookup.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
+# lookup.  The profiler begins before the context is entered, so that nothing is left
+# set if it raises.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
 # configure() and FakeClock replace them after handlers are wrapped.
 _HANDLER = """\
 def make(fn, name, new_state, enter, leave, record):
     {kw}def handler(*args, **kwargs):
         st = new_state()
-        tok = enter(st)
-        err = 0
         p = profiler
         prof = p.begin(name) if p is not None else None
+        tok = enter(st)
+        err = 0
         t0 = _core._now()
         try:
             return {aw}fn(*args, **kwargs)
@@ -209,11 +210,11 @@ class Request:
 
     def __enter__(self) -> Request:
         self.state = st = _core.new_state()
-        self._token = _enter(st)
         p = self._p = profiler
         if p is not None:
             name = self.name
             self._prof = p.begin(name) if name is not None else p.begin(None, _call_name(self._hint))
+        self._token = _enter(st)
         self._t0 = _core._now()
         return self
 
