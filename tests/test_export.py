@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -334,3 +335,58 @@ def test_dimension_function_errors_are_located(tmp_path: Any) -> None:
         callwatch.configure(p, strict=True)
     assert str(ei.value) == (f"{p}:4: target: 'cwsample.storage' has no attribute 'players_off' (from "
                              "'cwsample.storage:players_off'). Fix: did you mean 'players_of'?")
+
+
+# -- the pipeline: swap -> stages -> naming -> buffer -> send -> sinks, then hooks ----------
+
+
+def test_stages_annotate_before_sending_and_sinks_see_what_was_sent(caplog: pytest.LogCaptureFixture) -> None:
+    from callwatch.aggregate import Collector, Registry, Snapshot
+    from callwatch.export import Exporter
+
+    clock, sender = FakeClock(T0), RecordingSender()
+    collector = Collector(Registry())
+    collector.set_start(T0)
+    seen: list[str] = []
+
+    def broken_stage(snap: Snapshot) -> None:
+        seen.append("broken stage")
+        raise RuntimeError("stage bug")
+
+    def spike_stage(snap: Snapshot) -> None:
+        seen.append("stage")
+        snap.spikes = {("login", "get_user", False): 3.5}
+
+    def sink(snap: Snapshot) -> None:
+        seen.append(f"sink after {len(sender.payloads)} payload(s), spikes {snap.spikes}")
+
+    exporter = Exporter(collector, Namer("cw", "h1"), sender, interval=10, clock=clock,
+                        stages=[broken_stage, spike_stage], sinks=[sink])
+    exporter.hooks.append(lambda: seen.append("hook"))
+    clock.advance(10)
+    with caplog.at_level(logging.ERROR, logger="callwatch"):
+        snap = exporter.flush()
+    assert snap is not None and (snap.start, snap.end) == (T0, T0 + 10)
+    assert seen == ["broken stage", "stage",
+                    "sink after 1 payload(s), spikes {('login', 'get_user', False): 3.5}", "hook"]
+    assert [r.getMessage().split(" <")[0] for r in caplog.records] == ["callwatch: snapshot stage"]
+    assert sender.lines == [f"cw.h1.handler.login.watch.get_user.spike 3.5 {T0}",
+                            f"cw.h1.callwatch.spikes_active 1 {T0}", f"cw.h1.callwatch.points_sent 0 {T0}",
+                            f"cw.h1.callwatch.points_dropped 0 {T0}", f"cw.h1.callwatch.send_errors 0 {T0}",
+                            f"cw.h1.callwatch.points_buffered 0 {T0}", f"cw.h1.callwatch.flush_ms 0.0 {T0}",
+                            f"cw.h1.callwatch.internal_errors 0 {T0}"]
+    seen.clear()
+    assert exporter.flush() is None  # no interval ended: only the hooks run
+    assert seen == ["hook"]
+
+
+def test_a_backlog_goes_in_batches_of_at_most_one_mebibyte(tcp_receiver: TcpReceiver) -> None:
+    from callwatch._buffer import SendBuffer
+
+    buffer = SendBuffer(GraphyteSender("127.0.0.1", tcp_receiver.port, timeout=2), 200_000, "test")
+    buffer.add([(f"m.n{i:06d}", 1, {}) for i in range(100_000)], T0)  # 100,000 lines of 23 bytes
+    buffer.send()
+    # 45,590 whole lines (1,048,570 bytes) fit in 1 MiB; two such batches, then the rest
+    assert [len(p) for p in tcp_receiver.received] == [1_048_570, 1_048_570, 202_860]
+    assert b"".join(tcp_receiver.received) == b"".join(b"m.n%06d 1 %d\n" % (i, T0) for i in range(100_000))
+    assert (buffer.stats.points_sent, len(buffer)) == (100_000, 0)
