@@ -8,6 +8,7 @@ API, summed over every worker slot and second: they must equal what was sent, ex
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -33,8 +34,8 @@ TESTS = Path(__file__).resolve().parent
 
 @contextmanager
 def server(cmd: list[str], port: int, config: Path, tmp_path: Path,
-           exit_codes: tuple[int, ...] = (0,)) -> Iterator[subprocess.Popen[bytes]]:
-    env = dict(os.environ, CALLWATCH_CONFIG=str(config),
+           exit_codes: tuple[int, ...] = (0,), env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ, **(env or {}), CALLWATCH_CONFIG=str(config),
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     log = open(tmp_path / "server.log", "wb")
     p = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -150,7 +151,6 @@ def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) 
     prefix, cfg = config_for(graphite, tmp_path)
     (port,) = free_ports(1)
     start = int(time.time())
-    in_flight_max = 0
 
     async def one(path: str) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -161,22 +161,24 @@ def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) 
         assert data.startswith(b"HTTP/1.1 200"), data[:100]
 
     async def main() -> None:
-        nonlocal in_flight_max
         paths = [f"/items/{1 + i % 4}" for i in range(240)] + ["/prices/3"] * 60
-        tasks = [asyncio.create_task(one(p)) for p in paths]
-        await asyncio.gather(*tasks)
-        in_flight_max = len(tasks)
+        await asyncio.wait_for(asyncio.gather(*(one(p) for p in paths)), 60)
 
     cmd = [sys.executable, "-m", "uvicorn", "apps.starlette_app:app", "--port", str(port),
            "--host", "127.0.0.1", "--log-level", "warning", "--backlog", "1024"]
-    # uvicorn ends by re-raising SIGTERM after its graceful shutdown: exit status -15
-    with server(cmd, port, cfg, tmp_path, exit_codes=(0, -signal.SIGTERM)):
+    # uvicorn ends by re-raising SIGTERM after its graceful shutdown: exit status -15.
+    # The app holds each request until 200 are in flight (at most 10 s), and counts the
+    # most in flight at once inside the middleware: 200 is reached only if the server
+    # really serves them concurrently.
+    with server(cmd, port, cfg, tmp_path, exit_codes=(0, -signal.SIGTERM), env={"APPS_IN_FLIGHT_GATE": "200"}):
         asyncio.run(main())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/in_flight", timeout=30) as r:
+            in_flight_max = json.loads(r.read())["max"]
     expected = {"GET_items_n.requests": 240, "GET_items_n.watch.aget_item.calls": 600,
                 "GET_items_n.watch.cache_get.calls": 240, "GET_prices_n.requests": 60,
                 "GET_prices_n.watch.get_item.calls": 180}
     assert totals(graphite, prefix, start, expected) == expected
-    assert in_flight_max >= 200
+    assert 200 <= in_flight_max <= 300
 
 
 def test_gevent_game_server_command_router_exact_totals(graphite: Graphite, tmp_path: Path) -> None:

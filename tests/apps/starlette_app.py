@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import asyncio
+import contextlib
+import os
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +21,43 @@ if os.environ.get("CALLWATCH_CONFIG"):  # set by the server tests; in-process te
     callwatch.configure(strict=True)  # under gunicorn --preload this runs in the master, before fork
 
 
+# Requests in flight at once, counted inside the middleware (tests/test_servers.py reads the
+# most seen through /in_flight).  With APPS_IN_FLIGHT_GATE=N, each request waits (at most
+# GATE_TIMEOUT s) until N are in flight, so that the count shows whether the server
+# really holds N at once, not how fast the client was.
+_GATE = int(os.environ.get("APPS_IN_FLIGHT_GATE", "0"))
+GATE_TIMEOUT = 10.0
+_gate_open = asyncio.Event()
+in_flight = 0
+in_flight_max = 0
+
+
+@contextlib.asynccontextmanager
+async def counted() -> AsyncIterator[None]:
+    global in_flight, in_flight_max
+    in_flight += 1
+    in_flight_max = max(in_flight_max, in_flight)
+    try:
+        if _GATE:
+            if in_flight >= _GATE:
+                _gate_open.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_gate_open.wait(), GATE_TIMEOUT)
+        yield
+    finally:
+        in_flight -= 1
+
+
+async def in_flight_stats(request: Request) -> JSONResponse:
+    return JSONResponse({"max": in_flight_max})
+
+
 async def items(request: Request) -> JSONResponse:
+    async with counted():
+        return await _items(request)
+
+
+async def _items(request: Request) -> JSONResponse:
     n = request.path_params["n"]
     for i in range(n):
         await shop.aget_item(i)
@@ -30,6 +67,11 @@ async def items(request: Request) -> JSONResponse:
 
 
 async def prices(request: Request) -> JSONResponse:
+    async with counted():
+        return await _prices(request)
+
+
+async def _prices(request: Request) -> JSONResponse:
     n = request.path_params["n"]
     total = 0
     for i in range(n):
@@ -58,4 +100,5 @@ app = ASGIMiddleware(Starlette(routes=[
     Route("/prices/{n:int}", prices),
     Route("/stream/{n:int}", stream),
     Route("/boom", boom),
+    Route("/in_flight", in_flight_stats),
 ]))
