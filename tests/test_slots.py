@@ -150,3 +150,30 @@ def test_processes_get_their_own_slots_and_a_successor_completes_the_interval(
 
 def b_start_of(sent: list[list[str]], worker: str) -> str:
     return next(t for n, _, t in sent if n == f"sl.h_{worker}.handler.job.requests")
+
+
+def test_configure_again_in_the_same_interval_under_a_fallback_name_resends_the_whole_interval(
+        tmp_path: Path) -> None:
+    import callwatch
+    from callwatch.testing import FakeClock, RecordingSender
+
+    shared, _, _ = unusable_dirs(tmp_path)
+    cfg = {"graphite": {"host": "unused.invalid", "interval": 10, "prefix": "fb"},
+           "naming": {"host": "h", "slot_dir": str(shared)}}
+    t0 = 1_700_000_000
+    clock, sender = FakeClock(t0 + 1), RecordingSender()
+    name = f"fb.h_p{os.getpid() % 64}.handler.job.requests"
+    with clock:
+        callwatch.configure(cfg, sender=sender, clock=clock, start_thread=False, strict=True)
+        for _ in range(3):
+            with callwatch.request("job"):
+                pass
+        clock.advance(2)
+        callwatch.configure(cfg, sender=sender, clock=clock, start_thread=False, strict=True)
+        assert sender.values()[(name, t0)] == 3
+        for _ in range(2):
+            with callwatch.request("job"):
+                pass
+        clock.advance(10)
+        callwatch.flush()
+    assert sender.values()[(name, t0)] == 5  # carbon keeps the last value: the whole interval
