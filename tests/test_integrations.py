@@ -239,3 +239,29 @@ def test_config_dimension_function_gets_the_framework_request() -> None:
         list(mw({"REQUEST_METHOD": "GET", "PATH_INFO": path}, lambda *a: None))
     got = {h: hs.requests for h, hs in snap().handlers.items()}
     assert got == {"GET_a": 3, ("GET_a", "depth", "1"): 1, ("GET_a", "depth", "3"): 2}
+
+
+def test_integrations_use_only_the_request_api() -> None:
+    """No integration reaches into the core: besides the public ``callwatch`` names, only
+    the public names of ``callwatch._request`` and its own ``_naming`` helpers."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for path in sorted((Path(callwatch.__file__).parent / "integrations").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                names = [a.name for a in node.names]
+                if module in ("..", "callwatch"):  # from .. import _core
+                    found += [f"{path.name}: from {module} import {n}" for n in names if n.startswith("_")]
+                elif module in (".._request", "callwatch._request"):
+                    found += [f"{path.name}: from {module} import {n}" for n in names if n.startswith("_")]
+                elif module.startswith((".._", "callwatch._")):
+                    found.append(f"{path.name}: from {module} import ...")
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: import {a.name}" for a in node.names if a.name.startswith("callwatch._")]
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "callwatch" and node.attr.startswith("_")):
+                found.append(f"{path.name}: callwatch.{node.attr}")
+    assert found == []
