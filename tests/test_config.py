@@ -252,3 +252,222 @@ def test_timeout_must_stay_under_the_interval(tmp_path: Path) -> None:
     assert errors(tmp_path, "graphite:\n  interval: 2\n  timeout: 3\n") == [
         "F:3: graphite.timeout: 3 s is not less than the interval (2 s), so one stuck send could hold up the "
         "next flush. Fix: use a timeout under 2 s, e.g. timeout: 0.5"]
+
+
+# --------------------------------------------------------------------------------------
+# Exact messages for the sections that had none (issue 10 §4)
+
+
+def test_spikes_section_messages(tmp_path: Path) -> None:
+    assert errors(tmp_path, """
+        spikes:
+          enabled: sometimes
+          factor: -2
+          floor: "3"
+          baseline_intervals: 2
+          min_requests: 0
+          windw: 3
+        """) == [
+        "F:2: spikes.enabled: expected true or false, got 'sometimes'. Fix: write 'enabled: true' or 'enabled: false'",
+        "F:3: spikes.factor: expected a number greater than 0, got -2. Fix: give a factor above 1, e.g. factor: 2",
+        "F:4: spikes.floor: expected a number greater than 0, got '3'. Fix: give calls per request, e.g. floor: 3",
+        "F:5: spikes.baseline_intervals: expected a number from 3 to 100000, got 2. Fix: give a count of intervals, "
+        "e.g. baseline_intervals: 30",
+        "F:6: spikes.min_requests: expected a number of at least 1, got 0. Fix: give a count, e.g. min_requests: 5",
+        "F:7: spikes.windw: unknown key 'windw'. Fix: remove it, or known keys are enabled, factor, floor, "
+        "baseline_intervals, min_requests",
+    ]
+
+
+def test_alerts_section_messages(tmp_path: Path) -> None:
+    assert errors(tmp_path, """
+        alerts:
+          window: 10 minutes
+          baseline: 1w
+          spike_critical: .nan
+          p99_warning_ms: 0
+          webhook: ftp://example
+        """) == [
+        "F:2: alerts.window: '10 minutes' is not allowed here. Fix: give a Graphite period, e.g. window: 10min",
+        "F:3: alerts.baseline: '1w' is not allowed here. Fix: give a Graphite period, e.g. baseline: 1h",
+        "F:4: alerts.spike_critical: expected a number greater than 0, got nan. Fix: give a factor, e.g. 4",
+        "F:5: alerts.p99_warning_ms: expected a number greater than 0, got 0. Fix: give ms, e.g. 500",
+        "F:6: alerts.webhook: 'ftp://example' is not allowed here. Fix: give a URL, e.g. webhook: "
+        "https://hooks.example/alerts",
+    ]
+    cfg = load(write(tmp_path, "alerts: {window: 5min, webhook: null}\n"), env={})
+    assert (cfg.alerts.window, cfg.alerts.webhook, cfg.alerts.baseline) == ("5min", None, "1h")
+
+
+def test_naming_section_messages(tmp_path: Path) -> None:
+    assert errors(tmp_path, """
+        naming:
+          host: "web 1"
+          worker: each
+          slot_dir: 7
+        """) == [
+        "F:2: naming.host: 'web 1' is not allowed here. Fix: use letters, digits, '_', '-' (dots become '_'), "
+        "'auto' for the short host name, or \"\" to leave the host out",
+        "F:3: naming.worker: expected auto or none, got 'each'. Fix: write 'worker: auto' (each process sends "
+        "under its own slot, e.g. web1_w0) or 'worker: none' (one process per host and prefix)",
+        "F:4: naming.slot_dir: expected a string, got 7. Fix: give a directory path, e.g. slot_dir: "
+        "/run/myapp/callwatch",
+    ]
+    cfg = load(write(tmp_path, "naming: {host: '', worker: none, slot_dir: /tmp/s}\n"), env={})
+    assert (cfg.host, cfg.worker, cfg.slot_dir) == ("", "none", "/tmp/s")
+
+
+def test_watch_mode_messages(tmp_path: Path) -> None:
+    assert errors(tmp_path, """
+        watch:
+          - {target: "m:f", mode: fast}
+          - {target: "sqlite3.Cursor.execute", mode: sampled}
+        """) == [
+        "F:2: watch[0].mode: expected wrap, count or sampled, got 'fast'. Fix: write 'mode: count' (calls only, "
+        "cheaper on Python 3.12+), 'mode: sampled' (a pattern over profiled functions), or leave it out",
+        "F:3: mode: 'mode: sampled' reads the sampled profiles, but there is no profile section. "
+        "Fix: add 'profile: {rate: 0.01}'",
+    ]
+
+
+def test_profile_messages_and_an_unwritable_dump_dir(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    assert errors(tmp_path, f"""
+        profile:
+          rate: 2
+          min_interval: -1
+          top: 0
+          dump_dir: {tmp_path}/afile/dumps
+          call_budget: {{get_user: many}}
+        """) == [
+        "F:2: profile.rate: expected a fraction from 0 to 1, got 2. Fix: write e.g. 'rate: 0.01' (1 %)",
+        "F:3: profile.min_interval: expected seconds (0 or more), got -1. Fix: write e.g. 'min_interval: 60' "
+        "(0 turns it off)",
+        "F:4: profile.top: expected a number from 1 to 1000, got 0. Fix: give a count, e.g. top: 10",
+        f"F:5: profile.dump_dir: '{tmp_path}/afile/dumps' is not a directory this process can write "
+        f"({tmp_path}/afile is not a directory). Fix: create it and let the application's user write to it, or "
+        "choose another directory, e.g. dump_dir: /var/tmp/callwatch-profiles",
+        "F:6: profile.call_budget.get_user: expected a whole number, got 'many'. Fix: give the most calls per "
+        "request that is normal, e.g. 5",
+    ]
+    cfg = load(write(tmp_path, f"profile: {{dump_dir: {tmp_path}/new/dumps}}\n"), env={})
+    assert cfg.profile is not None and cfg.profile.dump_dir == f"{tmp_path}/new/dumps"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+# --------------------------------------------------------------------------------------
+# Hosts, IPv6 and the environment (issue 11 #10)
+
+
+@pytest.mark.parametrize("written, host", [
+    ('"[::1]"', "::1"), ('"::1"', "::1"), ("127.0.0.1", "127.0.0.1"), ("carbon.example.", "carbon.example."),
+    ("fe80::1", "fe80::1"),
+])
+def test_graphite_host_is_normalized(tmp_path: Path, written: str, host: str) -> None:
+    assert load(write(tmp_path, f"graphite:\n  host: {written}\n"), env={}).graphite.host == host
+
+
+def test_a_host_with_a_port_or_junk_is_refused(tmp_path: Path) -> None:
+    fix = "Fix: give a host name or IP address, e.g. host: 127.0.0.1 (null: send nothing); the port goes in 'port:'"
+    assert errors(tmp_path, "graphite:\n  host: carbon:2003\n") == [
+        f"F:2: graphite.host: 'carbon:2003' is not a host name or IP address. {fix}"]
+    assert errors(tmp_path, "graphite:\n  host: \"[carbon]\"\n") == [
+        f"F:2: graphite.host: '[carbon]' is not a host name or IP address. {fix}"]
+
+
+@pytest.mark.parametrize("value, host, port", [
+    ("[::1]:2004", "::1", 2004), ("[::1]", "::1", 1), ("::1", "::1", 1), ("fe80::2", "fe80::2", 1),
+    ("carbon", "carbon", 1), ("carbon:2005", "carbon", 2005), ("10.0.0.1:7", "10.0.0.1", 7),
+])
+def test_callwatch_graphite_parses_ipv6(tmp_path: Path, value: str, host: str, port: int) -> None:
+    p = write(tmp_path, "graphite: {host: a, port: 1}\n")
+    g = load(p, env={"CALLWATCH_GRAPHITE": value}).graphite
+    assert (g.host, g.port) == (host, port)
+
+
+def test_callwatch_graphite_with_an_ambiguous_ipv6_port_is_refused() -> None:
+    with pytest.raises(ConfigError) as ei:
+        load(None, env={"CALLWATCH_GRAPHITE": "::1:2003"})
+    assert str(ei.value) == ("environment variable CALLWATCH_GRAPHITE: '::1:2003' is not HOST[:PORT] (ambiguous: an "
+                             "IPv6 address, or one with a port? Write [ADDRESS]:PORT). Fix: set e.g. "
+                             "CALLWATCH_GRAPHITE=127.0.0.1:2003, or [::1]:2003 for IPv6")
+
+
+def test_callwatch_disabled_uses_the_one_switch_parser() -> None:
+    for value, enabled in (("yes", False), ("ON", False), ("off", True), ("", True), (" 1 ", False)):
+        assert load(None, env={"CALLWATCH_DISABLED": value}).enabled is enabled, value
+
+
+# --------------------------------------------------------------------------------------
+# YAML merge keys, and all problems of a file in one run
+
+
+def test_merge_keys_are_supported_and_written_keys_win(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+        graphite: &g
+          <<: {interval: 30, port: 2004}
+          port: 2005
+        spikes:
+          <<: [{factor: 3}, {factor: 4, floor: 5}]
+        """)
+    cfg = load(p, env={})
+    assert (cfg.graphite.interval, cfg.graphite.port) == (30, 2005)
+    assert (cfg.spikes.factor, cfg.spikes.floor) == (3.0, 5.0)
+
+
+def test_merge_of_a_scalar_is_a_located_problem(tmp_path: Path) -> None:
+    assert errors(tmp_path, "graphite:\n  <<: 3\n") == [
+        "F:2: graphite: '<<' merges a mapping (or a list of mappings) into this one. Fix: write '<<: *name' where "
+        "'&name' marks a mapping"]
+
+
+def test_prepare_reports_schema_and_target_problems_together_by_line(tmp_path: Path) -> None:
+    from callwatch.config import prepare
+
+    p = write(tmp_path, """
+        watch:
+          - cwsample.storage:get_usr
+        graphite:
+          port: 0
+        handlers:
+          dimensions:
+            deal: {players: "cwsample.storage:nope"}
+        spikes: {factor: 0}
+        """)
+    with pytest.raises(ConfigError) as ei:
+        prepare(p, env={})
+    assert [str(x).replace(str(p), "F") for x in ei.value.problems] == [
+        "F:2: target: 'cwsample.storage' has no attribute 'get_usr' (from 'cwsample.storage:get_usr'). "
+        "Fix: did you mean 'get_user' or 'get_users'?",
+        "F:4: graphite.port: expected a number from 1 to 65535, got 0. Fix: use carbon's plaintext port, "
+        "e.g. port: 2003",
+        "F:7: target: 'cwsample.storage' has no attribute 'nope' (from 'cwsample.storage:nope'). "
+        "Fix: check the spelling and the module path",
+        "F:8: spikes.factor: expected a number greater than 0, got 0. Fix: give a factor above 1, e.g. factor: 2",
+    ]
+
+
+def test_prepare_returns_what_configure_needs(tmp_path: Path) -> None:
+    from callwatch.config import prepare
+
+    p = write(tmp_path, """
+        watch:
+          - {target: "cwsample.storage:Storage.get_table", group: db}
+        handlers:
+          dimensions:
+            deal: {who: "cwsample.storage:get_user"}
+        """)
+    import cwsample.storage as st
+
+    prepared = prepare(p, env={})
+    assert [(r.qualname, r.name, r.spec.group) for r in prepared.resolved] == [("Storage.get_table",
+                                                                                "Storage_get_table", "db")]
+    assert prepared.dimensions == {"deal": [("who", st.get_user)]}
+    assert prepared.warnings == [] and prepared.config.source == str(p)
+
+
+def test_load_of_a_disabled_config_resolves_nothing(tmp_path: Path) -> None:
+    from callwatch.config import prepare
+
+    prepared = prepare(write(tmp_path, "enabled: false\nwatch: [nosuchmodule:f]\n"), env={})
+    assert prepared.config.enabled is False and prepared.resolved == []

@@ -135,3 +135,204 @@ def test_endless_unique_names_stay_capped() -> None:
         per_handler[h] = per_handler.get(h, 0) + 1
     assert max(per_handler.values()) <= 10 + 1
     assert len(split) <= 51 * 11
+
+
+# --------------------------------------------------------------------------------------
+# Config bombs (issue 11 #3, #10): load and prepare raise ConfigError and nothing else,
+# quickly and in bounded memory.  Each runs in a subprocess with a memory cap and a
+# timeout, so a regression fails the test instead of taking the machine down.
+
+_LOAD = """
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+sys.path.insert(0, sys.argv[2])
+from callwatch.config import ConfigError, prepare
+t0 = time.perf_counter()
+try:
+    prepare(sys.argv[1], env={})
+    out = {"ok": True}
+except ConfigError as e:
+    out = {"problems": [str(p) for p in e.problems]}
+out["seconds"] = time.perf_counter() - t0
+print(json.dumps(out))
+"""
+TESTS = Path(__file__).resolve().parent
+
+
+def prepare_in_subprocess(tmp_path: Path, text: str) -> tuple[list[str], float]:
+    import subprocess
+    import sys
+
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text, encoding="utf-8")
+    r = subprocess.run([sys.executable, "-c", _LOAD, str(p), str(TESTS)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    return [x.replace(str(p), "F") for x in out.get("problems", [])], out["seconds"]
+
+
+def test_a_recursive_alias_is_a_located_problem(tmp_path: Path) -> None:
+    problems, _ = prepare_in_subprocess(tmp_path, "watch: &a [*a]\n")
+    assert problems == ["F:1: watch: an alias refers to the value that contains it (a recursive alias). Fix: point "
+                        "the alias at a value defined before it, or write the value out"]
+
+
+def test_deep_nesting_is_a_located_problem(tmp_path: Path) -> None:
+    problems, _ = prepare_in_subprocess(tmp_path, "graphite: {}\nwatch: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert problems == ["F:2: the values nest more than 50 levels deep. Fix: a callwatch configuration needs a few "
+                        "levels: flatten it"]
+
+
+def test_a_5000_digit_number_is_a_located_problem(tmp_path: Path) -> None:
+    problems, _ = prepare_in_subprocess(tmp_path, "graphite:\n  host: h\n  port: 1" + "0" * 5000 + "\n")
+    assert len(problems) == 1
+    assert problems[0].startswith("F:3: graphite.port: the value cannot be read (Exceeds the limit (4300 digits)")
+    assert problems[0].endswith(". Fix: write a shorter plain value")
+
+
+def test_billion_laughs_stops_at_the_value_cap_in_bounded_time(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):  # 10**9 leaves once expanded, in about 400 bytes
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("watch: *a8")
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 500
+    problems, seconds = prepare_in_subprocess(tmp_path, text)
+    assert problems == ["F:5: a4: the file holds more than 100,000 values once its aliases are expanded. Fix: write "
+                        "a smaller configuration (aliases that repeat aliases multiply)"]
+    assert seconds < 5
+
+
+def test_a_module_that_exits_on_import_is_a_located_problem(tmp_path: Path) -> None:
+    problems, _ = prepare_in_subprocess(tmp_path, "watch:\n  - cwsample.exits:f\n")
+    assert problems == ["F:2: target: importing 'cwsample.exits' called sys.exit(3). Fix: watch functions of a module "
+                        "that can be imported without exiting (move the exit under 'if __name__ == \"__main__\":')"]
+
+
+@pytest.mark.parametrize("target, message", [
+    ("builtins:len", "'builtins:len' is one of Python's built-in functions, which callwatch itself calls while it "
+     "records and flushes: watching it would count callwatch and can recurse. Fix: watch the function of your "
+     "application that calls it"),
+    ("callwatch.export:sanitize", "'callwatch.export:sanitize' is part of callwatch itself, which cannot watch its "
+     "own functions. Fix: watch a function of your application"),
+    ("callwatch._core:*", "'callwatch._core:*' is part of callwatch itself, which cannot watch its own functions. "
+     "Fix: watch a function of your application"),
+])
+def test_builtins_and_callwatch_itself_are_refused(tmp_path: Path, target: str, message: str) -> None:
+    # In a subprocess: were len() patched, this process would recurse in every flush.
+    import subprocess
+    import sys
+
+    p = tmp_path / "cw.yaml"
+    p.write_text(f"watch:\n  - \"{target}\"\n")
+    code = ("import sys, callwatch\n"
+            "try:\n    callwatch.configure(sys.argv[1], start_thread=False, strict=True)\n"
+            "except callwatch.ConfigError as e:\n    print(e)\n    sys.exit(0)\n"
+            "print('configured'); callwatch.flush(); callwatch.shutdown()\n")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, f"{p}:2: target: {message}\n"), r.stderr[-1000:]
+
+
+def test_200k_unknown_keys_are_reported_quickly_and_capped() -> None:
+    doc = {f"k{i}": 1 for i in range(200_000)}
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as ei:
+        load(doc, env={})
+    assert time.perf_counter() - t0 < 5
+    assert len(ei.value.problems) == 21
+    assert str(ei.value.problems[0]) == ("<dict>: k0: unknown key 'k0'. Fix: remove it, or known keys are enabled, "
+                                         "graphite, naming, watch, handlers, profile, spikes, alerts")
+    assert str(ei.value.problems[-1]) == ("<dict>: 199,980 more unknown keys. Fix: remove them; the known keys are "
+                                          "enabled, graphite, naming, watch, handlers, profile, spikes, alerts")
+
+
+def test_60k_unknown_keys_in_a_file_are_reported_quickly(tmp_path: Path) -> None:
+    problems, seconds = prepare_in_subprocess(tmp_path, "".join(f"k{i}: 1\n" for i in range(60_000)))
+    assert len(problems) == 21 and problems[1].startswith("F:1: 59,980 more unknown keys.")
+    assert seconds < 10
+
+
+def test_a_huge_file_or_prefix_is_refused_with_its_size(tmp_path: Path) -> None:
+    big = "x" * 5_000_000
+    with pytest.raises(ConfigError) as ei:
+        load({"graphite": {"prefix": big}}, env={})
+    assert str(ei.value) == ("<dict>: graphite.prefix: the value is 5,000,000 characters long; at most 200 are "
+                             "allowed. Fix: use letters, digits, '_' and '-', with '.' between parts, e.g. prefix: "
+                             "myapp.callwatch")
+    p = tmp_path / "big.yaml"
+    p.write_text(f"graphite:\n  prefix: {big}\n")
+    with pytest.raises(ConfigError) as ei:
+        load(p, env={})
+    assert str(ei.value) == (f"{p}: the file is 5,000,021 bytes; a configuration is at most 1,000,000. Fix: check "
+                             "that this is the configuration file")
+
+
+def test_a_self_referencing_dict_is_a_config_error() -> None:
+    doc: dict[str, object] = {}
+    doc["graphite"] = doc
+    with pytest.raises(ConfigError) as ei:
+        load(doc, env={})
+    assert str(ei.value) == ("<dict>: the values nest more than 50 levels deep (or refer to themselves). "
+                             "Fix: pass a plain configuration dict")
+
+
+def test_a_glob_over_10000_functions_is_refused_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callwatch.config import prepare
+
+    (tmp_path / "cwmany.py").write_text("".join(f"def f{i}():\n    return {i}\n" for i in range(10_000)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = tmp_path / "cw.yaml"
+    p.write_text("watch:\n  - cwsample.storage:get_user\n  - cwmany:f*\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as ei:
+        prepare(p, env={})
+    assert time.perf_counter() - t0 < 10
+    assert str(ei.value) == (f"{p}:3: target: 'cwmany:f*' matches 10,000 more function(s), which makes more than "
+                             "1,000 watched in all. Fix: narrow the pattern (e.g. 'Class.get_*') or list the "
+                             "functions you need: callwatch watches at most 1,000, as each adds series per handler "
+                             "and work per flush")
+
+
+def test_a_bracketed_ipv6_graphite_host_sends_to_loopback(tmp_path: Path) -> None:
+    import socket
+    import socketserver
+    import threading
+
+    from callwatch.testing import FakeClock
+
+    received: list[bytes] = []
+
+    class Collect(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data = b""
+            while chunk := self.request.recv(65536):
+                data += chunk
+            received.append(data)
+
+    class V6(socketserver.ThreadingTCPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+
+    srv = V6(("::1", 0), Collect)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        p = tmp_path / "cw.yaml"
+        p.write_text(f"graphite:\n  host: \"[::1]\"\n  port: {srv.server_address[1]}\n  prefix: v6\n"
+                     "naming: {host: h, worker: none}\nspikes: {enabled: false}\n")
+        clock = FakeClock(1_700_000_000)
+        with clock:
+            rt = callwatch.configure(p, clock=clock, start_thread=False, strict=True)
+            assert rt is not None and rt.config.graphite.host == "::1"
+            with callwatch.request("login"):
+                pass
+            clock.advance(10)
+            callwatch.flush()
+            callwatch.shutdown()
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"v6.h.handler.login.requests 1 1700000000\n" in b"".join(received)
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -201,3 +201,21 @@ def test_count_mode_counts_per_request_without_replacing_the_function() -> None:
         st.get_user(4)
     after = _core.collector.swap(0).handlers["after"]
     assert sum(fs.calls for fs in after.funcs.values()) == 0  # undone: no longer counted
+
+
+def test_only_imports_of_the_function_are_patched_not_a_variable_that_holds_it() -> None:
+    import cwsample.holder as holder
+
+    original, original_many = st.get_user, st.get_users
+    found, problems = resolve("cwsample.storage:get_user", "cwsample.storage:get_users")
+    assert problems == []
+    patches = _targets.patch(found)
+    try:
+        assert sorted(patches.aliases) == ["cwsample.holder.fetch_all", "cwsample.holder.get_user",
+                                           "cwsample.views.get_user"]
+        assert holder.get_user is st.get_user is not original  # from ... import get_user
+        assert holder.fetch_all is st.get_users is not original_many  # from ... import get_users as fetch_all
+        assert holder.ORIGINAL_GET_USER is original  # the user's own variable: left alone
+    finally:
+        patches.undo()
+    assert (holder.get_user, holder.fetch_all, holder.ORIGINAL_GET_USER) == (original, original_many, original)

@@ -197,7 +197,7 @@ def _dump_dir(chk: Checker, v: V | None) -> str | None:
         return None
     why = _unwritable(Path(s))
     if why:
-        chk.add(v, "profile.dump_dir", f"{show(s)} is not a directory this process can write ({why})",
+        chk.add(v, "profile.dump_dir", f"{s!r} is not a directory this process can write ({why})",
                 "create it and let the application's user write to it, or choose another directory, "
                 "e.g. dump_dir: /var/tmp/callwatch-profiles")
         return None

@@ -11,7 +11,7 @@ import difflib
 from typing import Any
 
 from ._model import Key, Problem
-from ._yaml import V, show
+from ._yaml import UNREADABLE, V, show
 
 #: Unknown keys reported per mapping; the rest are counted in one more problem, so a
 #: file of junk keys is reported in linear time with a readable list.
@@ -87,6 +87,8 @@ class Checker:
 
     def value(self, v: V, path: str, name: str, k: Key, default: Any) -> Any:
         x = v.value
+        if x is UNREADABLE:
+            return default  # already reported
         if x is None and k.nullable:
             return None
         read = getattr(self, "_" + k.kind)

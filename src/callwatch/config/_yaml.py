@@ -19,6 +19,9 @@ import yaml
 
 from ._model import ConfigError, Problem
 
+# libyaml's parser when PyYAML was built with it: the same events and marks, many times
+# faster than the pure-Python one on a large file.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 50
 MAX_VALUES = 100_000
@@ -32,6 +35,16 @@ class V:
     value: Any
     line: int | None  # 1-based; None for dict input
     key_line: int | None = None
+
+
+class Unreadable:
+    """A scalar YAML could not turn into a value (reported once, where it was read)."""
+
+    def __repr__(self) -> str:
+        return "an unreadable value"
+
+
+UNREADABLE = Unreadable()
 
 
 class _Stop(Exception):
@@ -59,7 +72,7 @@ def show(x: Any) -> str:
 class _Composer:
     """Nodes -> V, each node once (aliases share), counting expanded values."""
 
-    def __init__(self, loader: yaml.SafeLoader, where: str, problems: list[Problem]) -> None:
+    def __init__(self, loader: Any, where: str, problems: list[Problem]) -> None:
         self.loader = loader
         self.where = where
         self.problems = problems
@@ -99,7 +112,7 @@ class _Composer:
         except (ValueError, OverflowError) as e:
             self.problems.append(Problem(self.at(node), path, f"the value cannot be read ({e})",
                                          "write a shorter plain value"))
-            return None
+            return UNREADABLE
 
     def _mapping(self, node: yaml.MappingNode, path: str) -> tuple[V, int]:
         out: dict[str, V] = {}
@@ -147,16 +160,24 @@ class _Composer:
 def _check_depth(text: str, where: str) -> None:
     """Reject deep nesting from the parser's events (iterative), before composing."""
     depth = 0
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(ev, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                line = f":{ev.start_mark.line + 1}" if ev.start_mark is not None else ""
-                raise ConfigError([Problem(f"{where}{line}", "",
-                                           f"the values nest more than {MAX_DEPTH} levels deep",
-                                           "a callwatch configuration needs a few levels: flatten it")])
-        elif isinstance(ev, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if isinstance(ev, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(where, ev.start_mark)
+            elif isinstance(ev, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as e:
+        if "nesting depth" in str(e.problem):  # libyaml's own cap, reached while scanning ahead
+            raise _too_deep(where, e.problem_mark) from None
+        raise
+
+
+def _too_deep(where: str, mark: Any) -> ConfigError:
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return ConfigError([Problem(f"{where}{line}", "", f"the values nest more than {MAX_DEPTH} levels deep",
+                                "a callwatch configuration needs a few levels: flatten it")])
 
 
 def _syntax_error(e: yaml.YAMLError, where: str) -> ConfigError:
@@ -191,7 +212,7 @@ def read_yaml(path: Path, problems: list[Problem]) -> V:
     text = _text(path)
     try:
         _check_depth(text, where)
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as e:
         at = text[: e.position].count("\n") + 1
         ch = chr(e.character) if isinstance(e.character, int) else str(e.character)
