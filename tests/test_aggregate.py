@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from callwatch._state import DIMS, NAME, State
 from callwatch.aggregate import BACKGROUND, OVERFLOW, Collector, FuncStats, Registry
 
 
@@ -15,11 +16,11 @@ def make() -> tuple[Registry, Collector, int, int, int]:
     return reg, Collector(reg, max_handlers=2), a, b, g
 
 
-def state(reg: Registry, **slots: tuple[int, int]) -> list[int]:
-    st = [0] * reg.width
+def state(reg: Registry, **slots: tuple[int, int]) -> State:
+    """A finished request's state: entry index (the digits of the keyword) -> (calls, ns)."""
+    st = State()
     for k, (calls, ns) in slots.items():
-        i = int(k[1:])
-        st[3 * i], st[3 * i + 1] = calls, ns
+        st[int(k[1:])] = [calls, ns, 0]
     return st
 
 
@@ -27,10 +28,15 @@ def test_registry_layout_puts_the_group_first_and_reuses_entries() -> None:
     reg = Registry()
     f = reg.function("f", "db")
     assert [(e.name, e.is_group) for e in reg.entries] == [("__request__", False), ("db", True), ("f", False)]
-    assert f.group_index == 1 and reg.group_of == [-3, -2, 1] and reg.width == 9
-    assert reg.function("f", "db") is f and reg.width == 9
-    st = [0] * 3
-    assert reg.grow(st) == 0 and st == [0] * 9
+    assert f.group_index == 1 and reg.group_of == [-3, -2, 1]
+    assert reg.function("f", "db") is f and len(reg.entries) == 3
+
+
+def test_a_state_holds_only_what_the_request_touched() -> None:
+    st = State()
+    assert st[DIMS] == 0 and st[NAME] == 0 and dict(st) == {}  # header read: 0, nothing stored
+    st[5][0] += 1
+    assert dict(st) == {5: [1, 0, 0]}
 
 
 def test_record_sums_groups_and_keeps_per_request_maxima() -> None:
@@ -50,14 +56,56 @@ def test_background_records_have_no_response_time() -> None:
     assert (hs.requests, hs.sketch.count, hs.funcs[a].calls) == (0, 0, 1)
 
 
-def test_handler_cap_sends_new_names_to_overflow_for_good() -> None:
+def test_handler_cap_sends_new_names_to_overflow_while_the_places_are_in_use() -> None:
     reg, col, *_ = make()
     for name in ["h1", "h2", "h3", "h4", "h1", BACKGROUND]:
         col.record(name, 1, 0, state(reg))
     assert {n: hs.requests for n, hs in col.swap(0).handlers.items()} == {
         "h1": 2, "h2": 1, OVERFLOW: 2, BACKGROUND: 1}
-    col.record("h3", 1, 0, state(reg))  # still over the cap in the next interval
-    assert OVERFLOW in col.swap(0).handlers
+    for name in ["h3", "h1", "h2"]:  # the next interval: h1 and h2 still in use
+        col.record(name, 1, 0, state(reg))
+    assert {n: hs.requests for n, hs in col.swap(0).handlers.items()} == {
+        "h1": 1, "h2": 1, OVERFLOW: 1, BACKGROUND: 0}
+
+
+def test_names_of_a_scan_age_out_and_a_real_endpoint_seen_later_gets_its_own_series() -> None:
+    import random
+
+    from callwatch._limits import IDLE_INTERVALS
+
+    reg = Registry()
+    col = Collector(reg, max_handlers=200)
+    rng = random.Random(5)
+    for _ in range(300):  # a scan of random first path segments fills every place
+        col.record(f"GET_{rng.randrange(10**9)}", 1, 0, state(reg))
+    col.record("GET_orders", 1, 0, state(reg))
+    first = col.swap(0).handlers
+    assert "GET_orders" not in first and first[OVERFLOW].requests == 101
+    got = []
+    for _ in range(IDLE_INTERVALS + 1):  # the scan's names go unused
+        col.record("GET_orders", 1, 0, state(reg))
+        got.append("GET_orders" in col.swap(0).handlers)
+    assert got == [False] * (IDLE_INTERVALS - 1) + [True, True]
+    last = col.swap(0).handlers  # zeros still reported for the kept name, none for evicted ones
+    assert last["GET_orders"].requests == 0 and len(last) <= 200 + 2
+
+
+def test_dimension_values_age_out_too() -> None:
+    from callwatch._limits import IDLE_INTERVALS
+
+    reg, col, *_ = make()
+    col.max_dimension_values = 2
+    for value in ("a", "b", "c"):
+        st = state(reg)
+        st[DIMS] = {"k": value}
+        col.record("h", 1, 0, st)
+    assert ("h", "k", "c") not in col.swap(0).handlers
+    for _ in range(IDLE_INTERVALS):
+        col.swap(0)
+    st = state(reg)
+    st[DIMS] = {"k": "c"}
+    col.record("h", 1, 0, st)
+    assert col.swap(0).handlers[("h", "k", "c")].requests == 1
 
 
 def test_snapshot_reports_zeros_for_what_was_seen_before() -> None:
@@ -88,10 +136,10 @@ def test_dimensions_split_a_handler_and_are_capped() -> None:
     col.max_dimension_values = 2
     for players in (2, 7, 7, 9, 10):
         st = state(reg, **{f"k{a}": (players, 1)})
-        st[0] = {"players": str(players)}
+        st[DIMS] = {"players": str(players)}
         col.record("deal", 1, 0, st)
     st = state(reg)
-    st[1] = "renamed"  # callwatch.name_request() during the request
+    st[NAME] = "renamed"  # callwatch.name_request() during the request
     col.record("deal", 1, 0, st)
     snap = col.swap(0)
     got = {k: (hs.requests, hs.funcs[a].calls if a in hs.funcs else 0) for k, hs in snap.handlers.items()}

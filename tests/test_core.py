@@ -170,7 +170,8 @@ def test_functions_without_a_python_signature_get_the_generic_wrapper() -> None:
     import math
 
     w = callwatch.watch(name="sqrt")(math.sqrt)
-    assert python_wrapper(w).__code__.co_name == "watched"  # type: ignore[attr-defined]
+    generic = inspect.signature(python_wrapper(w), follow_wrapped=False)  # type: ignore[arg-type]
+    assert str(generic) == "(*args, **kwargs)"
     with callwatch.request("r"):
         assert w(16.0) == 4.0
     assert calls(snap(), "r")["sqrt"][0] == 1

@@ -18,36 +18,33 @@ import contextvars
 import functools
 import inspect
 import keyword
-import os
+import textwrap
 import time
 import types
 from typing import Any, Awaitable, Callable, TypeVar, cast
 
-from . import aggregate
-from .aggregate import BACKGROUND, Collector, Registry
+from . import _env, _state
+from ._state import ACTIVE, CALLS, NS, State
+from .aggregate import BACKGROUND as _BACKGROUND, Collector, Entry, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 registry = Registry()
 collector = Collector(registry)
 
-_current: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "callwatch_request", default=None
-)
+_current: contextvars.ContextVar[State | None] = contextvars.ContextVar("callwatch_request", default=None)
 _get = _current.get
 _set = _current.set
 _reset = _current.reset
-_record = collector.record
-# What _record does, inlined in the handler wrappers: an append, and a batch fold now and
-# then (see Collector.record).  ``pending`` is never rebound, so these stay valid.
-_pending = collector.pending
-_push = _pending.append
-_fold = collector.fold
-_BATCH = aggregate.FOLD_BATCH
-_grow = registry.grow
+# A watched call outside any request is a "background" request of its own (the collector
+# is never rebound, so its methods are bound once here).
+_bg_start = collector.background_started
+_bg_done = collector.background_done
 #: The clock for durations.  Wrappers look it up as a module global on each call so
 #: that ``callwatch.testing.FakeClock`` can replace it.
 _now = time.perf_counter_ns
+#: A fresh request state (see ``_state``).
+new_state = _state.new_state
 
 #: Set on every wrapper callwatch makes: the watched entry (or handler name).
 MARK = "__callwatch__"
@@ -57,7 +54,7 @@ MARK = "__callwatch__"
 # ``use_speedups`` is read when a function is wrapped.
 _speedups: Any
 try:
-    if os.environ.get("CALLWATCH_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
+    if _env.flag("CALLWATCH_PURE_PYTHON"):
         raise ImportError("CALLWATCH_PURE_PYTHON is set")
     from . import _speedups
 except ImportError:
@@ -75,19 +72,7 @@ def set_clock(fn: Callable[[], int]) -> None:
 
 def disabled_by_env() -> bool:
     """``CALLWATCH_DISABLED`` turns decorators into no-ops (read when they are applied)."""
-    return os.environ.get("CALLWATCH_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def new_state() -> list[int]:
-    return [0] * registry.width
-
-
-def current_state() -> list[int] | None:
-    return _get()
-
-
-def _background_done(state: list[int]) -> None:
-    _record(BACKGROUND, -1, 0, state)
+    return _env.flag("CALLWATCH_DISABLED")
 
 
 # --------------------------------------------------------------------------------------
@@ -100,156 +85,158 @@ def make_watched(fn: F, name: str, group: str | None = None) -> F:
     if inspect.iscoroutinefunction(fn):
         wrapper: Callable[..., Any] = _async_watched(fn, entry)
     else:
-        wrapper = _generated_watched(fn, entry) or _generic_watched(fn, entry)
+        wrapper = _generated_watched(fn, entry)
         if use_speedups and _speedups is not None:
-            functools.update_wrapper(wrapper, fn)
-            c = 3 * entry.index
-            gi = entry.group_index
+            _copy_attributes(wrapper, fn)
             try:
-                wrapper = _speedups.Watched(fn, _current, wrapper, c, c + 1, c + 2,
-                                            3 * gi + 1 if gi >= 0 else -1, 3 * gi + 2 if gi >= 0 else -1)
+                wrapper = _speedups.Watched(fn, _current, wrapper, entry.index, entry.group_index,
+                                            CALLS, NS, ACTIVE)
             except TypeError:  # e.g. a ContextVar replaced by a library: keep the Python wrapper
                 pass
-    functools.update_wrapper(wrapper, fn)
+        elif inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            wrapper = _generator_function(wrapper, fn)
+    _copy_attributes(wrapper, fn)
     setattr(wrapper, MARK, entry)
     return cast(F, wrapper)
 
 
-def _generic_watched(fn: Callable[..., Any], entry: aggregate.Entry) -> Callable[..., Any]:
-    c = 3 * entry.index
-    s = c + 1
-    d = c + 2
-    gi = entry.group_index
-    gs = 3 * gi + 1
-    gd = 3 * gi + 2
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        st = _get()
-        if st is None:
-            st = [0] * registry.width
-            tok = _set(st)
+def _copy_attributes(wrapper: Callable[..., Any], fn: Callable[..., Any]) -> None:
+    """``functools.update_wrapper``, plus the public attributes that it misses because
+    they live on ``fn``'s type (``lru_cache``'s ``cache_info``, ``cache_clear``...)."""
+    functools.update_wrapper(wrapper, fn)
+    if type(fn) is types.FunctionType or not isinstance(wrapper, types.FunctionType):
+        return  # a plain function's are all in __dict__; the C wrapper reads fn's itself
+    for attr in dir(fn):
+        if not attr.startswith("_") and not hasattr(wrapper, attr):
             try:
-                return watched(*args, **kwargs)
-            finally:
-                _reset(tok)
-                _background_done(st)
+                setattr(wrapper, attr, getattr(fn, attr))
+            except (AttributeError, TypeError):
+                pass
+
+
+def _generator_function(counted: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A generator (or async generator) function around ``counted``, so that ``inspect``
+    and frameworks that look (FastAPI's dependencies) see what ``fn`` is.  The call is
+    counted when the generator starts, in the request that starts it."""
+    if inspect.isgeneratorfunction(fn):
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            return (yield from counted(*args, **kwargs))
+
+        return generator
+
+    async def async_generator(*args: Any, **kwargs: Any) -> Any:
+        inner = counted(*args, **kwargs)
         try:
-            active = st[d]
-        except IndexError:
-            active = _grow(st)
-        st[c] += 1
-        if active:
-            return fn(*args, **kwargs)
-        st[d] = 1
-        g = 0
-        if gi >= 0:
-            g = st[gd]
-            st[gd] = g + 1
-        t0 = _now()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            t = _now() - t0
-            st[s] += t
-            if gi >= 0:
-                if not g:
-                    st[gs] += t
-                st[gd] = g
-            st[d] = 0
+            value = await inner.__anext__()
+            while True:
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as e:  # thrown in: pass it on
+                    value = await inner.athrow(e)
+                else:
+                    value = await inner.asend(sent)
+        except StopAsyncIteration:
+            return
 
-    return watched
+    return async_generator
 
 
-def _async_watched(fn: Callable[..., Awaitable[Any]], entry: aggregate.Entry) -> Callable[..., Any]:
+def _async_watched(fn: Callable[..., Awaitable[Any]], entry: Entry) -> Callable[..., Any]:
     # Concurrent awaits of one function inside one request (asyncio.gather) overlap, so
-    # the active slot is a depth counter and the time added is the union of the
-    # intervals: the slot goes negative by t0 when the first call starts and gets t1
-    # back when the last one ends.
-    c = 3 * entry.index
-    s = c + 1
-    d = c + 2
-    gi = entry.group_index
-    gs = 3 * gi + 1
-    gd = 3 * gi + 2
+    # ACTIVE is a depth counter and the time added is the union of the intervals: NS
+    # goes negative by t0 when the first call starts and gets t1 back when the last ends.
+    k = entry.index
+    gk = entry.group_index
 
     async def watched(*args: Any, **kwargs: Any) -> Any:
         st = _get()
+        tok = None
         if st is None:
-            st = [0] * registry.width
+            st = State()
             tok = _set(st)
-            try:
-                return await watched(*args, **kwargs)
-            finally:
-                _reset(tok)
-                _background_done(st)
-        try:
-            active = st[d]
-        except IndexError:
-            active = _grow(st)
-        st[c] += 1
-        st[d] = active + 1
+            _bg_start(st)
+        e = st[k]
+        e[CALLS] += 1
+        active = e[ACTIVE]
+        e[ACTIVE] = active + 1
         t0 = _now()
         if not active:
-            st[s] -= t0
-        if gi >= 0:
-            g = st[gd]
-            st[gd] = g + 1
-            if not g:
-                st[gs] -= t0
+            e[NS] -= t0
+        if gk >= 0:
+            g = st[gk]
+            n = g[ACTIVE]
+            g[ACTIVE] = n + 1
+            if not n:
+                g[NS] -= t0
         try:
             return await fn(*args, **kwargs)
         finally:
             t1 = _now()
-            active = st[d] - 1
-            st[d] = active
+            active = e[ACTIVE] - 1
+            e[ACTIVE] = active
             if not active:
-                st[s] += t1
-            if gi >= 0:
-                g = st[gd] - 1
-                st[gd] = g
-                if not g:
-                    st[gs] += t1
+                e[NS] += t1
+            if gk >= 0:
+                n = g[ACTIVE] - 1
+                g[ACTIVE] = n
+                if not n:
+                    g[NS] += t1
+            if tok is not None:
+                _reset(tok)
+                _bg_done(st)
 
     return watched
 
 
+# Outside any request the wrapper makes a background state and runs the same body in the
+# same frame (not a second call of itself: a watched call costs one frame of recursion
+# depth), so the body is written once and placed twice.
 _TEMPLATE = """\
-def _cw_make(_cw_fn, _cw_c, _cw_s, _cw_d, _cw_gs, _cw_gd{defaults}):
+def _cw_make(_cw_fn, _cw_k, _cw_gk{defaults}):
     def _cw_watched({params}):
         _cw_st = _get()
         if _cw_st is None:
-            _cw_st = [0] * registry.width
+            _cw_st = State()
             _cw_tok = _set(_cw_st)
+            _bg_start(_cw_st)
             try:
-                return _cw_watched({call})
+{background}
             finally:
                 _reset(_cw_tok)
-                _background_done(_cw_st)
-        try:
-            _cw_a = _cw_st[_cw_d]
-        except IndexError:
-            _cw_a = _grow(_cw_st)
-        _cw_st[_cw_c] += 1
-        if _cw_a:
-            return _cw_fn({call})
-        _cw_st[_cw_d] = 1
-{enter}        _cw_t0 = _now()
-        try:
-            return _cw_fn({call})
-        finally:
-{leave}            _cw_st[_cw_d] = 0
+                _bg_done(_cw_st)
+{body}
     return _cw_watched
 """
+_BODY = """\
+_cw_e = _cw_st[_cw_k]
+_cw_e[{CALLS}] += 1
+if _cw_e[{ACTIVE}]:
+    return _cw_fn({call})
+_cw_e[{ACTIVE}] = 1
+{enter}_cw_t0 = _now()
+try:
+    return _cw_fn({call})
+finally:
+{leave}    _cw_e[{ACTIVE}] = 0
+"""
 _ENTER_PLAIN = ""
-_LEAVE_PLAIN = "            _cw_st[_cw_s] += _now() - _cw_t0\n"
-_ENTER_GROUP = "        _cw_g = _cw_st[_cw_gd]\n        _cw_st[_cw_gd] = _cw_g + 1\n"
-_LEAVE_GROUP = (
-    "            _cw_t = _now() - _cw_t0\n"
-    "            _cw_st[_cw_s] += _cw_t\n"
-    "            if not _cw_g:\n"
-    "                _cw_st[_cw_gs] += _cw_t\n"
-    "            _cw_st[_cw_gd] = _cw_g\n"
+_LEAVE_PLAIN = "    _cw_e[{NS}] += _now() - _cw_t0\n"
+_ENTER_GROUP = (
+    "_cw_g = _cw_st[_cw_gk]\n"
+    "_cw_gn = _cw_g[{ACTIVE}]\n"
+    "_cw_g[{ACTIVE}] = _cw_gn + 1\n"
 )
+_LEAVE_GROUP = (
+    "    _cw_t = _now() - _cw_t0\n"
+    "    _cw_e[{NS}] += _cw_t\n"
+    "    if not _cw_gn:\n"
+    "        _cw_g[{NS}] += _cw_t\n"
+    "    _cw_g[{ACTIVE}] = _cw_gn\n"
+)
+_LAYOUT = {"CALLS": CALLS, "NS": NS, "ACTIVE": ACTIVE}
 
 
 def _signature_code(fn: Callable[..., Any]) -> tuple[str, str, dict[str, Any]] | None:
@@ -302,58 +289,56 @@ def _signature_code(fn: Callable[..., Any]) -> tuple[str, str, dict[str, Any]] |
     return ", ".join(params), ", ".join(call), defaults
 
 
-def _generated_watched(fn: Callable[..., Any], entry: aggregate.Entry) -> Callable[..., Any] | None:
-    sig = _signature_code(fn)
-    if sig is None:
-        return None
+def _generated_watched(fn: Callable[..., Any], entry: Entry) -> Callable[..., Any]:
+    """The wrapper with ``fn``'s own parameter list, or ``*args, **kwargs`` (generic)."""
+    sig = _signature_code(fn) or ("*args, **kwargs", "*args, **kwargs", {})
     params, call, defaults = sig
     grouped = entry.group_index >= 0
+    body = _BODY.format(
+        call=call,
+        enter=(_ENTER_GROUP if grouped else _ENTER_PLAIN).format(**_LAYOUT),
+        leave=(_LEAVE_GROUP if grouped else _LEAVE_PLAIN).format(**_LAYOUT),
+        **_LAYOUT,
+    )
     src = _TEMPLATE.format(
         defaults="".join(", " + k for k in defaults),
         params=params,
-        call=call,
-        enter=_ENTER_GROUP if grouped else _ENTER_PLAIN,
-        leave=_LEAVE_GROUP if grouped else _LEAVE_PLAIN,
+        background=textwrap.indent(body, " " * 16).rstrip("\n"),
+        body=textwrap.indent(body, " " * 8).rstrip("\n"),
     )
     namespace: dict[str, Any] = {}
     # Executed with this module's globals, so the wrapper sees ``_now`` swaps.
-    exec(compile(src, f"<callwatch wrapper of {fn.__qualname__}>", "exec"), globals(), namespace)
-    c = 3 * entry.index
-    gi = entry.group_index
-    made = namespace["_cw_make"](fn, c, c + 1, c + 2, 3 * gi + 1, 3 * gi + 2, *defaults.values())
+    exec(compile(src, f"<callwatch wrapper of {getattr(fn, '__qualname__', fn)!r}>", "exec"), globals(), namespace)
+    made = namespace["_cw_make"](fn, entry.index, entry.group_index, *defaults.values())
     return cast(Callable[..., Any], made)
 
 
-def add_call(entry: aggregate.Entry, ns: int) -> None:
+def add_call(entry: Entry, ns: int) -> None:
     """Count one call of ``entry`` that took ``ns``, measured by someone else (e.g. a
     library's before/after events rather than a wrapper)."""
     st = _get()
+    background = st is None
     if st is None:
-        st = [0] * registry.width
-        _add_slots(st, entry, ns)
-        _background_done(st)
-        return
-    if len(st) < registry.width:
-        _grow(st)
-    _add_slots(st, entry, ns)
-
-
-def _add_slots(st: list[Any], e: aggregate.Entry, ns: int) -> None:
-    c = 3 * e.index
-    st[c] += 1
-    if not st[c + 2]:  # not inside a wrapped call of the same entry
-        st[c + 1] += ns
-    if e.group_index >= 0 and not st[3 * e.group_index + 2]:
-        st[3 * e.group_index + 1] += ns
+        st = State()
+    e = st[entry.index]
+    e[CALLS] += 1
+    if not e[ACTIVE]:  # not inside a wrapped call of the same entry
+        e[NS] += ns
+    if entry.group_index >= 0:
+        g = st[entry.group_index]
+        if not g[ACTIVE]:
+            g[NS] += ns
+    if background:
+        collector.record(_BACKGROUND, -1, 0, st)
 
 
 def make_keyed_watched(fn: F, key_of: Callable[..., str], name_of: Callable[[str], str],
                        group: str | None, max_keys: int = 64) -> F:
     """Like ``make_watched``, with one metric per key of the call (e.g. per redis command:
     ``redis_GET``, ``redis_SET``).  At most ``max_keys`` keys; the rest share ``other``."""
-    entries: dict[str, aggregate.Entry] = {}
+    entries: dict[str, Entry] = {}
 
-    def entry_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> aggregate.Entry:
+    def entry_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
         try:
             key = str(key_of(*args, **kwargs))
         except Exception:

@@ -4,9 +4,9 @@ sys.monitoring calls one callback at the start of the code objects we enable
 (``set_local_events``), so the function itself is not replaced: no wrapper frame, and
 copies bound anywhere (``from x import f``, callbacks, closures) are counted too.  The
 callback attributes the call to the current request like a wrapper does, but only counts:
-it cannot time the call (that would need a second event per return).  Measured
-(benchmarks/monitoring.py): about 72 ns per call against about 200 ns for the counting and
-timing wrapper.  On Python 3.10/3.11 ``mode: count`` falls back to the wrapper.
+it cannot time the call (that would need a second event per return); what that saves
+against the counting and timing wrapper: benchmarks/monitoring.py.  On Python 3.10/3.11
+``mode: count`` falls back to the wrapper.
 """
 
 from __future__ import annotations
@@ -15,30 +15,19 @@ import sys
 from typing import Any, Callable
 
 from . import _core
-from .aggregate import BACKGROUND
+from .aggregate import Entry
 
 AVAILABLE = sys.version_info >= (3, 12)
 _TOOL_NAME = "callwatch"
 
-_slots: dict[Any, int] = {}  # code object -> the calls slot of its entry
+_entries: dict[Any, Entry] = {}  # code object -> its watched entry
 _tool: int | None = None
 
 
 def _on_start(code: Any, offset: int) -> None:
-    slot = _slots.get(code)
-    if slot is None:
-        return
-    st = _core._get()
-    if st is None:
-        st = [0] * _core.registry.width
-        st[slot] += 1
-        _core._record(BACKGROUND, -1, 0, st)
-        return
-    try:
-        st[slot] += 1
-    except IndexError:
-        _core._grow(st)
-        st[slot] += 1
+    entry = _entries.get(code)
+    if entry is not None:
+        _core.add_call(entry, 0)  # counted only: no time (see the module docstring)
 
 
 def _ensure_tool() -> int | None:
@@ -65,12 +54,11 @@ def count(func: Any, name: str, group: str | None) -> Callable[[], None] | None:
     if tool is None:
         return None
     mon = sys.monitoring  # type: ignore[attr-defined]
-    entry = _core.registry.function(name, group)
-    _slots[code] = 3 * entry.index
+    _entries[code] = _core.registry.function(name, group)
     mon.set_local_events(tool, code, mon.get_local_events(tool, code) | mon.events.PY_START)
 
     def undo() -> None:
-        _slots.pop(code, None)
+        _entries.pop(code, None)
         mon.set_local_events(tool, code, 0)
 
     return undo

@@ -2,14 +2,15 @@
  *
  * Same contract as the Python wrapper that _core generates per signature (and which stays
  * as the fallback, and as this wrapper's slow path): per call, look up the request's state
- * (a list of ints) in the ContextVar, count the call, and add the time of outermost calls
- * (and of the outermost call of its group).  Everything else -- a call outside any request
- * (no state), a state allocated before newer entries existed (too short), anything that is
- * not the plain list of ints this code expects -- goes to the Python wrapper unchanged.
+ * (a dict: entry index -> record, see _state.py) in the ContextVar, count the call in the
+ * entry's record, and add the time of outermost calls (and of the outermost call of its
+ * group).  The record offsets (_state.CALLS, NS, ACTIVE) are given when a function is
+ * wrapped.  A call outside any request (no state), or anything that is not the dict of
+ * lists of ints this code expects, goes to the Python wrapper unchanged.
  *
- * Why C: measured around real I/O (benchmarks/macro.py), the generated Python wrapper costs
- * ~0.75 us of CPU per call, because after each syscall the interpreter's code and data are
- * cold again; this path runs a few hundred instructions instead of ~50 bytecodes.
+ * Why C: around real I/O the interpreter's code and data are cold again after each
+ * syscall, and this path runs far fewer instructions than the generated Python wrapper
+ * (benchmarks/in_situ.py and benchmarks/macro.py measure both).
  *
  * Nothing here may break the user's call: an error while counting is cleared and the
  * call's own result (or exception) is returned as it was.
@@ -98,43 +99,81 @@ typedef struct {
     PyObject_HEAD
     PyObject *fn;     /* the watched function */
     PyObject *var;    /* the ContextVar with the request's state */
-    PyObject *slow;   /* the Python wrapper: calls outside requests, short states */
-    Py_ssize_t c, s, d, gs, gd;  /* slots: calls, ns, active; the group's ns, active (-1: none) */
-    Py_ssize_t need;  /* len(state) needed for these slots */
+    PyObject *slow;   /* the Python wrapper: calls outside requests, odd states */
+    PyObject *key;    /* the entry's index in the state */
+    PyObject *gkey;   /* its group's index, or NULL */
+    Py_ssize_t calls, ns, active;  /* offsets in a record */
+    Py_ssize_t need;  /* len(record) needed for these offsets */
     PyObject *dict;
     PyObject *weakreflist;
     vectorcallfunc vectorcall;
 } Watched;
 
+/* The entry's record in the state (a new reference), made on first touch; NULL with an
+ * error set when the state holds something else there. */
+static PyObject *
+get_record(Watched *w, PyObject *st, PyObject *key)
+{
+    PyObject *rec = PyDict_GetItemWithError(st, key);
+    if (rec == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        rec = PyList_New(w->need);
+        if (rec == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < w->need; i++)
+            PyList_SET_ITEM(rec, i, PyLong_FromLong(0));
+        /* setdefault: the allocation may have run a finalizer that made the record
+         * already (a watched call in the same request); keep that one. */
+        PyObject *kept = PyDict_SetDefault(st, key, rec);
+        Py_DECREF(rec);
+        rec = kept;
+        if (rec == NULL)
+            return NULL;
+    }
+    if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < w->need) {
+        PyErr_SetString(PyExc_TypeError, "callwatch: not a state record");
+        return NULL;
+    }
+    return Py_NewRef(rec);
+}
+
 static PyObject *
 watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Watched *w = (Watched *)op;
-    PyObject *st = NULL;
+    PyObject *st = NULL, *rec = NULL, *grec = NULL;
     if (PyContextVar_Get(w->var, NULL, &st) < 0)
         return NULL;
-    if (st == NULL || !PyList_CheckExact(st) || PyList_GET_SIZE(st) < w->need) {
+    if (st == NULL || !PyDict_Check(st)) {
         Py_XDECREF(st);
         return PyObject_Vectorcall(w->slow, args, nargsf, kwnames);
     }
-    /* st: a strong reference held until the end (the ContextVar may be reset meanwhile). */
-    long long active = slot_get(st, w->d);
-    long long g = 0;
+    /* st, rec, grec: strong references held until the end (the ContextVar may be reset
+     * meanwhile). */
+    long long active, g = 0;
     long long t0 = 0, t1 = 0;
     int timed = 0;
+    rec = get_record(w, st, w->key);
+    if (rec == NULL)
+        goto count_failed;
+    active = slot_get(rec, w->active);
     if (active == -1 && PyErr_Occurred())
         goto count_failed;
-    if (slot_add(st, w->c, 1) < 0)
+    if (slot_add(rec, w->calls, 1) < 0)
         goto count_failed;
     if (!active) {
-        if (w->gd >= 0) {
-            g = slot_get(st, w->gd);
+        if (w->gkey != NULL) {
+            grec = get_record(w, st, w->gkey);
+            if (grec == NULL)
+                goto count_failed;
+            g = slot_get(grec, w->active);
             if (g == -1 && PyErr_Occurred())
                 goto count_failed;
-            if (slot_set(st, w->gd, g + 1) < 0)
+            if (slot_set(grec, w->active, g + 1) < 0)
                 goto count_failed;
         }
-        if (slot_set(st, w->d, 1) < 0 || now_ns(&t0) < 0)
+        if (slot_set(rec, w->active, 1) < 0 || now_ns(&t0) < 0)
             goto count_failed;
         timed = 1;
     }
@@ -146,25 +185,24 @@ count_failed:
 
 call:;
     PyObject *result = PyObject_Vectorcall(w->fn, args, nargsf, kwnames);
-    if (!timed) {
-        Py_DECREF(st);
-        return result;
-    }
-    /* Keep the call's own exception (if any) across the bookkeeping below. */
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    /* The list may have grown (a newer entry) but never shrinks: the slots are still there. */
-    if (now_ns(&t1) == 0) {
-        long long t = t1 - t0;
-        if (slot_add(st, w->s, t) == 0 && w->gd >= 0) {
-            if (!g)
-                (void)(slot_add(st, w->gs, t) == 0);
-            (void)(slot_set(st, w->gd, g) == 0);
+    if (timed) {
+        /* Keep the call's own exception (if any) across the bookkeeping below. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (now_ns(&t1) == 0) {
+            long long t = t1 - t0;
+            if (slot_add(rec, w->ns, t) == 0 && grec != NULL) {
+                if (!g)
+                    (void)(slot_add(grec, w->ns, t) == 0);
+                (void)(slot_set(grec, w->active, g) == 0);
+            }
         }
+        (void)(slot_set(rec, w->active, 0) == 0);
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
     }
-    (void)(slot_set(st, w->d, 0) == 0);
-    PyErr_Clear();
-    PyErr_Restore(et, ev, tb);
+    Py_XDECREF(grec);
+    Py_XDECREF(rec);
     Py_DECREF(st);
     return result;
 }
@@ -173,10 +211,10 @@ static PyObject *
 watched_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     PyObject *fn, *var, *slow;
-    Py_ssize_t c, s, d, gs, gd;
-    static char *kwlist[] = {"fn", "var", "slow", "c", "s", "d", "gs", "gd", NULL};
+    Py_ssize_t k, gk, calls, ns, active;
+    static char *kwlist[] = {"fn", "var", "slow", "k", "gk", "calls", "ns", "active", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnnnnn:Watched", kwlist, &fn, &var, &slow,
-                                     &c, &s, &d, &gs, &gd))
+                                     &k, &gk, &calls, &ns, &active))
         return NULL;
     if (!PyCallable_Check(fn) || !PyCallable_Check(slow)) {
         PyErr_SetString(PyExc_TypeError, "Watched: fn and slow must be callable");
@@ -186,26 +224,28 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Watched: var must be a ContextVar");
         return NULL;
     }
-    if (c < 0 || s < 0 || d < 0 || (gd >= 0 && gs < 0)) {
-        PyErr_SetString(PyExc_ValueError, "Watched: bad slots");
+    if (k <= 0 || calls < 0 || ns < 0 || active < 0) {
+        PyErr_SetString(PyExc_ValueError, "Watched: bad entry or offsets");
         return NULL;
     }
     Watched *w = (Watched *)type->tp_alloc(type, 0);
     if (w == NULL)
         return NULL;
+    w->key = PyLong_FromSsize_t(k);
+    w->gkey = gk > 0 ? PyLong_FromSsize_t(gk) : NULL;
+    if (w->key == NULL || (gk > 0 && w->gkey == NULL)) {
+        Py_DECREF(w);
+        return NULL;
+    }
     w->fn = Py_NewRef(fn);
     w->var = Py_NewRef(var);
     w->slow = Py_NewRef(slow);
-    w->c = c;
-    w->s = s;
-    w->d = d;
-    w->gs = gs;
-    w->gd = gd;
-    Py_ssize_t need = c;
-    if (s > need) need = s;
-    if (d > need) need = d;
-    if (gd >= 0 && gs > need) need = gs;
-    if (gd > need) need = gd;
+    w->calls = calls;
+    w->ns = ns;
+    w->active = active;
+    Py_ssize_t need = calls;
+    if (ns > need) need = ns;
+    if (active > need) need = active;
     w->need = need + 1;
     w->vectorcall = watched_vectorcall;
     return (PyObject *)w;
@@ -228,6 +268,8 @@ watched_clear(Watched *w)
     Py_CLEAR(w->var);
     Py_CLEAR(w->slow);
     Py_CLEAR(w->dict);
+    Py_CLEAR(w->key);
+    Py_CLEAR(w->gkey);
     return 0;
 }
 

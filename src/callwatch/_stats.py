@@ -1,0 +1,238 @@
+"""What an interval's numbers are made of: the watched entries, per-handler statistics,
+snapshots, and the response-time sketch (with its plain-data form for other processes).
+
+No logic of adding requests lives here (see ``_table``); these are the types that the
+interval table fills, the exporter reads and the worker hand-off serialises.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any, Iterable, Mapping, Tuple, Union
+
+from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
+
+#: Handler name for watched calls made outside any handler (cron jobs, startup code...).
+BACKGROUND = "_background"
+#: Handler name that collects requests once ``handlers.max_handlers`` names are in use.
+OVERFLOW = "_other"
+#: Dimension values beyond ``max_dimension_values`` per handler and dimension.
+OTHER_VALUE = "_other"
+HEADER = "__request__"
+
+#: A handler's table key: its name, or (name, dimension, value) for a split by dimension.
+HandlerKey = Union[str, Tuple[str, str, str]]
+
+#: Relative accuracy of the response-time percentiles (DDSketch guarantee: 1 %).
+SKETCH_ACCURACY = 0.01
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One watched function (``group_index`` is its group's entry, or -1) or one group."""
+
+    index: int
+    name: str
+    group: str | None
+    is_group: bool
+    group_index: int = -1
+
+
+class Registry:
+    """The watched entries: each gets an index, its key in every request's state.
+
+    Entries are keyed by (name, group) and never removed, so watching the same function
+    again after ``shutdown()``/``configure()`` reuses its entry.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Entry 0 stands for the request itself (its header), never for a function.
+        self.entries: list[Entry] = [Entry(0, HEADER, None, False, -3)]
+        self._by_key: dict[tuple[str, str | None, bool], Entry] = {}
+        #: entry index -> its group's entry index (-1: no group; -2: is a group; -3: header).
+        self.group_of: list[int] = [-3]
+
+    def group(self, name: str) -> Entry:
+        return self._add(name, None, is_group=True, group_index=-1)
+
+    def function(self, name: str, group: str | None) -> Entry:
+        gi = self.group(group).index if group else -1
+        return self._add(name, group, is_group=False, group_index=gi)
+
+    def _add(self, name: str, group: str | None, *, is_group: bool, group_index: int) -> Entry:
+        key = (name, group, is_group)
+        with self._lock:
+            entry = self._by_key.get(key)
+            if entry is None:
+                entry = Entry(len(self.entries), name, group, is_group, group_index)
+                # group_of first: a state may name the entry as soon as it is in entries
+                self.group_of.append(-2 if is_group else group_index)
+                self.entries.append(entry)
+                self._by_key[key] = entry
+            return entry
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+
+@dataclass
+class FuncStats:
+    """Per handler, per watched function or group, over one interval."""
+
+    calls: int = 0
+    calls_max: int = 0  # most calls in one request
+    ns: int = 0
+    ns_max: int = 0  # most time in one request
+
+    def merge(self, other: FuncStats) -> None:
+        self.calls += other.calls
+        self.calls_max = max(self.calls_max, other.calls_max)
+        self.ns += other.ns
+        self.ns_max = max(self.ns_max, other.ns_max)
+
+
+@dataclass
+class HandlerStats:
+    """One handler over one interval."""
+
+    requests: int = 0
+    errors: int = 0
+    ns: int = 0  # response time, summed
+    ns_max: int = 0
+    sketch: DDSketch = field(default_factory=lambda: DDSketch(SKETCH_ACCURACY))
+    funcs: dict[int, FuncStats] = field(default_factory=dict)
+
+    def merge(self, other: HandlerStats) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.ns += other.ns
+        self.ns_max = max(self.ns_max, other.ns_max)
+        if other.sketch.count:
+            self.sketch.merge(other.sketch)
+        for k, fs in other.funcs.items():
+            mine = self.funcs.get(k)
+            if mine is None:
+                mine = self.funcs[k] = FuncStats()
+            mine.merge(fs)
+
+    def quantile_ns(self, q: float) -> float:
+        """The ``q`` quantile of the response times, within the interval's [min, max]:
+        the sketch answers with its bin's value (up to 1 % off), which for one request
+        could otherwise exceed the max reported beside it."""
+        value = self.sketch.get_quantile_value(q)
+        if value is None:
+            return 0.0
+        return float(min(max(value, self.sketch._min), self.sketch._max))
+
+
+@dataclass
+class ProfileStats:
+    """The profiled requests of one handler over one interval, summed per function."""
+
+    requests: int = 0
+    ns: int = 0  # their response time
+    funcs: dict[str, list[int]] = field(default_factory=dict)  # label -> [calls, own_ns, cum_ns]
+
+
+@dataclass
+class Snapshot:
+    """Everything measured in ``[start, end)`` (wall-clock seconds)."""
+
+    start: float
+    end: float
+    handlers: dict[HandlerKey, HandlerStats]
+    entries: tuple[Entry, ...]
+    profiles: dict[str, ProfileStats] = field(default_factory=dict)
+    #: per handler, the profiled functions to report (a stable, bounded set)
+    profile_top: dict[str, list[str]] = field(default_factory=dict)
+    #: (handler, entry name, is group) -> calls per request / baseline, while spiking
+    spikes: dict[tuple[str, str, bool], float] = field(default_factory=dict)
+
+
+def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
+    """``sketch.add(v)`` for each of ``values`` (ints >= 0), with the same bins.
+
+    DDSketch.add costs ~0.5 us a value in Python; here the keys are computed with C-level
+    ``map`` over the very expression LogarithmicMapping.key uses
+    (``ceil(log(v, 2) * multiplier) + offset``), then counted, then added per bin.
+    """
+    mapping = sketch._mapping
+    if type(mapping) is not LogarithmicMapping or not values or min(values) < 0:
+        for v in values:
+            sketch.add(v)
+        return
+    low = mapping.min_possible
+    positive = [v for v in values if v > low]
+    keys: Iterable[int] = map(math.ceil, map(mapping._multiplier.__rmul__, map(math.log, positive, repeat(2))))
+    offset = mapping._offset
+    if offset:
+        keys = (int(k + offset) for k in keys)
+    store_add = sketch._store.add
+    for key, n in Counter(keys).items():
+        store_add(key, float(n))
+    zeros = len(values) - len(positive)
+    if zeros:
+        sketch._zero_count += float(zeros)
+    sketch._count += float(len(values))
+    sketch._sum += float(sum(values))
+    lo, hi = min(values), max(values)
+    if lo < sketch._min:
+        sketch._min = lo
+    if hi > sketch._max:
+        sketch._max = hi
+
+
+def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:
+    """The sketch's bins as plain data (for handing an interval to another process)."""
+    store = sketch._store  # DenseStore: public ``bins`` and ``offset``
+    bins = [[store.offset + i, c] for i, c in enumerate(store.bins) if c]
+    return {"bins": bins, "zero": sketch._zero_count}
+
+
+def sketch_from_json(data: Mapping[str, Any]) -> DDSketch:
+    sketch = DDSketch(SKETCH_ACCURACY)
+    mapping = LogarithmicMapping(SKETCH_ACCURACY)
+    for key, count in data.get("bins", ()):
+        sketch.add(mapping.value(int(key)), float(count))  # the bin's own value: same bin
+    if data.get("zero"):
+        sketch.add(0.0, float(data["zero"]))
+    return sketch
+
+
+def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
+    """A snapshot keyed by entry *names*, not this process's entry indices."""
+    handlers = {}
+    for name, hs in snap.handlers.items():
+        funcs = []
+        for k, fs in hs.funcs.items():
+            e = snap.entries[k]
+            funcs.append([e.name, e.group, e.is_group, fs.calls, fs.calls_max, fs.ns, fs.ns_max])
+        key = name if isinstance(name, str) else "\x00".join(name)
+        handlers[key] = {"requests": hs.requests, "errors": hs.errors, "ns": hs.ns, "ns_max": hs.ns_max,
+                          "sketch": sketch_to_json(hs.sketch), "funcs": funcs}
+    return {"start": snap.start, "end": snap.end, "handlers": handlers}
+
+
+def snapshot_from_json(data: Mapping[str, Any], registry: Registry) -> Snapshot:
+    """Rebuild a snapshot written by another process, mapping names to our entries."""
+    handlers: dict[HandlerKey, HandlerStats] = {}
+    for name, h in data["handlers"].items():
+        hs = HandlerStats(int(h["requests"]), int(h["errors"]), int(h["ns"]), int(h["ns_max"]),
+                          sketch_from_json(h["sketch"]))
+        for ename, group, is_group, calls, calls_max, ns, ns_max in h["funcs"]:
+            e = registry.group(ename) if is_group else registry.function(ename, group)
+            hs.funcs[e.index] = FuncStats(int(calls), int(calls_max), int(ns), int(ns_max))
+        parts = str(name).split("\x00")
+        handlers[(parts[0], parts[1], parts[2]) if len(parts) == 3 else parts[0]] = hs
+    return Snapshot(float(data["start"]), float(data["end"]), handlers, tuple(registry.entries))
+
+
+def share(part_ns: int, whole_ns: int) -> float:
+    """Percent of ``whole_ns`` spent in ``part_ns`` (0 when there is no whole)."""
+    return 100.0 * part_ns / whole_ns if whole_ns > 0 else 0.0

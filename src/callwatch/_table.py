@@ -1,0 +1,220 @@
+"""The interval table: finished requests added per handler, in batches.
+
+Requests are added a batch at a time: per request only its touched entries are walked
+(see ``_state``), then each entry's numbers over the batch are summed and maxed with
+C-level ``sum``/``max``.  Groups: a group's calls in a request are its members' calls, added
+up here; its time is what the wrappers measured for the group (members nested in members
+counted once).
+
+Background states that are still running (a watched worker loop outside any handler) are
+reported at each swap by what they gained since the last report (``REPORTED``), and the
+rest when they finish.
+
+Every method here runs under the collector's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._limits import Limiter
+from ._state import CALLS, DIMS, NAME, NS, REPORTED, State, records
+from ._stats import BACKGROUND, OTHER_VALUE, OVERFLOW, FuncStats, HandlerKey, HandlerStats, sketch_add_many
+
+#: A finished request: (handler, ns, error, state); ns < 0: background calls.
+Item = tuple[str, int, int, Any]
+
+
+class IntervalTable:
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.table: dict[HandlerKey, HandlerStats] = {}
+        # Handler -> entries it ever called: later intervals report zeros for them, so
+        # a count that drops to 0 shows as 0 rather than as a gap.
+        self.seen: dict[HandlerKey, set[int]] = {}
+        #: Background states still running, by id (see module docstring).  Never
+        #: rebound: the hot path holds its methods.
+        self.live: dict[int, State] = {}
+        self.internal_errors = 0
+
+    def add(self, batch: list[Item], group_of: list[int]) -> None:
+        by_handler: dict[str, list[Item]] = {}
+        for item in batch:
+            state = item[3]
+            if not isinstance(state, State):
+                self.internal_errors += 1
+                continue
+            if item[1] < 0 and REPORTED in state:  # reported in part by an earlier swap
+                item = (item[0], item[1], item[2], unreported(state)[0])
+            key = state[NAME] or item[0]  # renamed during the request
+            items = by_handler.get(key)
+            if items is None:
+                by_handler[key] = [item]
+            else:
+                items.append(item)
+        for handler, items in by_handler.items():
+            try:
+                self._add_requests(handler, items, group_of)
+            except Exception:
+                self.internal_errors += len(items)
+
+    def _add_requests(self, handler: str, items: list[Item], group_of: list[int]) -> None:
+        # Requests of one handler; those with dimensions are also added to their split
+        # tables, keyed by the handler name as admitted.
+        hs = self.table.get(handler)
+        if hs is None:
+            hs, handler = self._new_handler(handler)
+        _add_batch(hs, items, group_of)
+        splits: dict[tuple[str, str, str], list[Item]] = {}
+        for item in items:
+            dims = item[3][DIMS]
+            if dims:
+                for key, value in dims.items():
+                    splits.setdefault((handler, key, value), []).append(item)
+        for dk, its in splits.items():
+            ds = self.table.get(dk)
+            if ds is None:
+                ds = self._new_split(dk)
+            _add_batch(ds, its, group_of)
+
+    def _new_handler(self, handler: str) -> tuple[HandlerStats, str]:
+        if handler != BACKGROUND and not self.limiter.handler(handler):
+            handler = OVERFLOW
+            hs = self.table.get(OVERFLOW)
+            if hs is not None:
+                return hs, handler
+        hs = self.table[handler] = HandlerStats()
+        return hs, handler
+
+    def _new_split(self, key: tuple[str, str, str]) -> HandlerStats:
+        handler, dim, value = key
+        if not self.limiter.dimension_value(handler, dim, value):
+            key = (handler, dim, OTHER_VALUE)
+            hs = self.table.get(key)
+            if hs is not None:
+                return hs
+        hs = self.table[key] = HandlerStats()
+        return hs
+
+    def live_deltas(self) -> list[Item]:
+        """What the running background states gained since the last report, as requests
+        to add now; they remember it (``REPORTED``) so it is not added again."""
+        out: list[Item] = []
+        for state in list(self.live.values()):
+            delta, now = unreported(state)
+            if delta:
+                out.append((BACKGROUND, -1, 0, delta))
+            state[REPORTED] = now
+        return out
+
+    def take(self) -> dict[HandlerKey, HandlerStats]:
+        """The filled table, zero-filled for what each handler called before; a new one
+        starts."""
+        table, self.table = self.table, {}
+        for key in self.limiter.take_evicted():
+            self.seen = {k: v for k, v in self.seen.items()
+                         if k != key and not (isinstance(k, tuple) and (k[0] == key or k == key))}
+        self.limiter.tick()
+        for name, hs in table.items():
+            self.seen.setdefault(name, set()).update(hs.funcs)
+        for name, seen in self.seen.items():
+            stats = table.get(name)
+            if stats is None:
+                stats = table[name] = HandlerStats()
+            for k in seen:
+                if k not in stats.funcs:
+                    stats.funcs[k] = FuncStats()
+        return table
+
+    def restore(self, handlers: dict[HandlerKey, HandlerStats]) -> None:
+        for name, hs in handlers.items():
+            mine = self.table.get(name)
+            if mine is None:
+                mine = self.table[name] = HandlerStats()
+            mine.merge(hs)
+
+    def reset(self) -> None:
+        self.table = {}
+        self.seen = {}
+        self.live.clear()
+        self.limiter.reset()
+
+
+def unreported(state: State) -> tuple[State, dict[int, tuple[int, int]]]:
+    """(what ``state`` has beyond its REPORTED part, everything it has now)."""
+    before: dict[int, tuple[int, int]] = state.get(REPORTED) or {}
+    delta = State()
+    now: dict[int, tuple[int, int]] = {}
+    for k, rec in records(state):
+        b_calls, b_ns = before.get(k, (0, 0))
+        calls, ns = rec[CALLS], rec[NS]
+        if ns < 0:  # an async call in flight: its time is added when it ends
+            ns = b_ns
+        now[k] = (calls, ns)
+        if calls != b_calls or ns != b_ns:
+            delta[k] = [calls - b_calls, ns - b_ns, 0]
+    return delta, now
+
+
+def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns: tuple[int, ...]) -> None:
+    """Add entry ``k``'s calls and time over a batch of requests (one value per request)."""
+    fs = funcs.get(k)
+    if fs is None:
+        fs = funcs[k] = FuncStats()
+    fs.calls += sum(calls)
+    m = max(calls)
+    if m > fs.calls_max:
+        fs.calls_max = m
+    if min(ns) < 0:  # a state read while an async call was still running: count 0 for it
+        ns = tuple([t if t > 0 else 0 for t in ns])
+    fs.ns += sum(ns)
+    m = max(ns)
+    if m > fs.ns_max:
+        fs.ns_max = m
+
+
+def _add_batch(hs: HandlerStats, items: list[Item], group_of: list[int]) -> None:
+    """Add finished requests ``(handler, ns, error, state)`` to one handler's table."""
+    timed = [it[1] for it in items if it[1] >= 0]  # not background calls
+    if timed:
+        hs.requests += len(timed)
+        hs.errors += sum([it[2] for it in items if it[1] >= 0])
+        hs.ns += sum(timed)
+        m = max(timed)
+        if m > hs.ns_max:
+            hs.ns_max = m
+        sketch_add_many(hs.sketch, timed)
+    columns: dict[int, list[tuple[int, int]]] = {}  # entry -> (calls, ns) per request
+    for item in items:
+        state = item[3]
+        groups: dict[int, int] | None = None
+        for k, rec in state.items():
+            if k <= 0:
+                continue
+            g = group_of[k]
+            if g == -2:  # a group: its calls are its members', below; its time is its own
+                continue
+            calls = rec[CALLS]
+            col = columns.get(k)
+            if col is None:
+                columns[k] = [(calls, rec[NS])]
+            else:
+                col.append((calls, rec[NS]))
+            if g >= 0:
+                if groups is None:
+                    groups = {g: calls}
+                else:
+                    groups[g] = groups.get(g, 0) + calls
+        if groups:
+            for g, calls in groups.items():
+                grec = state.get(g)
+                pair = (calls, grec[NS] if grec is not None else 0)
+                col = columns.get(g)
+                if col is None:
+                    columns[g] = [pair]
+                else:
+                    col.append(pair)
+    funcs = hs.funcs
+    for k, col in columns.items():
+        calls_col, ns_col = zip(*col)
+        _add_column(funcs, k, calls_col, ns_col)
