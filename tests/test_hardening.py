@@ -182,6 +182,10 @@ def test_deep_nesting_is_a_located_problem(tmp_path: Path) -> None:
     problems, _ = prepare_in_subprocess(tmp_path, "graphite: {}\nwatch: " + "[" * 5000 + "]" * 5000 + "\n")
     assert problems == ["F:2: the values nest more than 50 levels deep. Fix: a callwatch configuration needs a few "
                         "levels: flatten it"]
+    block = "".join("  " * i + "a:\n" for i in range(200)) + "  " * 200 + "b: 1\n"
+    problems, _ = prepare_in_subprocess(tmp_path, block)
+    assert problems == ["F:51: the values nest more than 50 levels deep. Fix: a callwatch configuration needs a few "
+                        "levels: flatten it"]
 
 
 def test_a_5000_digit_number_is_a_located_problem(tmp_path: Path) -> None:

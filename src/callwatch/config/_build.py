@@ -12,7 +12,7 @@ from ._check import Checker, default_of, join, keys_of, kind
 from ._model import (MODULE, PRESET_NAMES, QUALNAME, SAFE_NAME, SECTIONS, AlertsConfig, Config, GraphiteConfig,
                      HandlersConfig, Key, NamingConfig, Problem, ProfileConfig, SpikesConfig, WatchTarget)
 from ._net import short_hostname
-from ._yaml import V, show
+from ._yaml import UNREADABLE, V, show
 
 TOP_KEYS = tuple(s.name for s in SECTIONS)
 ENV_CONFIG = "CALLWATCH_CONFIG"
@@ -29,6 +29,8 @@ def build(root: V, chk: Checker) -> Config:
     if root.value is None:
         root = V({}, root.line)
     top = chk.mapping(root, "", TOP_KEYS)
+    for name, v in top.items():  # where each section starts, for problems found later (prepare)
+        chk.lines[name] = chk.loc(V(None, v.key_line if v.key_line is not None else v.line))
     enabled = True
     if "enabled" in top:
         enabled = chk.value(top["enabled"], "enabled", "enabled", _key(Config, "enabled"), True)
@@ -140,7 +142,7 @@ def _string_map(chk: Checker, v: V | None, path: str, k: Key, what: str) -> dict
     if not isinstance(v.value, dict):
         chk.add(v, path, f"expected a mapping of {what}, got {kind(v.value)}", k.fix)
         return {}
-    return dict(v.value)
+    return {name: item for name, item in v.value.items() if item.value is not UNREADABLE}  # reported already
 
 
 def _handlers(chk: Checker, v: V | None) -> HandlersConfig:
