@@ -28,20 +28,32 @@ from __future__ import annotations
 import functools
 import inspect
 from types import TracebackType
-from typing import Any, Awaitable, Callable, TypeVar, cast
+from typing import Any, Awaitable, Callable, Protocol, TypeVar, cast
 
 from . import _core
-from ._state import DIMS, NAME
+from ._state import DIMS, NAME, State
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-__all__ = ["NullScope", "Request", "UNNAMED", "add_dimension", "config_dimensions",
+__all__ = ["NullScope", "ProfilerHooks", "Request", "UNNAMED", "add_dimension", "config_dimensions",
            "dimension_functions", "make_handler", "name_current", "profiler"]
 
-#: The sampling profiler (callwatch.profiling.Profiler) when ``profile:`` is configured:
-#: ``begin(name, hint=None) -> token | None`` and ``end(token, name, elapsed_ns, state)``.
-profiler: Any = None
+class ProfilerHooks(Protocol):
+    """What a request needs of the sampling profiler (``callwatch.profiling.Profiler``)."""
+
+    def begin(self, name: str | None, hint: str | None = None) -> Any:
+        """At the start: a token if this request is profiled, else None.  ``name`` is None
+        when the handler is named only after routing; ``hint`` then stands for it."""
+
+    def end(self, token: Any, name: str, elapsed_ns: int, state: State) -> None:
+        """At the end of a profiled request, with its final name."""
+
+    def after_fork_in_child(self) -> None: ...
+
+
+#: The sampling profiler when ``profile:`` is configured (set by configure()).
+profiler: ProfilerHooks | None = None
 
 #: handler name -> [(dimension, function)], from the config's handlers.dimensions.
 dimension_functions: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
@@ -57,12 +69,12 @@ _leave = _core._current.reset
 # What every request does at its end (and during it, for dimensions and names)
 
 
-def _end_profile(p: Any, prof: Any, name: str, elapsed_ns: int, state: list[Any]) -> None:
+def _end_profile(p: ProfilerHooks, prof: Any, name: str, elapsed_ns: int, state: State) -> None:
     # The profiler always gets the final name: a name given during the request wins.
     p.end(prof, str(state[NAME] or name), elapsed_ns, state)
 
 
-def config_dimensions(name: str, state: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def config_dimensions(name: str, state: State, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Add the configured dimensions of handler ``name``: each function gets the handler's
     arguments (decorated handlers, routers), the framework's request object
     (integrations), or nothing (``callwatch.request()`` blocks)."""
@@ -77,7 +89,7 @@ def config_dimensions(name: str, state: list[Any], args: tuple[Any, ...], kwargs
         _set_dimension(state, key, value)
 
 
-def _set_dimension(state: list[Any], key: str, value: str) -> None:
+def _set_dimension(state: State, key: str, value: str) -> None:
     dims = state[DIMS]
     if not dims:
         dims = state[DIMS] = {}
@@ -272,7 +284,7 @@ class Request:
         # The profile covers the block (the framework's call), not a body streamed after
         # it; the context is left where it was entered.
         prof, self._prof = self._prof, None
-        if prof is not None:
+        if prof is not None and self._p is not None:
             _end_profile(self._p, prof, self.final_name(), elapsed_ns, self.state)
         tok, self._token = self._token, None
         if tok is not None:
