@@ -64,6 +64,71 @@ def test_structure(tmp_path: Path) -> None:
     assert {r["title"]: r["noDataState"] for r in rules}["callwatch: no data"] == "Alerting"
 
 
+# Every query of the committed tree (config/callwatch.example.yaml: prefix callwatch, one
+# host_worker node), written out by hand from the README's naming layout.
+_O, _H = "callwatch.$origin.handler", "callwatch.$origin.handler.$handler"
+COMMITTED_TARGETS = [
+    ("callwatch-handler.json: Calls per request ($function)",
+     f"aliasByNode({_H}.watch.$function.calls_per_request.mean, 5)"),
+    ("callwatch-handler.json: Most calls in one request ($function)",
+     f"aliasByNode({_H}.watch.$function.calls_per_request.max, 5)"),
+    ("callwatch-handler.json: ms per request ($function)", f"aliasByNode({_H}.watch.$function.ms_per_request.mean, 5)"),
+    ("callwatch-handler.json: Response time", f"aliasByNode({_H}.response_ms.{{p50,p90,p99,max}}, -1)"),
+    ("callwatch-handler.json: Calls per request by dimension ($function)",
+     f"aliasByNode({_H}.by.*.*.watch.$function.calls_per_request.mean, 5, 6, 8)"),
+    *[(f"callwatch-health.json: {m.replace('_', ' ')}", f"aliasByNode(callwatch.$origin.callwatch.{m}, 1)")
+      for m in ("points_sent", "points_dropped", "points_buffered", "flush_ms", "send_errors", "spikes_active")],
+    ("callwatch-overview.json: Requests per second, by handler",
+     f"groupByNodes(scaleToSeconds({_O}.*.requests, 1), 'sum', 3)"),
+    ("callwatch-overview.json: Errors per second, by handler", f"groupByNodes(scaleToSeconds({_O}.*.errors, 1), 'sum', 3)"),
+    ("callwatch-overview.json: p50 response time, by handler", f"groupByNodes({_O}.*.response_ms.p50, 'avg', 3)"),
+    ("callwatch-overview.json: p99 response time, by handler (worst worker)",
+     f"groupByNodes({_O}.*.response_ms.p99, 'max', 3)"),
+    ("callwatch-overview.json: Watched calls per request, by handler and function",
+     f"groupByNodes({_O}.*.watch.*.calls_per_request.mean, 'avg', 3, 5)"),
+    ("callwatch-overview.json: Share of response time, by handler and group",
+     f"groupByNodes({_O}.*.group.*.share, 'avg', 3, 5)"),
+    ("callwatch-profiles.json: Profiled functions: cumulative ms per request",
+     f"aliasByNode({_H}.profile.*.ms_per_request, 5)"),
+    ("callwatch-profiles.json: Profiled functions: calls per request", f"aliasByNode({_H}.profile.*.calls_per_request, 5)"),
+    ("callwatch-profiles.json: Profiled requests", f"sumSeries({_H}.profile.requests)"),
+    ("alert: callwatch: calls per request spike",
+     "divideSeriesLists(removeBelowValue(callwatch.*.handler.*.watch.*.calls_per_request.mean, 3), "
+     "movingMedian(callwatch.*.handler.*.watch.*.calls_per_request.mean, '1h'))"),
+    ("alert: callwatch: p99 response time", "groupByNodes(callwatch.*.handler.*.response_ms.p99, 'max', 3)"),
+    ("alert: callwatch: no data", "sumSeries(callwatch.*.handler.*.requests)"),
+]
+
+
+def test_targets_of_the_committed_tree() -> None:
+    assert targets(ROOT / "grafana") == COMMITTED_TARGETS
+
+
+def test_tagged_targets(tmp_path: Path) -> None:
+    config = tmp_path / "cw.yaml"
+    config.write_text("graphite: {prefix: cw, tags: true}\nnaming: {host: h1}\n")
+    assert main(["grafana", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    got = dict(targets(tmp_path / "out"))
+    sel = "'handler=~^${handler:regex}$', 'host=~^${origin:regex}$'"
+    assert got["callwatch-overview.json: Watched calls per request, by handler and function"] == (
+        "groupByNodes(seriesByTag('name=cw.watch.calls_per_request.mean', 'host=~^${origin:regex}$'), 'avg', "
+        "'handler', 'function')")
+    assert got["callwatch-handler.json: Response time"] == (
+        f"aliasByNode(seriesByTag('name=~^cw[.]response_ms[.](p50|p90|p99|max)$', {sel}), -1)")
+    assert got["callwatch-handler.json: Calls per request by dimension ($function)"] == (
+        "aliasByNode(seriesByTag('name=cw.by.watch.calls_per_request.mean', 'function=~^${function:regex}$', "
+        f"{sel}), 'dimension', 'value', 'function')")
+    assert got["callwatch-health.json: flush ms"] == (
+        "aliasByNode(seriesByTag('name=cw.callwatch.flush_ms', 'host=~^${origin:regex}$'), 'host', 'worker')")
+    assert got["alert: callwatch: calls per request spike"] == (
+        "divideSeriesLists(removeBelowValue(seriesByTag('name=cw.watch.calls_per_request.mean'), 3), "
+        "movingMedian(seriesByTag('name=cw.watch.calls_per_request.mean'), '1h'))")
+    handler_dash = json.loads((tmp_path / "out/dashboards/callwatch-handler.json").read_text())
+    assert [v["query"] for v in handler_dash["templating"]["list"]] == [
+        "tag_values(host, name=cw.requests)", "tag_values(handler, name=cw.requests)",
+        "tag_values(function, name=cw.watch.calls, handler=$handler)"]
+
+
 @pytest.mark.graphite
 def test_every_panel_and_alert_query_returns_data(graphite: Graphite, tmp_path: Path) -> None:
     prefix = "gf" + uuid.uuid4().hex[:8]

@@ -93,10 +93,10 @@ class _Builder:
         p, o = self.p, self.o
         panels = [
             self.panel("Requests per second, by handler",
-                       [f"scaleToSeconds({p.group(p.handler('requests', origin=o), 'sum', 'handler')}, 1)"],
+                       [p.group(f"scaleToSeconds({p.handler('requests', origin=o)}, 1)", "sum", "handler")],
                        "reqps", x=0, y=0),
             self.panel("Errors per second, by handler",
-                       [f"scaleToSeconds({p.group(p.handler('errors', origin=o), 'sum', 'handler')}, 1)"],
+                       [p.group(f"scaleToSeconds({p.handler('errors', origin=o)}, 1)", "sum", "handler")],
                        "reqps", x=12, y=0),
             self.panel("p50 response time, by handler",
                        [p.group(p.handler("response_ms.p50", origin=o), "avg", "handler")], "ms", x=0, y=8),

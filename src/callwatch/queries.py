@@ -54,4 +54,6 @@ def fields(series: str, n: int) -> tuple[str, ...]:
     """The ``n`` dot-joined fields of an aliased series name; the first (the origin, which
     may hold dots when tagged) takes what is left, and is "" when names have none."""
     parts = series.rsplit(".", n - 1)
+    if len(parts) == n:  # tagged names join host and worker; a missing one leaves a dot
+        parts[0] = parts[0].strip(".")
     return tuple([""] * (n - len(parts)) + parts)
