@@ -186,7 +186,10 @@ class FallbackSlot:
         pid = os.getpid()
         for i in range(FALLBACK_SLOTS):
             n = (pid + i) % FALLBACK_SLOTS
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError:
+                break  # no descriptor to spare: the pid still gives a unique name
             try:
                 sock.bind(self._prefix + str(n).encode())
             except OSError as e:
