@@ -17,7 +17,6 @@ import callwatch
 from callwatch import _core, _targets
 from callwatch.config import (ALERTS_KEYS, GRAPHITE_KEYS, HANDLERS_KEYS, NAMING_KEYS, PROFILE_KEYS, SPIKES_KEYS,
                               TOP_KEYS, WATCH_KEYS, ConfigError, load)
-from callwatch.export import sanitize
 from callwatch.testing import FakeClock
 
 from conftest import Graphite
@@ -72,6 +71,11 @@ def test_fuzzed_yaml_text(text: str, tmp_path: Path) -> None:
 
 HOSTILE = ["login\nevil.metric 1 0", "a b c", "dots.in.name", "../../etc/passwd", "ünïcødé ☃", "x" * 10_000,
            "semi;colon=tag", "tab\there", "", "GET /users/42"]
+#: each hostile name as one path component, written out by hand (at most 120 characters;
+#: an empty handler name is "_unnamed", an empty dimension name or value "_")
+AS_HANDLER = ["login_evil_metric_1_0", "a_b_c", "dots_in_name", "______etc_passwd", "_n_c_d___", "x" * 120,
+              "semi_colon_tag", "tab_here", "_unnamed", "GET__users_42"]
+AS_DIMENSION = AS_HANDLER[:8] + ["_"] + AS_HANDLER[9:]
 
 
 @pytest.mark.graphite
@@ -89,14 +93,13 @@ def test_hostile_names_create_only_the_expected_series(graphite: Graphite) -> No
         clock.advance(10)
         callwatch.flush()
         callwatch.shutdown()
-    handlers = {sanitize(n) for n in HOSTILE}
     expected = set()
-    for h in handlers:
+    for h in AS_HANDLER:
         base = f"{prefix}.h_w0.handler.{h}"
         expected |= {f"{base}.requests", f"{base}.errors"} | {f"{base}.response_ms.{s}" for s in
                                                                ("mean", "max", "p50", "p90", "p99")}
-    for n in HOSTILE:
-        d = f"{prefix}.h_w0.handler.{sanitize(n)}.by.{sanitize(n)}.{sanitize(n)}"
+    for h, n in zip(AS_HANDLER, AS_DIMENSION):
+        d = f"{prefix}.h_w0.handler.{h}.by.{n}.{n}"
         expected |= {f"{d}.requests", f"{d}.errors"} | {f"{d}.response_ms.{s}" for s in
                                                          ("mean", "max", "p50", "p90", "p99")}
     expected |= {f"{prefix}.h_w0.callwatch.{m}" for m in ("points_sent", "points_dropped", "send_errors",

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import re
 import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .config import MAX_WATCHED, Problem, WatchTarget
+from .naming import sanitize
 
 _MISSING = object()
 #: id(what callwatch put in place) -> (that object, what it replaced); kept by _patching
@@ -58,7 +58,7 @@ class Resolved:
 
 def metric_name(qualname: str) -> str:
     """``Storage.get_user`` -> ``Storage_get_user`` (one Graphite path component)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", qualname.replace(".<locals>.", "."))
+    return sanitize(qualname.replace(".<locals>.", "."))
 
 
 def _import(spec: WatchTarget, problems: list[Problem]) -> types.ModuleType | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import _core
+from .naming import sanitize
 
 __all__ = ["PRESETS", "Preset"]
 
@@ -85,7 +86,7 @@ def _apply_redis(group: str, undo: Undo) -> list[str]:
         if mod is None:
             continue
         redis_cls, pipeline_cls = mod.Redis, mod.Pipeline
-        name_of: Callable[[str], str] = lambda key: _sanitize(f"redis_{key}")  # noqa: E731
+        name_of: Callable[[str], str] = lambda key: sanitize(f"redis_{key}")  # noqa: E731
         cmd = _core.make_keyed_watched(vars(redis_cls)["execute_command"], _redis_command, name_of, group)
         _set(redis_cls, "execute_command", cmd, undo)
         _set(pipeline_cls, "execute", _core.make_watched(vars(pipeline_cls)["execute"], "redis_pipeline", group),
@@ -216,12 +217,6 @@ def _apply_httpx(group: str, undo: Undo) -> list[str]:
     for cls in (httpx.Client, httpx.AsyncClient):
         _set(cls, "send", _core.make_watched(vars(cls)["send"], "http_httpx", group), undo)
     return ["httpx.Client.send, httpx.AsyncClient.send"]
-
-
-def _sanitize(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:60]
 
 
 PRESETS: dict[str, Preset] = {

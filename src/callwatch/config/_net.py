@@ -69,5 +69,7 @@ def parse_host_port(s: str, default_port: int | None = None) -> tuple[str, int]:
 
 
 def short_hostname() -> str:
+    from ..naming import sanitize  # naming reads Config: imported when called
+
     name = socket.gethostname().split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "localhost"
+    return sanitize(name) if name else "localhost"
