@@ -39,6 +39,7 @@ T = TypeVar("T")
 __all__ = ["NullScope", "ProfilerHooks", "Request", "UNNAMED", "add_dimension", "config_dimensions",
            "dimension_functions", "make_handler", "name_current", "profiler"]
 
+
 class ProfilerHooks(Protocol):
     """What a request needs of the sampling profiler (``callwatch.profiling.Profiler``)."""
 
@@ -116,9 +117,9 @@ def name_current(name: str) -> None:
 
 # One template for the sync and the async wrapper (they differ by ``async``/``await``
 # only), compiled once at import; the names it uses come in as closure cells, the fastest
-# lookup.  The profiler begins before the context is entered, so that nothing is left
-# set if it raises.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
-# configure() and FakeClock replace them after handlers are wrapped.
+# lookup.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
+# configure() and FakeClock replace them after handlers are wrapped.  The profiler begins
+# before the context is entered, so that nothing is left set if it raises.
 _HANDLER = """\
 def make(fn, name, new_state, enter, leave, record):
     {kw}def handler(*args, **kwargs):

@@ -5,4 +5,9 @@
 - ``callwatch.integrations.flask``  CallWatch(app) / init_app: handler = endpoint name
 - ``callwatch.integrations.django`` CallWatchMiddleware: handler = URL name or view path
 - ``callwatch.integrations.router`` instrument a command router (``@app.route(2)``)
+
+Each is a thin adapter over one request lifecycle, ``callwatch._request.Request`` (begin,
+name after routing, finish with the error or status; see its docstring), and uses no other
+internal name.  A new integration also gets a row in tests/test_matrix.py, which runs the
+same assertions over every entry point.
 """
