@@ -21,7 +21,6 @@ import callwatch
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
 from ..naming import Pattern
-from ..spikes import SpikeDetector
 from . import game
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
@@ -228,10 +227,9 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     per_phase = recorder.per_phase()
     growth = _growth(per_phase)
     _print_summary(out, per_phase, growth)
-    spikes = [sk for sk in rt.exporter.sinks if isinstance(sk, SpikeDetector)]
-    if spikes and spikes[0].spikes_seen:
+    if rt.spikes is not None and rt.spikes.spikes_seen:
         where = f", each posted as a Graphite event to {graphite_web}" if graphite_web else ""
-        out.write(f"\n== Spikes: {spikes[0].spikes_seen} handler x function pairs jumped in calls per request "
+        out.write(f"\n== Spikes: {rt.spikes.spikes_seen} handler x function pairs jumped in calls per request "
                   f"when the table grew{where} (see the warnings above)\n")
     if to is not None:
         _print_graphite_hints(out, cfg, to, graphite_web, points, rt.exporter.buffered)
