@@ -19,6 +19,7 @@ import callwatch
 from callwatch import _core, _request
 from callwatch.aggregate import Snapshot
 from callwatch.profiling import func_label
+from callwatch.profiling._policy import SURE
 from callwatch.testing import RecordingSender
 
 TESTS = Path(__file__).resolve().parent
@@ -197,11 +198,12 @@ def test_trigger_file_profiles_one_handler_on_demand(tmp_path: Path) -> None:
 def test_budget_lowers_the_rate() -> None:
     callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 0.02}},
                         start_thread=False, strict=True)
-    p = _request.profiler
-    p._window_start = time.monotonic() - 1.0
-    p._profiled_ns = 100_000_000  # 10 % of the last second spent in profiled requests
-    p._adjust_rate()
-    assert p.rate == pytest.approx(0.2, rel=0.05)  # 1.0 x 2 % / 10 %
+    pol = _request.profiler.policy
+    now = time.monotonic()
+    pol.window_start = now - 1.0
+    pol.spent_ns = 100_000_000  # 10 % of the last second spent in profiled requests
+    pol.adjust_rate(now)
+    assert pol.rate == pytest.approx(0.2, rel=1e-9)  # 1.0 x 2 % / 10 %
 
 
 def test_off_means_not_even_imported() -> None:
@@ -226,10 +228,10 @@ def test_profile_config_errors(tmp_path: Path) -> None:
     p.write_text("profile:\n  rate: 2\n  call_budget: {get_db_user: many}\n")
     with pytest.raises(callwatch.ConfigError) as ei:
         callwatch.configure(p, strict=True)
-    assert str(ei.value).splitlines() == [
+    assert str(ei.value).splitlines() == [  # sorted by line
+        f"{p}:2: profile.rate: expected a fraction from 0 to 1, got 2. Fix: write e.g. 'rate: 0.01' (1 %)",
         f"{p}:3: profile.call_budget.get_db_user: expected a whole number, got 'many'. "
         "Fix: give the most calls per request that is normal, e.g. 5",
-        f"{p}:2: profile.rate: expected a fraction from 0 to 1, got 2. Fix: write e.g. 'rate: 0.01' (1 %)",
     ]
 
 
@@ -239,14 +241,12 @@ def _unused(*a: Any) -> None:
 
 def test_the_countdown_picks_about_rate_of_the_requests() -> None:
     callwatch.configure({"profile": {"rate": 0.05, "min_interval": 0}}, start_thread=False, strict=True)
-    p = _request.profiler
-    p._rng.seed(7)
-    p._skip = p._draw()
+    pol = _request.profiler.policy
+    pol.rng.seed(7)
+    pol.skip = pol.draw()
     picked = 0
     for _ in range(100_000):
-        n = p._skip - 1  # what begin() does, without starting yappi
-        p._skip = n
-        if n <= 0 and p._chosen("h"):
+        if pol.choose("h", None) == SURE:  # what begin() asks, without starting yappi
             picked += 1
     # binomial(100 000, 0.05): mean 5000, sd 69; 6 sd either side
     assert 4590 < picked < 5410
@@ -263,7 +263,7 @@ def test_min_interval_profiles_a_rare_handler_then_waits() -> None:
         rare()
     assert _core.collector.swap(0).profiles["rare"].requests == 1  # the first one only
     p = _request.profiler
-    p._last["rare"] -= 61  # as if profiled 61 s ago
+    p.policy.last["rare"] -= 61  # as if profiled 61 s ago
     p.on_flush()
     rare()
     rare()

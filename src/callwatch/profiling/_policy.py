@@ -1,0 +1,153 @@
+"""Which requests are profiled: the countdown, ``min_interval``, on demand, hints, the budget.
+
+The rule is written out in the package docstring (``callwatch.profiling``); this module is
+its one implementation.  ``choose`` runs on every request and must stay cheap: a countdown
+and, with ``min_interval`` on, one dict lookup; a clock is read only for a candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+
+from ..config import ProfileConfig
+
+#: What ``choose`` says about a request.
+NO, SURE, PROVISIONAL = 0, 1, 2
+
+#: Final names remembered per hint: a hint is stable per route, so a few are plenty;
+#: beyond them a hint's new names are not learned (its known ones still decide).
+NAMES_PER_HINT = 8
+
+#: Wall time credited to a window that has just begun, so that a rare handler can be
+#: profiled at once and not only once the window has run long enough to pay for it.
+MIN_WINDOW_S = 1.0
+
+
+class SamplingPolicy:
+    """Decides which requests to profile and keeps the profiled time within the budget."""
+
+    def __init__(self, cfg: ProfileConfig, max_names: int) -> None:
+        self.cfg = cfg
+        self.rate = cfg.rate
+        self.max_names = max_names
+        self.rng = random.Random()
+        self.min_on = cfg.min_interval > 0
+        self.window_start = time.monotonic()
+        #: a handler last profiled before this (monotonic) time is due again; moved on at
+        #: each flush, so min_interval is kept to within one interval
+        self.due_before = self.window_start - cfg.min_interval
+        #: handler -> when it was last profiled; only names profiled within min_interval
+        #: (older ones are due, the same as absent), so hostile names do not pile up
+        self.last: dict[str, float] = {}
+        #: hint -> final names seen at the end of its profiled requests
+        self.hints: dict[str, list[str]] = {}
+        self.on_demand: tuple[str, float] | None = None
+        self.spent_ns = 0  # profiling time in this window, the profiler's own cost included
+        self.skip = self.draw()
+
+    # -- request side (any thread) ----------------------------------------------------
+
+    def choose(self, name: str | None, hint: str | None) -> int:
+        """NO, SURE, or PROVISIONAL (profile, and keep only if the final name qualifies)."""
+        n = self.skip - 1
+        self.skip = n
+        if n <= 0:
+            self.skip = self.draw()
+            return SURE
+        od = self.on_demand
+        if od is None:
+            if not self.min_on:
+                return NO
+            if name is not None:
+                last = self.last.get(name)
+                if last is not None and last >= self.due_before:
+                    return NO
+                return SURE if self.affordable() else NO
+        if name is not None:
+            return SURE if self.qualifies(name) and self.affordable() else NO
+        if hint is None:
+            return NO  # nothing to decide by: only the countdown picks it
+        names = self.hints.get(hint)
+        if names is not None and not any(self.qualifies(n) for n in names):
+            return NO
+        return PROVISIONAL if self.affordable() else NO  # an unknown hint may be anything
+
+    def qualifies(self, name: str) -> bool:
+        """Is ``name`` the on-demand handler, or due under min_interval?"""
+        od = self.on_demand
+        if od is not None:
+            if time.monotonic() >= od[1]:
+                self.on_demand = None
+            elif name == od[0]:
+                return True
+        if not self.min_on:
+            return False
+        last = self.last.get(name)
+        return last is None or last < self.due_before
+
+    def affordable(self) -> bool:
+        """Is this window's profiling time still within the budget?  The picks of
+        min_interval and on demand ask this: a scan of never-seen names must not buy a
+        profile per request."""
+        wall = max(time.monotonic() - self.window_start, MIN_WINDOW_S)
+        return self.spent_ns <= self.cfg.budget * wall * 1e9
+
+    def learn(self, hint: str, name: str) -> None:
+        names = self.hints.get(hint)
+        if names is None:
+            if len(self.hints) < self.max_names:
+                self.hints[hint] = [name]
+        elif name not in names and len(names) < NAMES_PER_HINT:
+            names.append(name)
+
+    def profiled(self, name: str) -> None:
+        if len(self.last) < self.max_names or name in self.last:
+            self.last[name] = time.monotonic()
+
+    def draw(self) -> int:
+        """Requests until the next randomly chosen one: geometric with p = rate, the same
+        as a coin per request, without a random number per request."""
+        rate = self.rate
+        if rate >= 1:
+            return 1
+        if rate <= 0:
+            return sys.maxsize
+        u = 1.0 - self.rng.random()  # (0, 1]
+        return int(math.log(u) / math.log1p(-rate)) + 1
+
+    def profile_now(self, handler: str, seconds: float) -> None:
+        self.on_demand = (handler, time.monotonic() + seconds)
+
+    def after_fork_in_child(self) -> None:
+        # The parent's generator state and countdown were copied: without a new seed every
+        # worker would profile the same request numbers.
+        self.rng = random.Random()
+        self.skip = self.draw()
+        self.spent_ns = 0
+        self.window_start = time.monotonic()
+
+    # -- flush side ------------------------------------------------------------------
+
+    def on_flush(self) -> None:
+        now = time.monotonic()
+        self.due_before = now - self.cfg.min_interval
+        due = self.due_before
+        self.last = {k: t for k, t in self.last.items() if t >= due}
+        self.adjust_rate(now)
+
+    def adjust_rate(self, now: float) -> None:
+        wall = now - self.window_start
+        if wall <= 0:
+            return
+        share = self.spent_ns / (wall * 1e9)
+        budget = self.cfg.budget
+        if share > budget:
+            self.rate = self.rate * budget / share
+        else:
+            self.rate = min(self.cfg.rate, max(self.rate * 1.25, self.cfg.rate / 1000))
+        self.skip = self.draw()  # at the new rate from now on (memoryless: a redraw is fair)
+        self.spent_ns = 0
+        self.window_start = now

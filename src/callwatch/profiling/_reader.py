@@ -1,0 +1,205 @@
+"""yappi, driven for one request at a time: start, stop, read the request's functions, clear.
+
+What is read is the profiled code only.  Frames of callwatch's own (its modules, its
+generated wrappers, yappi's), and builtins that only they called (the clock read that
+times the request, yappi's own stop), are left out of the rows and the pstats dumps; a
+builtin that user code also called keeps just the calls user code made, summed from its
+callers.  The dumps' counts are put the way pstats reads them: (primitive calls, calls),
+so the pstats header says "N function calls (P primitive calls)" with P <= N.
+
+yappi 1.7.6 never releases the name and module objects of a profiled function when its
+stats are cleared (docs/notes/yappi-leak.md: what, how to reproduce, how much).  Stats are
+cleared after every profiled request, so that leak would grow with each one; the reader
+checks once, at start, whether this yappi keeps them, and if so releases them itself
+right after the clear, when yappi can no longer reach them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import os
+import re
+import sys
+from typing import Any, Callable, NamedTuple
+
+#: The profiled request's tag: yappi asks for it at every function entry.
+tag_var: contextvars.ContextVar[int] = contextvars.ContextVar("callwatch_profile_tag", default=0)
+
+_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_METHOD = re.compile(r"^<method '([^']+)' of '([^']+)' objects>$")
+_BUILTIN = re.compile(r"^<built-in method ([^>]+)>$")
+
+#: Labels cached at most this many: code loaded at run time without end starts over.
+MAX_LABELS = 50_000
+
+# yappi's C enumerator hands out plain tuples (much cheaper than get_func_stats(), which
+# builds an object per function and per caller link: benchmarks/profiling.py); the layout
+# is the one yappi's YFuncStat wraps.
+_NAME, _MODULE, _LINE, _NCALL, _NACTUAL, _BUILTIN_FLAG, _TTOT, _TSUB, _INDEX, _CHILDREN = range(10)
+_TAG = 12
+
+
+class FuncRow(NamedTuple):
+    """One function in one profiled request."""
+
+    label: str  # short and metric-safe: db.get_player, sqlite3.Cursor.execute, time.sleep
+    calls: int
+    own_ns: int
+    cum_ns: int
+
+
+def func_label(module: str, line: int, name: str, builtin: bool) -> str:
+    """A short, stable name for a profiled function (not yet metric-safe)."""
+    if builtin or line == 0:
+        m = _METHOD.match(name)
+        if m:
+            return f"{m.group(2)}.{m.group(1)}"
+        m = _BUILTIN.match(name)
+        if m:
+            return m.group(1)
+        return name if module in ("builtins", "~", "") else f"{module}.{name}"
+    stem = os.path.splitext(os.path.basename(module))[0]
+    return f"{stem}.{name}"
+
+
+def is_own(module: str) -> bool:
+    """A function of callwatch's own, or of yappi's."""
+    return (module.startswith(_OWN) or module.startswith("<callwatch wrapper")
+            or module == "_yappi" or os.path.basename(module) == "yappi.py")
+
+
+class Stats(NamedTuple):
+    """One profiled function, as the profiled code used it."""
+
+    key: tuple[str, int, str]  # what pstats calls it: (file, line, name)
+    label: str
+    calls: int
+    primitive: int
+    own_s: float
+    cum_s: float
+    callers: dict[tuple[str, int, str], tuple[int, int, float, float]]
+
+
+class ProfileReader:
+    def __init__(self, yappi: Any) -> None:
+        self.yappi = yappi
+        self._enum: Callable[..., Any] = yappi._yappi.enum_func_stats
+        self._labels: dict[tuple[str, str, int], str] = {}
+        yappi.set_clock_type("wall")
+        yappi.set_tag_callback(tag_var.get)
+        try:
+            from gevent import monkey
+
+            if monkey.is_module_patched("threading"):
+                yappi.set_context_backend("greenlet")
+        except ImportError:
+            pass
+        self._release = _yappi_keeps_names(yappi)
+        self._decref = _decref() if self._release else None
+
+    def start(self) -> None:
+        self.yappi.clear_stats()
+        # Only this thread: the request runs on it (its other tasks or greenlets are told
+        # apart by the tag), and the server's other threads do not pay meanwhile.
+        self.yappi.start(builtins=True, profile_threads=False)
+
+    def collect(self) -> list[tuple[Any, ...]]:
+        """Every function yappi saw (all tags), once it is stopped."""
+        raw: list[tuple[Any, ...]] = []
+        self._enum(raw.append, {})
+        return raw
+
+    def clear(self, raw: list[tuple[Any, ...]]) -> None:
+        """Clear yappi's stats; ``raw`` (from ``stop``) holds the objects to release."""
+        self.yappi.clear_stats()
+        decref = self._decref
+        if decref is not None:
+            # After the clear: yappi has dropped the functions that pointed to these.
+            for t in raw:
+                decref(t[_NAME])
+                decref(t[_MODULE])
+
+    def read(self, raw: list[tuple[Any, ...]], tag: int) -> list[Stats]:
+        """The profiled code's functions under ``tag``, callwatch's own left out."""
+        mine = [t for t in raw if t[_TAG] == tag]
+        by_index = {t[_INDEX]: t for t in mine}
+        labels = self._labels
+        if len(labels) > MAX_LABELS:
+            labels.clear()
+        own: set[int] = set()
+        for t in mine:
+            key = (t[_NAME], t[_MODULE], t[_LINE])
+            label = labels.get(key)
+            if label is None:
+                label = labels[key] = "" if is_own(t[_MODULE]) else \
+                    func_label(t[_MODULE], t[_LINE], t[_NAME], bool(t[_BUILTIN_FLAG]))
+            if not label:
+                own.add(t[_INDEX])
+        callers: dict[int, dict[int, tuple[int, int, float, float]]] = {}
+        for t in mine:
+            if t[_INDEX] in own:
+                continue
+            for idx, ncall, nactual, ttot, tsub in t[_CHILDREN]:
+                callers.setdefault(idx, {})[t[_INDEX]] = (ncall, nactual, ttot, tsub)
+        return [s for t in mine if t[_INDEX] not in own
+                for s in [_stats(t, labels, callers.get(t[_INDEX], {}), by_index)] if s is not None]
+
+
+def _key(t: tuple[Any, ...]) -> tuple[str, int, str]:
+    return (t[_MODULE], t[_LINE], t[_NAME])
+
+
+def _stats(t: tuple[Any, ...], labels: dict[tuple[str, str, int], str],
+           callers: dict[int, tuple[int, int, float, float]],
+           by_index: dict[int, tuple[Any, ...]]) -> Stats | None:
+    label = labels[(t[_NAME], t[_MODULE], t[_LINE])]
+    calls, primitive, cum, own = t[_NCALL], t[_NACTUAL], t[_TTOT], t[_TSUB]
+    if t[_BUILTIN_FLAG]:
+        # A builtin's calls from callwatch's frames (or from the request's top, where
+        # callwatch times it) are not the profiled code's: keep what its callers made.
+        calls = sum(c[0] for c in callers.values())
+        if not calls:
+            return None
+        primitive = sum(c[1] for c in callers.values())
+        cum = sum(c[2] for c in callers.values())
+        own = sum(c[3] for c in callers.values())
+    by_key = {_key(by_index[i]): (c[1], c[0], c[3], c[2]) for i, c in callers.items() if i in by_index}
+    return Stats(_key(t), label, int(calls), int(primitive), own, cum, by_key)
+
+
+def _yappi_keeps_names(yappi: Any) -> bool:
+    """Does this yappi keep the name objects of cleared functions?  Checked on a builtin
+    method whose name yappi makes afresh: after the clear, it must have one reference
+    less.  Anything but exactly "none less" turns the release off (never release twice)."""
+    if yappi.is_running():
+        return False
+    yappi.clear_stats()
+    yappi.start(builtins=True, profile_threads=False)
+    probe_list: list[int] = []
+    probe_list.append(0)  # a builtin method: yappi names it afresh
+    yappi.stop()
+    raw: list[tuple[Any, ...]] = []
+    yappi._yappi.enum_func_stats(raw.append, {})
+    probe = [t for t in raw if t[_BUILTIN_FLAG] and "append" in t[_NAME] and "list" in t[_NAME]]
+    if len(probe) != 1:
+        yappi.clear_stats()
+        return False
+    name, module = probe[0][_NAME], probe[0][_MODULE]
+    before = sys.getrefcount(name), sys.getrefcount(module)
+    yappi.clear_stats()
+    after = sys.getrefcount(name), sys.getrefcount(module)
+    del raw, probe
+    keeps = before == after
+    if keeps:  # release the probe's own, as every later clear will
+        decref = _decref()
+        decref(name)
+        decref(module)
+    return keeps
+
+
+def _decref() -> Callable[[object], None]:
+    # A prototype of our own: setting argtypes on ctypes.pythonapi.Py_DecRef would change
+    # it for every other user of ctypes in the process.
+    proto = ctypes.PYFUNCTYPE(None, ctypes.py_object)
+    return proto(("Py_DecRef", ctypes.pythonapi))
