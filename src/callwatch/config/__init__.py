@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from ._build import ENV_CONFIG, ENV_DISABLED, ENV_GRAPHITE, TOP_KEYS, apply_env, build
 from ._check import Checker, keys_of
@@ -27,9 +27,7 @@ from ._model import (MAX_WATCHED, PRESET_NAMES, SAFE_NAME, AlertsConfig, Config,
                      HandlersConfig, NamingConfig, Problem, ProfileConfig, SpikesConfig, WatchTarget)
 from ._net import parse_host_port, short_hostname
 from ._yaml import V, from_plain, read_yaml
-
-if TYPE_CHECKING:
-    from ._prepare import Prepared
+from ._prepare import Prepared, prepare
 
 __all__ = [
     "ALERTS_KEYS",
@@ -124,24 +122,4 @@ def by_line(problems: list[Problem]) -> list[Problem]:
         return int(m.group(1)) if m else 0
 
     return sorted(problems, key=line)
-
-
-def prepare(source: Source = None, env: Mapping[str, str] | None = None) -> "Prepared":
-    """Load, resolve the watch targets and dimensions, check the profile section: all or nothing.
-
-    Returns a :class:`Prepared`, or raises one :class:`ConfigError` with every problem of
-    the file (schema and target problems together, sorted by line).  Never raises
-    anything else, whatever the file or the imported modules do.
-    """
-    from ._prepare import prepare as _prepare
-
-    return _prepare(source, env)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Prepared":
-        from ._prepare import Prepared
-
-        return Prepared
-    raise AttributeError(f"module 'callwatch.config' has no attribute {name!r}")
 

@@ -31,6 +31,15 @@ class Prepared:
 
 
 def prepare(source: Any = None, env: Mapping[str, str] | None = None) -> Prepared:
+    """Load, resolve the watch targets and dimensions, check the profile section: all or nothing.
+
+    Returns a :class:`Prepared`, or raises one :class:`ConfigError` with every problem of
+    the file (schema and target problems together, sorted by line).  Never raises
+    anything else, whatever the file or the imported modules do::
+
+        prepared = prepare("callwatch.yaml")
+        patches = _patching.patch(prepared.resolved)
+    """
     from .. import _targets
     from . import by_line, read
 
