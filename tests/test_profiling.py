@@ -268,3 +268,130 @@ def test_min_interval_profiles_a_rare_handler_then_waits() -> None:
     rare()
     rare()
     assert _core.collector.swap(0).profiles["rare"].requests == 1
+
+
+# -- requests named after routing: begin(None, hint) ... end(token, final name) --------
+
+
+def _profiled(handler: str) -> int:
+    s = _core.collector.swap(0)
+    return s.profiles[handler].requests if handler in s.profiles else 0
+
+
+def test_a_hint_profiles_a_due_handler_and_discards_one_that_is_not() -> None:
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60}}, start_thread=False, strict=True)
+    p = _request.profiler
+    tok = p.begin(None, "GET_x")  # an unknown hint: provisional
+    assert tok is not None
+    a_only(3)
+    p.end(tok, "x", 1000, [])
+    assert _profiled("x") == 1  # x was never profiled: due, kept
+    assert p.begin(None, "GET_x") is None  # GET_x ends as x, profiled less than 60 s ago
+    tok = p.begin(None, "GET_x2")  # another unknown hint that turns out to be x too
+    assert tok is not None
+    p.end(tok, "x", 1000, [])
+    assert _profiled("x") == 0  # x not due: discarded, no metrics
+    assert p.begin(None, "GET_x2") is None  # learned
+    p.policy.last["x"] -= 61  # as if profiled 61 s ago
+    p.on_flush()
+    tok = p.begin(None, "GET_x")
+    assert tok is not None
+    p.end(tok, "x", 1000, [])
+    assert _profiled("x") == 1
+
+
+def test_a_hint_follows_the_on_demand_handler() -> None:
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0}}, start_thread=False, strict=True)
+    p = _request.profiler
+    assert p.begin(None, "GET_x") is None  # nothing due, nothing on demand
+    p.profile_now("x", 60)
+    for final in ("x", "x", "z"):
+        tok = p.begin(None, "GET_x" if final == "x" else "GET_z")
+        assert tok is not None
+        p.end(tok, final, 1000, [])
+    s = _core.collector.swap(0)
+    assert s.profiles["x"].requests == 2 and "z" not in s.profiles
+    assert p.begin(None, "GET_z") is None  # GET_z is known to end as z, which is not on demand
+    assert p.begin(None, None) is None  # no name, no hint: only the countdown picks it
+
+
+def test_the_budget_caps_picks_of_never_seen_names() -> None:
+    """A scan of random names: each is due under min_interval, but the budget holds."""
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60, "budget": 0.02}},
+                        start_thread=False, strict=True)
+    pol = _request.profiler.policy
+    n, t0 = 3000, time.monotonic()
+    for i in range(n):
+        with callwatch.request(f"scan{i}"):
+            a_only(50)
+    wall = time.monotonic() - t0
+    picked = sum(ps.requests for ps in _core.collector.swap(0).profiles.values())
+    assert 0 < picked < n / 2
+    # within the window's share (one second credited at its start), plus the one pick
+    # that may cross it
+    assert pol.spent_ns <= 0.02 * max(wall, 1.0) * 1e9 + 2_000_000
+
+
+def test_dump_folders_are_bounded_by_max_handlers(tmp_path: Path) -> None:
+    from callwatch.config import ProfileConfig
+    from callwatch.profiling._dumps import DumpStore
+
+    store = DumpStore(ProfileConfig(dump_dir=str(tmp_path)), max_handlers=3)
+    for i in range(6):
+        store.add(f"scan/{i}", 1_700_000_000.0 + i, 2_000_000, {("f.py", 1, "f"): (1, 1, 0.0, 0.0, {})})
+    store.write()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_other", "scan_0", "scan_1", "scan_2"]
+    assert len(list((tmp_path / "_other").glob("*.prof"))) == 3
+
+
+def leaf() -> int:
+    return 1
+
+
+def test_dumps_hold_the_profiled_code_only(tmp_path: Path) -> None:
+    """No frame of callwatch's own (wrapper, clock read, Profiler.end, yappi's stop)."""
+    @callwatch.handler("table")
+    def table() -> None:
+        for _ in range(3):
+            leaf()
+
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path)}},
+                        start_thread=False, strict=True)
+    table()
+    callwatch.shutdown()
+    dumps = list((tmp_path / "table").glob("*.prof"))
+    assert len(dumps) == 1
+    st = pstats.Stats(str(dumps[0]))
+    assert (st.total_calls, st.prim_calls) == (4, 4)  # type: ignore[attr-defined]
+    funcs = {(Path(f).name, name) for f, _, name in st.stats}  # type: ignore[attr-defined]
+    assert funcs == {("test_profiling.py", "leaf"), ("test_profiling.py", "table")}
+
+
+FORK_SCRIPT = textwrap.dedent("""
+    import json, os, callwatch
+    from callwatch import _request
+    from callwatch.profiling._policy import SURE
+    callwatch.configure({"profile": {"rate": 0.05, "min_interval": 0}}, start_thread=False, strict=True)
+    outs = []
+    for _ in range(2):
+        r, w = os.pipe()
+        if os.fork() == 0:
+            pol = _request.profiler.policy
+            picks = [i for i in range(2000) if pol.choose("h", None) == SURE]
+            os.write(w, json.dumps(picks).encode()); os._exit(0)
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.wait()
+        outs.append(json.loads(data))
+    print(json.dumps(outs))
+""")
+
+
+def test_forked_children_profile_different_requests() -> None:
+    r = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    a, b = json.loads(r.stdout)
+    assert len(a) > 20 and len(b) > 20  # 5 % of 2000: about 100 each
+    assert a != b
