@@ -120,48 +120,10 @@ class Namer:
 
     def points(self, snap: Snapshot) -> list[Point]:
         out: list[Point] = []
-        # Names that sanitize (or rename) to the same metric path are merged, not sent twice.
-        merged: dict[tuple[str, tuple[str, str] | None], HandlerStats] = {}
-        for raw, hs in snap.handlers.items():
-            key: tuple[str, tuple[str, str] | None]
-            if isinstance(raw, tuple):
-                key = (self.handler(raw[0]), (sanitize(str(raw[1])), sanitize(str(raw[2]))))
-            else:
-                key = (self.handler(raw), None)
-            if key in merged:
-                merged[key].merge(hs)
-            else:
-                merged[key] = hs
-        entries = snap.entries
-        for (h, split), hs in sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or ("", ""))):
-            background = h == BACKGROUND
-            r = hs.requests
-            if not background:
-                for metric, count in (("requests", r), ("errors", hs.errors)):
-                    n, t = self.handler_metric(h, metric, split)
-                    out.append((n, count, t))
-                if r:
-                    values = {"mean": _ms(hs.ns / r), "max": _ms(hs.ns_max)}
-                    for stat, q in QUANTILES.items():
-                        values[stat] = _ms(hs.quantile_ns(q))
-                    for stat in RESPONSE_STATS:
-                        n, t = self.handler_metric(h, "response_ms." + stat, split)
-                        out.append((n, values[stat], t))
-            for k, fs in sorted(hs.funcs.items(), key=lambda kv: entries[kv[0]].name):
-                e = entries[k]
-                kind, what = ("group", e.name) if e.is_group else ("watch", e.name)
-                vals: list[tuple[str, float]] = [("calls", fs.calls), ("ms", _ms(fs.ns))]
-                if r and not background:
-                    vals += [
-                        ("calls_per_request.mean", round(fs.calls / r, 6)),
-                        ("calls_per_request.max", fs.calls_max),
-                        ("ms_per_request.mean", _ms(fs.ns / r)),
-                        ("ms_per_request.max", _ms(fs.ns_max)),
-                        ("share", round(share(fs.ns, hs.ns), 3)),
-                    ]
-                for metric, value in vals:
-                    n, t = self.watch_metric(h, kind, what, e.group, metric, split)
-                    out.append((n, value, t))
+        for (h, split), hs in sorted(self._merged(snap).items(), key=lambda kv: (kv[0][0], kv[0][1] or ("", ""))):
+            if h != BACKGROUND:
+                out += self._handler_points(h, split, hs)
+            out += self._watch_points(h, split, hs, snap)
         for (raw, fname, is_group), ratio in sorted(snap.spikes.items()):
             n, t = self.watch_metric(self.handler(raw), "group" if is_group else "watch", fname, None, "spike")
             out.append((n, round(min(ratio, 1e6), 3), t))
@@ -177,6 +139,57 @@ class Namer:
                                       ("own_ms_per_request", _ms(own / r))):
                     n, t = self.profile_metric(h, sanitize(label), metric)
                     out.append((n, value, t))
+        return out
+
+    def _merged(self, snap: Snapshot) -> dict[tuple[str, tuple[str, str] | None], HandlerStats]:
+        """Names that sanitize (or rename) to the same metric path are merged, not sent twice."""
+        merged: dict[tuple[str, tuple[str, str] | None], HandlerStats] = {}
+        for raw, hs in snap.handlers.items():
+            key: tuple[str, tuple[str, str] | None]
+            if isinstance(raw, tuple):
+                key = (self.handler(raw[0]), (sanitize(str(raw[1])), sanitize(str(raw[2]))))
+            else:
+                key = (self.handler(raw), None)
+            if key in merged:
+                merged[key].merge(hs)
+            else:
+                merged[key] = hs
+        return merged
+
+    def _handler_points(self, h: str, split: tuple[str, str] | None, hs: HandlerStats) -> list[Point]:
+        out: list[Point] = []
+        r = hs.requests
+        for metric, count in (("requests", r), ("errors", hs.errors)):
+            n, t = self.handler_metric(h, metric, split)
+            out.append((n, count, t))
+        if r:
+            values = {"mean": _ms(hs.ns / r), "max": _ms(hs.ns_max)}
+            for stat, q in QUANTILES.items():
+                values[stat] = _ms(hs.quantile_ns(q))
+            for stat in RESPONSE_STATS:
+                n, t = self.handler_metric(h, "response_ms." + stat, split)
+                out.append((n, values[stat], t))
+        return out
+
+    def _watch_points(self, h: str, split: tuple[str, str] | None, hs: HandlerStats, snap: Snapshot) -> list[Point]:
+        out: list[Point] = []
+        r = hs.requests
+        entries = snap.entries
+        for k, fs in sorted(hs.funcs.items(), key=lambda kv: entries[kv[0]].name):
+            e = entries[k]
+            kind = "group" if e.is_group else "watch"
+            vals: list[tuple[str, float]] = [("calls", fs.calls), ("ms", _ms(fs.ns))]
+            if r and h != BACKGROUND:
+                vals += [
+                    ("calls_per_request.mean", round(fs.calls / r, 6)),
+                    ("calls_per_request.max", fs.calls_max),
+                    ("ms_per_request.mean", _ms(fs.ns / r)),
+                    ("ms_per_request.max", _ms(fs.ns_max)),
+                    ("share", round(share(fs.ns, hs.ns), 3)),
+                ]
+            for metric, value in vals:
+                n, t = self.watch_metric(h, kind, e.name, e.group, metric, split)
+                out.append((n, value, t))
         return out
 
 

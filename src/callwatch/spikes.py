@@ -3,8 +3,9 @@
 The definition, implemented by the in-process detector (here), ``callwatch alerts check``
 (:mod:`callwatch.alerts`) and the generated Grafana alert rule (:mod:`callwatch.grafana`):
 
-- **Series.** One origin (a process: host and worker slot) x handler x watched function.
-  Origins are never summed: each is judged on its own calls and requests, and one origin
+- **Series.** One origin (a process: host and worker slot) x handler x watched function
+  (the detector judges groups the same way; ``alerts check`` and the Grafana rule judge
+  watched functions).  Origins are never summed: each is judged on its own calls and requests, and one origin
   spiking is a spike.  A cause local to one worker (its cache gone cold) would be diluted
   by the number of workers in a sum, and the in-process detector only sees its process.
 - **Value.** The calls per request of one interval (calls / requests of the handler in
