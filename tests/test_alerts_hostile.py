@@ -4,6 +4,7 @@ must end as UNKNOWN (exit 3) with one line saying why, within the deadline."""
 
 from __future__ import annotations
 
+import re
 import socketserver
 import threading
 import time
@@ -45,7 +46,9 @@ class HostileServer(socketserver.ThreadingTCPServer):
 
     def behave(self, sock: object) -> None:
         send = sock.sendall  # type: ignore[attr-defined]
-        if self.mode == "json":
+        if self.mode == "slow-json":  # each answer within a request's timeout, not all of them
+            time.sleep(1.2)
+        if self.mode in ("json", "slow-json"):
             send(JSON_HEAD + b"Content-Length: %d\r\n\r\n" % len(self.body) + self.body)
         elif self.mode == "drip-body":
             send(JSON_HEAD + b"\r\n")
@@ -152,3 +155,20 @@ def test_a_huge_body_stops_at_the_size_cap(hostile: HostileServer, config: Path,
                                           "33554432 bytes for ")
     assert peak < 100 * 2**20  # the cap (32 MiB) and its copies, not 1.5 GB
     assert took < 30
+
+
+def test_the_deadline_covers_the_whole_check(hostile: HostileServer, config: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    hostile.mode = "slow-json"  # 1.2 s per answer; the check asks three times
+    hostile.body = b'[{"target": "h1_w0.deal", "datapoints": [[1.0, %d]]}]' % int(time.time())
+    code, out, took = run_check(config, hostile.url, capsys, "--timeout", "2")
+    assert code == 3
+    line = out.splitlines()[1]  # the second request had what was left of the 2 s
+    assert re.match(rf"UNKNOWN graphite: graphite-web at {re.escape(hostile.url)} did not answer within "
+                    r"0\.[5-8] s \(the deadline\) for ", line), line
+    assert 1.9 < took < 3.0
+
+
+def test_a_timeout_that_is_not_positive_is_unknown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_check(config, "http://127.0.0.1:9", capsys, "--timeout", "0")
+    assert (code, out) == (3, "UNKNOWN callwatch: --timeout 0: give a number of seconds > 0\n")
