@@ -97,7 +97,7 @@ def _get(url: str, web_url: str, target: str, deadline: float, max_bytes: int) -
     try:
         conn.connect()
     except OSError as e:
-        raise GraphiteError(f"graphite-web at {web_url} unreachable ({type(e).__name__}: {e})") from None
+        raise _unreachable(web_url, e) from None
     # Socket timeouts bound each wait, not the total: a server dripping a byte at a time
     # would never trip them.  The timer cuts the socket (which the response keeps after
     # the connection lets go of it) at the deadline.
@@ -110,10 +110,14 @@ def _get(url: str, web_url: str, target: str, deadline: float, max_bytes: int) -
         if cut.is_set():
             raise GraphiteError(f"graphite-web at {web_url} did not answer within {left:.1f} s "
                                 f"(the deadline) for {target}") from None
-        raise GraphiteError(f"graphite-web at {web_url} unreachable ({type(e).__name__}: {e})") from None
+        raise _unreachable(web_url, e) from None
     finally:
         timer.cancel()
         conn.close()
+
+
+def _unreachable(web_url: str, e: Exception) -> GraphiteError:
+    return GraphiteError(f"graphite-web at {web_url} unreachable ({type(e).__name__}: {e})")
 
 
 def _read(conn: http.client.HTTPConnection, u: urllib.parse.SplitResult, web_url: str, target: str,
