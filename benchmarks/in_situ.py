@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import macro  # noqa: E402  (start_redis, pin, median)
 
 import callwatch  # noqa: E402
-from callwatch import _core  # noqa: E402
+from callwatch import _core, _state  # noqa: E402
 
 
 def noop(a: int, b: int) -> int:
@@ -56,13 +56,14 @@ def pieces() -> dict[str, Callable[[], Any]]:
     _core.use_speedups = saved
     handler = callwatch.handler("in_situ")(lambda: None)
     col = _core.collector
-    width = _core.registry.width
-
-    batch = [("in_situ_batch", 1000, 0, [0] * width) for _ in range(256)]
+    one_call = _core.new_state()  # a finished request that made one watched call
+    rec = _state.record(one_call, getattr(c_watched, _core.MARK).index)
+    rec[_state.CALLS], rec[_state.NS] = 1, 1000
+    batch = [("in_situ_batch", 1000, 0, one_call) for _ in range(256)]
 
     def add_batch() -> None:  # what the fold does once per 256 requests
         with col._lock:
-            col._add_requests("in_situ_batch", batch)
+            col._intervals.add(batch)
 
     out: dict[str, Callable[[], Any]] = {
         "arithmetic loop (30 multiply-adds)": arithmetic,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callwatch._state import DIMS, NAME, State
+from callwatch._state import DIMS, NAME, new_state, record
 from callwatch.aggregate import BACKGROUND, OVERFLOW, Collector, FuncStats, Registry
 
 
@@ -18,7 +18,7 @@ def make() -> tuple[Registry, Collector, int, int, int]:
 
 def state(reg: Registry, **slots: tuple[int, int]) -> State:
     """A finished request's state: entry index (the digits of the keyword) -> (calls, ns)."""
-    st = State()
+    st = new_state()
     for k, (calls, ns) in slots.items():
         st[int(k[1:])] = [calls, ns, 0]
     return st
@@ -33,16 +33,17 @@ def test_registry_layout_puts_the_group_first_and_reuses_entries() -> None:
 
 
 def test_a_state_holds_only_what_the_request_touched() -> None:
-    st = State()
-    assert st[DIMS] == 0 and st[NAME] == 0 and dict(st) == {}  # header read: 0, nothing stored
-    st[5][0] += 1
-    assert dict(st) == {5: [1, 0, 0]}
+    st = new_state()
+    assert st == {DIMS: 0, NAME: 0}  # the header only
+    record(st, 5)[0] += 1
+    assert st == {DIMS: 0, NAME: 0, 5: [1, 0, 0]}
 
 
-def test_record_sums_groups_and_keeps_per_request_maxima() -> None:
+def test_record_sums_entries_and_keeps_per_request_maxima() -> None:
     reg, col, a, b, g = make()
-    col.record("h", 5_000, 0, state(reg, **{f"k{a}": (2, 100), f"k{b}": (1, 50), f"k{g}": (0, 120)}))
-    col.record("h", 7_000, 1, state(reg, **{f"k{a}": (1, 10), f"k{g}": (0, 10)}))
+    # the wrappers count a group's calls (its members') and time in the group's record
+    col.record("h", 5_000, 0, state(reg, **{f"k{a}": (2, 100), f"k{b}": (1, 50), f"k{g}": (3, 120)}))
+    col.record("h", 7_000, 1, state(reg, **{f"k{a}": (1, 10), f"k{g}": (1, 10)}))
     snap = col.swap(10.0)
     hs = snap.handlers["h"]
     assert (hs.requests, hs.errors, hs.ns, hs.ns_max, hs.sketch.count) == (2, 1, 12_000, 7_000, 2)
@@ -204,3 +205,26 @@ def test_adding_a_batch_to_a_sketch_gives_the_same_sketch_as_one_by_one() -> Non
     assert many.sum == pytest.approx(one.sum)
     for q in (0.5, 0.9, 0.99, 1.0):
         assert many.get_quantile_value(q) == one.get_quantile_value(q)
+
+
+def test_quantiles_of_one_request_are_its_response_time_not_above_the_max() -> None:
+    reg, col, *_ = make()
+    col.record("h", 5_000_000, 0, state(reg))  # the sketch's bin for 5 ms answers ~5.03 ms
+    hs = col.swap(0).handlers["h"]
+    assert hs.ns_max == 5_000_000
+    assert [hs.quantile_ns(q) for q in (0.5, 0.9, 0.99)] == [5_000_000.0] * 3
+
+
+def test_a_running_background_state_is_reported_at_each_swap_by_what_it_gained() -> None:
+    reg, col, a, _, g = make()
+    st = state(reg)
+    col.background_started(st)
+    rec, grec = record(st, a), record(st, g)
+    rec[0], rec[1], grec[0], grec[1] = 2, 20, 2, 20  # 2 nested calls so far
+    first = col.swap(10).handlers[BACKGROUND]
+    assert (first.funcs[a], first.funcs[g]) == (FuncStats(2, 2, 20, 20), FuncStats(2, 2, 20, 20))
+    rec[0], rec[1], grec[0], grec[1] = 5, 50, 5, 50  # 3 more, then the loop returns
+    col.background_done(st)
+    second = col.swap(20).handlers[BACKGROUND]
+    assert (second.funcs[a], second.funcs[g]) == (FuncStats(3, 3, 30, 30), FuncStats(3, 3, 30, 30))
+    assert col.swap(30).handlers[BACKGROUND].funcs[a] == FuncStats()  # nothing twice

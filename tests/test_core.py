@@ -182,7 +182,9 @@ def test_async_handlers_and_concurrent_awaits_inside_one_request() -> None:
 
     @callwatch.watch(name="aget", group="redis")
     async def aget(x: int) -> int:
+        clock.advance(0.001)
         await asyncio.sleep(0)
+        clock.advance(0.001)
         return x
 
     @callwatch.handler("ah")
@@ -197,8 +199,11 @@ def test_async_handlers_and_concurrent_awaits_inside_one_request() -> None:
     with clock:
         asyncio.run(main())
     s = snap()
-    assert calls(s, "ah") == {"aget": (3, 3, 0, 0), "[redis]": (3, 3, 0, 0)}
-    assert calls(s, "ar")["aget"][0] == 1
+    # gather runs the three up to their sleep (ms 0-1, 1-2, 2-3), then resumes them (ms 3-4,
+    # 4-5, 5-6): they overlap, and the time counted is the union, 0 to 6 ms.
+    assert s.handlers["ah"].ns == 6_000_000
+    assert calls(s, "ah") == {"aget": (3, 3, 6_000_000, 6_000_000), "[redis]": (3, 3, 6_000_000, 6_000_000)}
+    assert calls(s, "ar")["aget"] == (1, 1, 2_000_000, 2_000_000)
 
 
 def test_interleaved_asyncio_requests_are_attributed_to_their_own_handler() -> None:
@@ -404,3 +409,133 @@ def test_a_watched_function_pickles_and_copies_like_the_function() -> None:
         assert copy.copy(w) is w and copy.deepcopy(w) is w
     finally:
         globals()["watched_module_level"] = saved
+
+
+def test_a_running_background_loop_shows_its_nested_calls_at_each_flush() -> None:
+    clock = FakeClock()
+
+    @callwatch.watch(name="job")
+    def job() -> None:
+        clock.advance(0.001)
+
+    flushed = []
+
+    @callwatch.watch(name="worker_loop")
+    def worker_loop() -> None:  # outside any handler, runs across flushes
+        for _ in range(3):
+            job()
+        flushed.append(snap())  # what the flusher sends meanwhile
+        for _ in range(2):
+            job()
+
+    with clock:
+        worker_loop()
+    # worker_loop's call counts when it starts, its time when it ends
+    assert calls(flushed[0], BACKGROUND) == {"job": (3, 3, 3_000_000, 3_000_000), "worker_loop": (1, 1, 0, 0)}
+    assert calls(snap(), BACKGROUND) == {"job": (2, 2, 2_000_000, 2_000_000),
+                                         "worker_loop": (0, 0, 5_000_000, 5_000_000)}
+
+
+def test_the_python_wrapper_costs_at_most_one_frame_of_depth_more_than_the_c_wrapper(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    def deepest(f: object) -> int:
+        """How deep plain recursion can go and still call ``f``."""
+        def down(n: int) -> int:
+            return f() if n == 0 else down(n - 1)  # type: ignore[operator]
+
+        lo, hi = 0, sys.getrecursionlimit()
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            try:
+                down(mid)
+                lo = mid
+            except RecursionError:
+                hi = mid - 1
+        return lo
+
+    def leaf() -> int:
+        return 1
+
+    depths = {}
+    for kind in ("C", "Python"):
+        monkeypatch.setattr(_core, "use_speedups", kind == "C")
+        w = callwatch.watch(name="leaf")(leaf)
+        outside = deepest(w)  # a background call
+        with callwatch.request("r"):
+            depths[kind] = (outside, deepest(w))
+    snap()
+    bare = deepest(leaf)
+    c_out, c_in = depths["C"]
+    py_out, py_in = depths["Python"]
+    assert c_in == bare and c_out >= bare - 2  # the C wrapper is no frame; its slow path is one
+    assert py_in >= bare - 1 and py_out >= c_out - 1
+
+
+def test_a_recursive_watched_function_goes_as_deep_outside_a_request_as_inside(wrapper_kind: str) -> None:
+    import sys
+
+    def deepest() -> int:
+        lo, hi = 0, sys.getrecursionlimit()
+        while lo < hi:  # the deepest n for which fact(n) still works
+            mid = (lo + hi + 1) // 2
+            try:
+                fact(mid)
+                lo = mid
+            except RecursionError:
+                hi = mid - 1
+        return lo
+
+    @callwatch.watch(name="fact")
+    def fact(n: int) -> int:
+        return 1 if n <= 1 else n * fact(n - 1)
+
+    outside = deepest()  # the outermost call makes the background state: no extra frame
+    with callwatch.request("r"):
+        inside = deepest()
+    snap()
+    # each level is one frame with the C wrapper, two with the Python one (its own frame);
+    # the C wrapper's slow path (outside requests) is the Python wrapper: one frame more
+    assert outside >= inside - (1 if wrapper_kind == "C" else 0)
+
+
+def test_the_wrapper_keeps_what_lru_cache_and_inspect_see() -> None:
+    import functools
+
+    @functools.lru_cache(maxsize=8)
+    def cached(x: int) -> int:
+        return x * 2
+
+    w = callwatch.watch(name="cached")(cached)
+    with callwatch.request("r"):
+        assert w(2) == 4 and w(2) == 4
+    assert w.cache_info().hits == 1 and w.cache_info().currsize == 1  # type: ignore[attr-defined]
+    w.cache_clear()  # type: ignore[attr-defined]
+    assert cached.cache_info().currsize == 0
+    assert calls(snap(), "r")["cached"][0] == 2
+
+    def gen(n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    async def agen(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    async def coro() -> int:
+        return 5
+
+    wg = callwatch.watch(name="gen")(gen)
+    wa = callwatch.watch(name="agen")(agen)
+    wc = callwatch.watch(name="coro")(coro)
+    assert inspect.isgeneratorfunction(wg) and not inspect.isasyncgenfunction(wg)
+    assert inspect.isasyncgenfunction(wa) and not inspect.isgeneratorfunction(wa)
+    assert inspect.iscoroutinefunction(wc)
+
+    async def use() -> list[int]:
+        return [i async for i in wa(3)] + [await wc()]
+
+    with callwatch.request("g"):
+        assert list(wg(3)) == [0, 1, 2]
+        assert asyncio.run(use()) == [0, 1, 2, 5]
+    assert {k: v[0] for k, v in calls(snap(), "g").items()} == {"gen": 1, "agen": 1, "coro": 1}

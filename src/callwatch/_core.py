@@ -24,7 +24,7 @@ import types
 from typing import Any, Awaitable, Callable, TypeVar, cast
 
 from . import _env, _state
-from ._state import ACTIVE, CALLS, NS, State
+from ._state import ACTIVE, CALLS, NS, State, record
 from .aggregate import BACKGROUND as _BACKGROUND, Collector, Entry, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,10 +155,10 @@ def _async_watched(fn: Callable[..., Awaitable[Any]], entry: Entry) -> Callable[
         st = _get()
         tok = None
         if st is None:
-            st = State()
+            st = new_state()
             tok = _set(st)
             _bg_start(st)
-        e = st[k]
+        e = record(st, k)
         e[CALLS] += 1
         active = e[ACTIVE]
         e[ACTIVE] = active + 1
@@ -166,7 +166,8 @@ def _async_watched(fn: Callable[..., Awaitable[Any]], entry: Entry) -> Callable[
         if not active:
             e[NS] -= t0
         if gk >= 0:
-            g = st[gk]
+            g = record(st, gk)
+            g[CALLS] += 1
             n = g[ACTIVE]
             g[ACTIVE] = n + 1
             if not n:
@@ -199,7 +200,7 @@ def _cw_make(_cw_fn, _cw_k, _cw_gk{defaults}):
     def _cw_watched({params}):
         _cw_st = _get()
         if _cw_st is None:
-            _cw_st = State()
+            _cw_st = new_state()
             _cw_tok = _set(_cw_st)
             _bg_start(_cw_st)
             try:
@@ -211,9 +212,12 @@ def _cw_make(_cw_fn, _cw_k, _cw_gk{defaults}):
     return _cw_watched
 """
 _BODY = """\
-_cw_e = _cw_st[_cw_k]
+try:
+    _cw_e = _cw_st[_cw_k]
+except KeyError:
+    _cw_e = record(_cw_st, _cw_k)
 _cw_e[{CALLS}] += 1
-if _cw_e[{ACTIVE}]:
+{count}if _cw_e[{ACTIVE}]:
     return _cw_fn({call})
 _cw_e[{ACTIVE}] = 1
 {enter}_cw_t0 = _now()
@@ -224,8 +228,16 @@ finally:
 """
 _ENTER_PLAIN = ""
 _LEAVE_PLAIN = "    _cw_e[{NS}] += _now() - _cw_t0\n"
+# A group's calls are its members' calls, every one of them; its time is the time during
+# which at least one member ran.
+_COUNT_GROUP = (
+    "try:\n"
+    "    _cw_g = _cw_st[_cw_gk]\n"
+    "except KeyError:\n"
+    "    _cw_g = record(_cw_st, _cw_gk)\n"
+    "_cw_g[{CALLS}] += 1\n"
+)
 _ENTER_GROUP = (
-    "_cw_g = _cw_st[_cw_gk]\n"
     "_cw_gn = _cw_g[{ACTIVE}]\n"
     "_cw_g[{ACTIVE}] = _cw_gn + 1\n"
 )
@@ -296,6 +308,7 @@ def _generated_watched(fn: Callable[..., Any], entry: Entry) -> Callable[..., An
     grouped = entry.group_index >= 0
     body = _BODY.format(
         call=call,
+        count=_COUNT_GROUP.format(**_LAYOUT) if grouped else "",
         enter=(_ENTER_GROUP if grouped else _ENTER_PLAIN).format(**_LAYOUT),
         leave=(_LEAVE_GROUP if grouped else _LEAVE_PLAIN).format(**_LAYOUT),
         **_LAYOUT,
@@ -319,13 +332,14 @@ def add_call(entry: Entry, ns: int) -> None:
     st = _get()
     background = st is None
     if st is None:
-        st = State()
-    e = st[entry.index]
+        st = new_state()
+    e = record(st, entry.index)
     e[CALLS] += 1
     if not e[ACTIVE]:  # not inside a wrapped call of the same entry
         e[NS] += ns
     if entry.group_index >= 0:
-        g = st[entry.group_index]
+        g = record(st, entry.group_index)
+        g[CALLS] += 1
         if not g[ACTIVE]:
             g[NS] += ns
     if background:

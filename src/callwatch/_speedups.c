@@ -104,6 +104,11 @@ typedef struct {
     PyObject *gkey;   /* its group's index, or NULL */
     Py_ssize_t calls, ns, active;  /* offsets in a record */
     Py_ssize_t need;  /* len(record) needed for these offsets */
+    /* The last state this wrapper counted in, and its records there (group's: NULL until
+     * needed): a request calls the same function again and again, and this saves the
+     * dict lookups.  Strong references, so the state's address cannot be reused while
+     * cached; records are never removed from a state. */
+    PyObject *cst, *crec, *cgrec;
     PyObject *dict;
     PyObject *weakreflist;
     vectorcallfunc vectorcall;
@@ -154,19 +159,34 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     long long active, g = 0;
     long long t0 = 0, t1 = 0;
     int timed = 0;
-    rec = get_record(w, st, w->key);
-    if (rec == NULL)
-        goto count_failed;
+    if (st == w->cst) {
+        rec = Py_NewRef(w->crec);
+        grec = Py_XNewRef(w->cgrec);
+    }
+    else {
+        rec = get_record(w, st, w->key);
+        if (rec == NULL)
+            goto count_failed;
+        Py_XSETREF(w->cst, Py_NewRef(st));
+        Py_XSETREF(w->crec, Py_NewRef(rec));
+        Py_CLEAR(w->cgrec);
+    }
+    if (w->gkey != NULL && grec == NULL) {  /* st is the cached state by now */
+        grec = get_record(w, st, w->gkey);
+        if (grec == NULL)
+            goto count_failed;
+        Py_XSETREF(w->cgrec, Py_NewRef(grec));
+    }
     active = slot_get(rec, w->active);
     if (active == -1 && PyErr_Occurred())
         goto count_failed;
     if (slot_add(rec, w->calls, 1) < 0)
         goto count_failed;
+    /* A group's calls are its members' calls, every one of them. */
+    if (grec != NULL && slot_add(grec, w->calls, 1) < 0)
+        goto count_failed;
     if (!active) {
-        if (w->gkey != NULL) {
-            grec = get_record(w, st, w->gkey);
-            if (grec == NULL)
-                goto count_failed;
+        if (grec != NULL) {
             g = slot_get(grec, w->active);
             if (g == -1 && PyErr_Occurred())
                 goto count_failed;
@@ -258,6 +278,9 @@ watched_traverse(Watched *w, visitproc visit, void *arg)
     Py_VISIT(w->var);
     Py_VISIT(w->slow);
     Py_VISIT(w->dict);
+    Py_VISIT(w->cst);
+    Py_VISIT(w->crec);
+    Py_VISIT(w->cgrec);
     return 0;
 }
 
@@ -270,6 +293,9 @@ watched_clear(Watched *w)
     Py_CLEAR(w->dict);
     Py_CLEAR(w->key);
     Py_CLEAR(w->gkey);
+    Py_CLEAR(w->cst);
+    Py_CLEAR(w->crec);
+    Py_CLEAR(w->cgrec);
     return 0;
 }
 

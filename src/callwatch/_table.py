@@ -1,13 +1,13 @@
 """The interval table: finished requests added per handler, in batches.
 
-Requests are added a batch at a time: per request only its touched entries are walked
-(see ``_state``), then each entry's numbers over the batch are summed and maxed with
-C-level ``sum``/``max``.  Groups: a group's calls in a request are its members' calls, added
-up here; its time is what the wrappers measured for the group (members nested in members
-counted once).
+Requests are added a batch at a time: the records of the batch's states (only the
+entries each request touched, see ``_state``) are sorted by entry, and each entry's numbers
+over the batch summed and maxed, all with C-level ``sorted``/``groupby``/``sum``/``max``.
+A group's record is filled by the wrappers like a function's (calls: its members' calls;
+time: while at least one member ran), so it needs nothing of its own here.
 
 Background states that are still running (a watched worker loop outside any handler) are
-reported at each swap by what they gained since the last report (``REPORTED``), and the
+reported at each swap by what they gained since the last report (``reported``), and the
 rest when they finish.
 
 Every method here runs under the collector's lock.
@@ -15,10 +15,12 @@ Every method here runs under the collector's lock.
 
 from __future__ import annotations
 
+from itertools import chain, groupby, islice, repeat
+from operator import itemgetter
 from typing import Any
 
 from ._limits import Limiter
-from ._state import CALLS, DIMS, NAME, NS, REPORTED, State, records
+from ._state import CALLS, DIMS, HEADER_SIZE, NAME, NS, State, new_state, records
 from ._stats import BACKGROUND, OTHER_VALUE, OVERFLOW, FuncStats, HandlerKey, HandlerStats, sketch_add_many
 
 #: A finished request: (handler, ns, error, state); ns < 0: background calls.
@@ -35,18 +37,23 @@ class IntervalTable:
         #: Background states still running, by id (see module docstring).  Never
         #: rebound: the hot path holds its methods.
         self.live: dict[int, State] = {}
+        #: id of a live (or finished, not yet added) background state -> what the swaps
+        #: reported of it so far: entry -> (calls, ns).
+        self.reported: dict[int, dict[int, tuple[int, int]]] = {}
         self.internal_errors = 0
 
-    def add(self, batch: list[Item], group_of: list[int]) -> None:
+    def add(self, batch: list[Item]) -> None:
         by_handler: dict[str, list[Item]] = {}
         for item in batch:
             state = item[3]
-            if not isinstance(state, State):
+            if type(state) is not dict:
                 self.internal_errors += 1
                 continue
-            if item[1] < 0 and REPORTED in state:  # reported in part by an earlier swap
-                item = (item[0], item[1], item[2], unreported(state)[0])
-            key = state[NAME] or item[0]  # renamed during the request
+            if item[1] < 0 and self.reported:  # reported in part by an earlier swap?
+                before = self.reported.pop(id(state), None)
+                if before is not None:
+                    item = (item[0], item[1], item[2], unreported(state, before)[0])
+            key = state.get(NAME) or item[0]  # renamed during the request
             items = by_handler.get(key)
             if items is None:
                 by_handler[key] = [item]
@@ -54,20 +61,20 @@ class IntervalTable:
                 items.append(item)
         for handler, items in by_handler.items():
             try:
-                self._add_requests(handler, items, group_of)
+                self._add_requests(handler, items)
             except Exception:
                 self.internal_errors += len(items)
 
-    def _add_requests(self, handler: str, items: list[Item], group_of: list[int]) -> None:
+    def _add_requests(self, handler: str, items: list[Item]) -> None:
         # Requests of one handler; those with dimensions are also added to their split
         # tables, keyed by the handler name as admitted.
         hs = self.table.get(handler)
         if hs is None:
             hs, handler = self._new_handler(handler)
-        _add_batch(hs, items, group_of)
+        _add_batch(hs, items)
         splits: dict[tuple[str, str, str], list[Item]] = {}
         for item in items:
-            dims = item[3][DIMS]
+            dims = item[3].get(DIMS)
             if dims:
                 for key, value in dims.items():
                     splits.setdefault((handler, key, value), []).append(item)
@@ -75,7 +82,7 @@ class IntervalTable:
             ds = self.table.get(dk)
             if ds is None:
                 ds = self._new_split(dk)
-            _add_batch(ds, its, group_of)
+            _add_batch(ds, its)
 
     def _new_handler(self, handler: str) -> tuple[HandlerStats, str]:
         if handler != BACKGROUND and not self.limiter.handler(handler):
@@ -98,13 +105,13 @@ class IntervalTable:
 
     def live_deltas(self) -> list[Item]:
         """What the running background states gained since the last report, as requests
-        to add now; they remember it (``REPORTED``) so it is not added again."""
+        to add now; ``reported`` remembers it so it is not added again."""
         out: list[Item] = []
         for state in list(self.live.values()):
-            delta, now = unreported(state)
-            if delta:
+            delta, now = unreported(state, self.reported.get(id(state), {}))
+            if len(delta) > HEADER_SIZE:
                 out.append((BACKGROUND, -1, 0, delta))
-            state[REPORTED] = now
+            self.reported[id(state)] = now
         return out
 
     def take(self) -> dict[HandlerKey, HandlerStats]:
@@ -137,13 +144,13 @@ class IntervalTable:
         self.table = {}
         self.seen = {}
         self.live.clear()
+        self.reported.clear()
         self.limiter.reset()
 
 
-def unreported(state: State) -> tuple[State, dict[int, tuple[int, int]]]:
-    """(what ``state`` has beyond its REPORTED part, everything it has now)."""
-    before: dict[int, tuple[int, int]] = state.get(REPORTED) or {}
-    delta = State()
+def unreported(state: State, before: dict[int, tuple[int, int]]) -> tuple[State, dict[int, tuple[int, int]]]:
+    """(what ``state`` has beyond ``before``, everything it has now)."""
+    delta = new_state()
     now: dict[int, tuple[int, int]] = {}
     for k, rec in records(state):
         b_calls, b_ns = before.get(k, (0, 0))
@@ -173,7 +180,7 @@ def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns:
         fs.ns_max = m
 
 
-def _add_batch(hs: HandlerStats, items: list[Item], group_of: list[int]) -> None:
+def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
     """Add finished requests ``(handler, ns, error, state)`` to one handler's table."""
     timed = [it[1] for it in items if it[1] >= 0]  # not background calls
     if timed:
@@ -184,37 +191,19 @@ def _add_batch(hs: HandlerStats, items: list[Item], group_of: list[int]) -> None
         if m > hs.ns_max:
             hs.ns_max = m
         sketch_add_many(hs.sketch, timed)
-    columns: dict[int, list[tuple[int, int]]] = {}  # entry -> (calls, ns) per request
-    for item in items:
-        state = item[3]
-        groups: dict[int, int] | None = None
-        for k, rec in state.items():
-            if k <= 0:
-                continue
-            g = group_of[k]
-            if g == -2:  # a group: its calls are its members', below; its time is its own
-                continue
-            calls = rec[CALLS]
-            col = columns.get(k)
-            if col is None:
-                columns[k] = [(calls, rec[NS])]
-            else:
-                col.append((calls, rec[NS]))
-            if g >= 0:
-                if groups is None:
-                    groups = {g: calls}
-                else:
-                    groups[g] = groups.get(g, 0) + calls
-        if groups:
-            for g, calls in groups.items():
-                grec = state.get(g)
-                pair = (calls, grec[NS] if grec is not None else 0)
-                col = columns.get(g)
-                if col is None:
-                    columns[g] = [pair]
-                else:
-                    col.append(pair)
+    # Every (entry, record) of the batch (the header skipped by position), sorted by entry:
+    # one run per entry; only the runs are walked in Python.
+    states = [it[3] for it in items if len(it[3]) > HEADER_SIZE]
+    pairs = sorted(chain.from_iterable(map(islice, map(dict.items, states), _SKIP, _TO_END)), key=_KEY)
     funcs = hs.funcs
-    for k, col in columns.items():
-        calls_col, ns_col = zip(*col)
-        _add_column(funcs, k, calls_col, ns_col)
+    for k, run in groupby(pairs, _KEY):
+        recs = list(map(_RECORD, run))
+        _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)))
+
+
+_SKIP = repeat(HEADER_SIZE)
+_TO_END = repeat(None)
+_KEY = itemgetter(0)
+_RECORD = itemgetter(1)
+_CALLS = itemgetter(CALLS)
+_NS = itemgetter(NS)

@@ -140,7 +140,7 @@ class Collector:
 
     def _fold_locked(self) -> None:
         if self.pending:
-            self._intervals.add(_take(self.pending), self.registry.group_of)
+            self._intervals.add(_take(self.pending))
         if self._pending_profiles:
             self._add_profiles(_take(self._pending_profiles))
 
