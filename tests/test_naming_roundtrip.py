@@ -1,5 +1,6 @@
 """Names round trip (issue 10 §2): an interval goes through the exporter to the real carbon,
-then every query of the generated dashboards and alert rules runs on graphite-web and must
+then every query of the generated dashboards and alert rules (and every dashboard variable's
+query) runs on graphite-web and must
 return exactly the series it is meant to, hierarchical and tagged.
 
 The expected series are written out here by hand from the README's naming layout, never
@@ -110,6 +111,23 @@ def profiled_functions(graphite: Graphite, prefix: str, tags: bool) -> set[str]:
     return {n["text"] for n in found if not n["leaf"]}
 
 
+def variable_values(graphite: Graphite, out: Path, tags: bool) -> dict[str, set[str]]:
+    """What each dashboard variable's query lists, asked as Grafana asks graphite-web
+    (metrics/find for paths, tags/autoComplete/values for tag_values), $handler = deal."""
+    got: dict[str, set[str]] = {}
+    for f in sorted((out / "dashboards").glob("*.json")):
+        for var in json.loads(f.read_text())["templating"]["list"]:
+            query = var["query"].replace("$handler", "deal")
+            if tags:
+                m = re.fullmatch(r"tag_values\((\w+), (.*)\)", query)
+                assert m, query
+                values = set(get(graphite, "/tags/autoComplete/values", tag=m.group(1), expr=m.group(2).split(", ")))
+            else:
+                values = {n["text"] for n in get(graphite, "/metrics/find", query=query)}
+            assert got.setdefault(var["name"], values) == values, (f.name, var["name"])
+    return got
+
+
 @pytest.mark.parametrize("tags", [False, True], ids=["hierarchical", "tagged"])
 def test_every_dashboard_and_alert_query_matches_its_series(graphite: Graphite, tmp_path: Path,
                                                            tags: bool) -> None:
@@ -168,6 +186,8 @@ def test_every_dashboard_and_alert_query_matches_its_series(graphite: Graphite, 
         "players.2.Storage_get_player": {t0: 2.0}}
     # the spike rule keeps each origin x handler x function apart (one interval: no baseline yet)
     spike = render(by_where["alert: callwatch: calls per request spike"])
+    assert variable_values(graphite, out, tags) == {
+        "origin": {"h1" if tags else "h1_w0"}, "handler": BOTH, "function": {"Storage_get_player", "Storage_get_table"}}
     inner = {re.match(r"divideSeries\(removeBelowValue\((.*?), ?3\)", name).group(1)  # type: ignore[union-attr]
              for name in spike}
     assert inner == {r.format(p=prefix) for r in RAW[tags]["pairs"]}, list(spike)
