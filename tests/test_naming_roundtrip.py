@@ -1,7 +1,7 @@
 """Names round trip (issue 10 §2): an interval goes through the exporter to the real carbon,
-then every query of the generated dashboards and alert rules (and every dashboard variable's
-query) runs on graphite-web and must
-return exactly the series it is meant to, hierarchical and tagged.
+then every query of the generated dashboards and alert rules (and every dashboard
+variable's query) runs on graphite-web and must return exactly the series it is meant to,
+hierarchical and tagged.
 
 The expected series are written out here by hand from the README's naming layout, never
 computed by callwatch.naming.
