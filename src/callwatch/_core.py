@@ -4,8 +4,10 @@ Everything that can be decided is decided when a function is wrapped: sync or as
 grouped or not, and the exact parameter list.  For a plain Python function the watched
 wrapper is generated with the same signature as the function (``def get_user(self, uid)``
 rather than ``def wrapper(*args, **kwargs)``), which saves packing a tuple and a dict on
-every call.  Per call the wrapper then does one ``ContextVar.get()``, two clock reads and
-a few list-slot updates; everything else happens once per request in ``aggregate``.
+every call.  Per call the wrapper then does one ``ContextVar.get()``, two clock reads, one
+lookup of the function's record in the request's state and a few updates of it (layout:
+``_state``); everything else happens once per request in ``aggregate``.  A call outside
+any request is a background request of its own (``aggregate.BACKGROUND``).
 
 Re-entry rule (recursion, or a watched function that calls itself through others): every
 call is counted, but only the outermost call's time is added, so time is never counted

@@ -158,9 +158,9 @@ class Snapshot:
 def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
     """``sketch.add(v)`` for each of ``values`` (ints >= 0), with the same bins.
 
-    DDSketch.add costs ~0.5 us a value in Python; here the keys are computed with C-level
-    ``map`` over the very expression LogarithmicMapping.key uses
-    (``ceil(log(v, 2) * multiplier) + offset``), then counted, then added per bin.
+    DDSketch.add is a Python call per value (benchmarks/in_situ.py times the fold); here the
+    keys are computed with C-level ``map`` over the very expression LogarithmicMapping.key
+    uses (``ceil(log(v, 2) * multiplier) + offset``), then counted, then added per bin.
     """
     mapping = sketch._mapping
     if type(mapping) is not LogarithmicMapping or not values or min(values) < 0:
