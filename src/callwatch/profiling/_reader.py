@@ -27,6 +27,8 @@ from typing import Any, Callable, NamedTuple
 tag_var: contextvars.ContextVar[int] = contextvars.ContextVar("callwatch_profile_tag", default=0)
 
 _OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The demo's card-game server ships inside the package but is profiled code, not ours.
+_DEMO = os.path.join(_OWN, "demo") + os.sep
 _METHOD = re.compile(r"^<method '([^']+)' of '([^']+)' objects>$")
 _BUILTIN = re.compile(r"^<built-in method ([^>]+)>$")
 
@@ -65,7 +67,7 @@ def func_label(module: str, line: int, name: str, builtin: bool) -> str:
 
 def is_own(module: str) -> bool:
     """A function of callwatch's own, or of yappi's."""
-    return (module.startswith(_OWN) or module.startswith("<callwatch wrapper")
+    return ((module.startswith(_OWN) and not module.startswith(_DEMO)) or module.startswith("<callwatch wrapper")
             or module == "_yappi" or os.path.basename(module) == "yappi.py")
 
 
