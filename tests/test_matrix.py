@@ -308,19 +308,6 @@ def http_ep(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return e
 
 
-# Until the profiler takes a hint for requests named after routing (profiler.begin(None,
-# hint)), the rows whose name comes from the framework cannot pass the profiling tests.
-_WAITS = pytest.mark.xfail(strict=True, reason="waits for profiler hint interface")
-PROFILED = [pytest.param(e, id=e.id, marks=_WAITS if e.http else ()) for e in ALL]
-
-
-@pytest.fixture(params=PROFILED)
-def prof_ep(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> EntryPoint:
-    e: EntryPoint = request.param
-    e.setup(monkeypatch)
-    return e
-
-
 class Harness:
     """Configure with a recording sender and a fake clock; read back one interval at a time."""
 
@@ -438,39 +425,39 @@ def profiled(m: dict[str, float], handler: str) -> float:
     return m.get(f"{handler}.profile.requests", 0)
 
 
-def test_profiling_at_rate_1_profiles_every_request(h: Harness, prof_ep: EntryPoint) -> None:
+def test_profiling_at_rate_1_profiles_every_request(h: Harness, ep: EntryPoint) -> None:
     h.configure(profile={"rate": 1.0, "min_interval": 0})
     for _ in range(3):
-        prof_ep.run("work", 1)
+        ep.run("work", 1)
     m = h.interval()
-    assert profiled(m, prof_ep.name("work")) == 3
+    assert profiled(m, ep.name("work")) == 3
 
 
-def test_min_interval_profiles_a_rare_handler_once_then_waits(h: Harness, prof_ep: EntryPoint) -> None:
+def test_min_interval_profiles_a_rare_handler_once_then_waits(h: Harness, ep: EntryPoint) -> None:
     h.configure(profile={"rate": 0.0, "min_interval": 1})
-    w = prof_ep.name("work")
+    w = ep.name("work")
     for _ in range(3):
-        prof_ep.run("work", 1)
+        ep.run("work", 1)
     assert profiled(h.interval(), w) == 1  # never profiled: its first request is
-    prof_ep.run("work", 1)
-    prof_ep.run("work", 1)
+    ep.run("work", 1)
+    ep.run("work", 1)
     assert profiled(h.interval(), w) == 0  # profiled less than min_interval ago
     time.sleep(1.05)  # min_interval passes; the profiler sees it at the next flush
     h.interval()
-    prof_ep.run("work", 1)
-    prof_ep.run("work", 1)
+    ep.run("work", 1)
+    ep.run("work", 1)
     assert profiled(h.interval(), w) == 1
 
 
-def test_the_trigger_file_profiles_a_handler_on_demand(h: Harness, prof_ep: EntryPoint, tmp_path: Path) -> None:
+def test_the_trigger_file_profiles_a_handler_on_demand(h: Harness, ep: EntryPoint, tmp_path: Path) -> None:
     trigger = tmp_path / "profile-now"
     h.configure(profile={"rate": 0.0, "min_interval": 0, "trigger_file": str(trigger)})
-    w = prof_ep.name("work")
-    prof_ep.run("work", 1)
+    w = ep.name("work")
+    ep.run("work", 1)
     assert profiled(h.interval(), w) == 0
     trigger.write_text(f"{w} 60\n")
     h.interval()  # the flush reads the trigger file
     assert not trigger.exists()
-    prof_ep.run("work", 1)
-    prof_ep.run("work", 1)
+    ep.run("work", 1)
+    ep.run("work", 1)
     assert profiled(h.interval(), w) == 2
