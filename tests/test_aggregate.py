@@ -228,3 +228,19 @@ def test_a_running_background_state_is_reported_at_each_swap_by_what_it_gained()
     second = col.swap(20).handlers[BACKGROUND]
     assert (second.funcs[a], second.funcs[g]) == (FuncStats(3, 3, 30, 30), FuncStats(3, 3, 30, 30))
     assert col.swap(30).handlers[BACKGROUND].funcs[a] == FuncStats()  # nothing twice
+
+
+def test_batches_touching_few_or_many_entries_add_up_the_same() -> None:
+    reg = Registry()
+    col = Collector(reg)
+    common = reg.function("common", None).index
+    own = [reg.function(f"own{i}", None).index for i in range(10)]
+    for i, k in enumerate(own):  # many distinct entries in one batch: the records are sorted
+        col.record("many", 1, 0, state(reg, **{f"k{k}": (i + 1, 10 * (i + 1)), f"k{common}": (2, 5)}))
+    for i in range(10):  # one entry in every request: looked up per state
+        col.record("few", 1, 0, state(reg, **{f"k{common}": (i, 3)}))
+    snap = col.swap(0)
+    many, few = snap.handlers["many"].funcs, snap.handlers["few"].funcs
+    assert many[common] == FuncStats(20, 2, 50, 5)
+    assert [many[k] for k in own] == [FuncStats(i, i, 10 * i, 10 * i) for i in range(1, 11)]
+    assert few == {common: FuncStats(45, 9, 30, 3)}

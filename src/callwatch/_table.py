@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from itertools import chain, groupby, islice, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, Iterable
 
 from ._limits import Limiter
 from ._state import CALLS, DIMS, HEADER_SIZE, NAME, NS, State, new_state, records
@@ -191,14 +191,27 @@ def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
         if m > hs.ns_max:
             hs.ns_max = m
         sketch_add_many(hs.sketch, timed)
-    # Every (entry, record) of the batch (the header skipped by position), sorted by entry:
-    # one run per entry; only the runs are walked in Python.
-    states = [it[3] for it in items if len(it[3]) > HEADER_SIZE]
-    pairs = sorted(chain.from_iterable(map(islice, map(dict.items, states), _SKIP, _TO_END)), key=_KEY)
+    states = [it[3] for it in items]
     funcs = hs.funcs
-    for k, run in groupby(pairs, _KEY):
-        recs = list(map(_RECORD, run))
+    for k, recs in _records_by_entry(states):
         _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)))
+
+
+def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]]]]:
+    """(entry, its records in the batch) for every entry the batch's requests touched,
+    with C-level loops over the records: per entry, a lookup in every state when the
+    batch touched few entries; else the records sorted by entry (header skipped by
+    position), so the cost follows what the requests touched, never what is watched."""
+    keys = set().union(*states)
+    touched = sum(map(len, states)) - HEADER_SIZE * len(states)
+    if (len(keys) - HEADER_SIZE) * len(states) <= 4 * touched:
+        for k in keys:
+            if k > 0:
+                yield k, list(filter(None, map(dict.get, states, repeat(k))))
+        return
+    pairs = sorted(chain.from_iterable(map(islice, map(dict.items, states), _SKIP, _TO_END)), key=_KEY)
+    for k, run in groupby(pairs, _KEY):
+        yield k, list(map(_RECORD, run))
 
 
 _SKIP = repeat(HEADER_SIZE)
