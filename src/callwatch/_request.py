@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Protocol, TypeVar, cast
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Protocol, TypeVar, cast
 
 from . import _core
 from ._state import DIMS, NAME, State
@@ -192,7 +192,7 @@ class Request:
         with req:                        # begins; watched calls count for it
             body = app(environ, start)   # the framework routes: callwatch.name_request()
         ...
-        chunk = req.call(next, it)       # a streamed chunk, produced inside the request
+        for chunk in req.produce(body):  # a streamed body, produced inside the request
         req.status = 503                 # a 5xx returned counts as an error
         req.finish()                     # once the body is done (only the first call counts)
 
@@ -260,13 +260,29 @@ class Request:
         finally:
             _leave(tok)
 
-    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await fn(*args)`` inside the request."""
-        tok = _enter(self.state)
-        try:
-            return await fn(*args)
-        finally:
-            _leave(tok)
+    def produce(self, body: Iterable[T]) -> Iterator[T]:
+        """The items of ``body`` (a streamed response body), each produced inside the
+        request, so that the watched calls a body makes count for it."""
+        it = self.call(iter, body)
+        while True:
+            try:
+                chunk = self.call(next, it)
+            except StopIteration:
+                return
+            yield chunk
+
+    async def aproduce(self, body: AsyncIterable[T]) -> AsyncIterator[T]:
+        """``produce`` for an async body."""
+        it = self.call(aiter, body)
+        while True:
+            tok = _enter(self.state)
+            try:
+                chunk = await anext(it)
+            except StopAsyncIteration:
+                return
+            finally:
+                _leave(tok)
+            yield chunk
 
     def finish(self, error: bool = False) -> None:
         """End the request: an error if ``error`` or ``status`` >= 500.  Only the first

@@ -14,7 +14,7 @@ propagate; 5xx responses count as errors.
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
@@ -89,28 +89,8 @@ def _after(req: Request, response: Any) -> Any:
     # A streamed body: produce it inside the request, record when Django closes it.
     content = response.streaming_content
     if inspect.isasyncgen(content) or hasattr(content, "__aiter__"):
-        response.streaming_content = _aiter_in(content, req)
+        response.streaming_content = req.aproduce(content)
     else:
-        response.streaming_content = _iter_in(content, req)
+        response.streaming_content = req.produce(content)
     response._resource_closers.append(req.finish)
     return response
-
-
-def _iter_in(content: Any, req: Request) -> Iterator[Any]:
-    it = iter(content)
-    while True:
-        try:
-            chunk = req.call(next, it)
-        except StopIteration:
-            return
-        yield chunk
-
-
-async def _aiter_in(content: Any, req: Request) -> AsyncIterator[Any]:
-    it = content.__aiter__()
-    while True:
-        try:
-            chunk = await req.acall(it.__anext__)
-        except StopAsyncIteration:
-            return
-        yield chunk

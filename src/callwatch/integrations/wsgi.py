@@ -74,23 +74,14 @@ class _Body:
     def __iter__(self) -> Iterator[bytes]:
         req = self._req
         try:
-            it = req.call(iter, self._body)
+            yield from req.produce(self._body)
         except Exception:
             self._error = True
+            req.finish(True)
             raise
-        while True:
-            try:
-                chunk = req.call(next, it)
-            except StopIteration:
-                # Servers call close() next; some clients (test clients) only much later,
-                # so the request ends with its last chunk.
-                req.finish(self._error)
-                return
-            except Exception:
-                self._error = True
-                req.finish(True)
-                raise
-            yield chunk
+        # Servers call close() next; some clients (test clients) only much later, so the
+        # request ends with its last chunk.
+        req.finish(self._error)
 
     def close(self) -> None:
         try:
