@@ -189,12 +189,12 @@ class Request:
     framework integration makes one per HTTP request::
 
         req = Request(hint=..., default=..., args=(environ,), body_follows=True)
-        with req:                        # begins; watched calls count for it
-            body = app(environ, start)   # the framework routes: callwatch.name_request()
-        ...
-        for chunk in req.produce(body):  # a streamed body, produced inside the request
-        req.status = 503                 # a 5xx returned counts as an error
-        req.finish()                     # once the body is done (only the first call counts)
+        with req:                           # begins; watched calls count for it
+            body = app(environ, start)      # the framework routes: callwatch.name_request()
+        req.status = 503                    # a 5xx returned counts as an error
+        for chunk in req.produce(body):     # a streamed body, produced inside the request
+            ...
+        req.finish()                        # the body is done (only the first call counts)
 
     The handler name is, in order: a name given during the request
     (``callwatch.name_request``), ``name``, ``default()`` called at the end (when the
