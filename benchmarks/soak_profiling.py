@@ -80,12 +80,14 @@ def verdict(samples: list[tuple[int, float]], warmup: int, limit_mb: float,
     after = [(i, mb) for i, mb in samples if i >= warmup]
     (i0, mb0), (i1, mb1) = after[0], after[-1]
     grown = mb1 - mb0
-    allowed = limit_mb + (py311_bytes * (i1 - i0) / 1e6 if sys.version_info < (3, 12) else 0.0)
     per = grown * 1e6 / max(1, i1 - i0)
-    ok = grown <= allowed
-    word = "flat after warm-up" if ok else "GROWS after warm-up"
-    return ok, (f"{word}: {mb0:.1f} -> {mb1:.1f} MB over requests {i0}..{i1} "
-                f"({per:.0f} B/request; allowed {allowed:.1f} MB)")
+    figures = f"{mb0:.1f} -> {mb1:.1f} MB over requests {i0}..{i1} ({per:.0f} B/request)"
+    if grown <= limit_mb:
+        return True, f"flat after warm-up: {figures}"
+    if sys.version_info < (3, 12) and grown <= limit_mb + py311_bytes * (i1 - i0) / 1e6:
+        return True, (f"grows within yappi's Python 3.11 leak (up to {py311_bytes:.0f} B/request, "
+                      f"docs/notes/yappi-leak.md), not flat: {figures}")
+    return False, f"GROWS after warm-up: {figures}"
 
 
 def main(argv: list[str] | None = None) -> int:
