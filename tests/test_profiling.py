@@ -289,8 +289,11 @@ def test_a_hint_profiles_a_due_handler_and_discards_one_that_is_not() -> None:
     assert p.begin(None, "GET_x") is None  # GET_x ends as x, profiled less than 60 s ago
     tok = p.begin(None, "GET_x2")  # another unknown hint that turns out to be x too
     assert tok is not None
+    spent, last = p.policy.spent_ns, p.policy.last["x"]
     p.end(tok, "x", 1000, [])
     assert _profiled("x") == 0  # x not due: discarded, no metrics
+    assert p.policy.last["x"] == last  # and no min_interval update
+    assert p.policy.spent_ns > spent  # but its cost counts in the budget
     assert p.begin(None, "GET_x2") is None  # learned
     p.policy.last["x"] -= 61  # as if profiled 61 s ago
     p.on_flush()
@@ -365,6 +368,40 @@ def test_dumps_hold_the_profiled_code_only(tmp_path: Path) -> None:
     assert (st.total_calls, st.prim_calls) == (4, 4)  # type: ignore[attr-defined]
     funcs = {(Path(f).name, name) for f, _, name in st.stats}  # type: ignore[attr-defined]
     assert funcs == {("test_profiling.py", "leaf"), ("test_profiling.py", "table")}
+
+
+def rec(n: int) -> int:
+    return 0 if n == 0 else rec(n - 1)
+
+
+def test_dump_counts_read_as_pstats_reads_them(tmp_path: Path) -> None:
+    """pstats: (primitive calls, calls); a recursion has fewer primitive calls."""
+    @callwatch.handler("deep")
+    def deep() -> None:
+        rec(3)
+
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path)}},
+                        start_thread=False, strict=True)
+    deep()
+    callwatch.shutdown()
+    (dump,) = (tmp_path / "deep").glob("*.prof")
+    st = pstats.Stats(str(dump))
+    assert (st.total_calls, st.prim_calls) == (5, 2)  # type: ignore[attr-defined]  # deep 1, rec 4 (1 primitive)
+
+
+def test_a_builtin_counts_the_calls_of_the_profiled_code_only() -> None:
+    """callwatch reads the clock around the request: those calls are not the handler's."""
+    @callwatch.handler("clocked")
+    def clocked() -> None:
+        time.perf_counter_ns()
+        time.perf_counter_ns()
+
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    for _ in range(3):
+        clocked()
+    ps = _core.collector.swap(0).profiles["clocked"]
+    assert ps.requests == 3
+    assert ps.funcs["time.perf_counter_ns"][0] == 6
 
 
 FORK_SCRIPT = textwrap.dedent("""
