@@ -244,3 +244,12 @@ def test_batches_touching_few_or_many_entries_add_up_the_same() -> None:
     assert many[common] == FuncStats(20, 2, 50, 5)
     assert [many[k] for k in own] == [FuncStats(i, i, 10 * i, 10 * i) for i in range(1, 11)]
     assert few == {common: FuncStats(45, 9, 30, 3)}
+
+
+def test_states_not_made_by_new_state_are_counted_not_raised() -> None:
+    reg, col, *_ = make()
+    for broken in ({}, {1: [1, 0, 0]}, [0, 0, 0], "x"):
+        col.record("h", 1, 0, broken)  # type: ignore[arg-type]
+    col.record("h", 5, 0, state(reg))
+    snap = col.swap(0)
+    assert col.internal_errors == 4 and snap.handlers["h"].requests == 1

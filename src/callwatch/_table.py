@@ -46,6 +46,11 @@ class IntervalTable:
         by_handler: dict[str, list[Item]] = {}
         for item in batch:
             state = item[3]
+            try:
+                key = state[NAME] or item[0]  # renamed during the request
+            except (KeyError, TypeError, IndexError):  # not a state from new_state()
+                self.internal_errors += 1
+                continue
             if type(state) is not dict:
                 self.internal_errors += 1
                 continue
@@ -53,7 +58,6 @@ class IntervalTable:
                 before = self.reported.pop(id(state), None)
                 if before is not None:
                     item = (item[0], item[1], item[2], unreported(state, before)[0])
-            key = state.get(NAME) or item[0]  # renamed during the request
             items = by_handler.get(key)
             if items is None:
                 by_handler[key] = [item]
@@ -74,7 +78,7 @@ class IntervalTable:
         _add_batch(hs, items)
         splits: dict[tuple[str, str, str], list[Item]] = {}
         for item in items:
-            dims = item[3].get(DIMS)
+            dims = item[3][DIMS]
             if dims:
                 for key, value in dims.items():
                     splits.setdefault((handler, key, value), []).append(item)
@@ -202,8 +206,10 @@ def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]
     with C-level loops over the records: per entry, a lookup in every state when the
     batch touched few entries; else the records sorted by entry (header skipped by
     position), so the cost follows what the requests touched, never what is watched."""
-    keys = set().union(*states)
     touched = sum(map(len, states)) - HEADER_SIZE * len(states)
+    if not touched:
+        return
+    keys = set().union(*states)
     if (len(keys) - HEADER_SIZE) * len(states) <= 4 * touched:
         for k in keys:
             if k > 0:
