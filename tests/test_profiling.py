@@ -445,3 +445,31 @@ def test_memory_stays_flat_under_profiling() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     if sys.version_info >= (3, 12):
         assert "flat after warm-up" in r.stdout
+
+
+FORK_INSIDE_SCRIPT = textwrap.dedent("""
+    import os, callwatch
+    from callwatch import _core
+    def leaf(): return 1
+    @callwatch.handler("forks")
+    def forks():
+        leaf()
+        return os.fork()
+    @callwatch.handler("after")
+    def after():
+        leaf()
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    pid = forks()  # the child ends the request that was being profiled when it forked
+    if pid == 0:
+        after()    # and goes on profiling
+        s = _core.collector.swap(0)
+        print("child", sorted((h, p.requests) for h, p in s.profiles.items()), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+""")
+
+
+def test_a_fork_during_a_profiled_request() -> None:
+    r = subprocess.run([sys.executable, "-c", FORK_INSIDE_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "child [('after', 1), ('forks', 1)]", r.stdout + r.stderr

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .._state import State
 from ..config import ProfileConfig
 from ._dumps import DumpStore
 from ._policy import NO, PROVISIONAL, SamplingPolicy
@@ -72,7 +73,7 @@ class Profiler:
     """Profiles chosen requests: ``begin`` at the start, ``end`` with the final name."""
 
     def __init__(self, cfg: ProfileConfig, sink: Callable[[ProfiledRequest], None],
-                 watched_calls: Callable[[list[Any]], dict[str, int]] | None = None,
+                 watched_calls: Callable[[State], dict[str, int]] | None = None,
                  max_handlers: int = 200) -> None:
         import yappi  # only when profiling is configured
 
@@ -115,7 +116,7 @@ class Profiler:
             self._lock.release()
             return None
 
-    def end(self, token: Token, name: str, elapsed_ns: int, state: list[Any]) -> None:
+    def end(self, token: Token, name: str, elapsed_ns: int, state: State) -> None:
         """End the profile that ``begin`` started; ``name`` is the request's final name."""
         # Stopped first, in a frame with few names: on Python 3.11 each profiled function
         # costs yappi a tuple of its local names per request (docs/notes/yappi-leak.md).
@@ -124,7 +125,7 @@ class Profiler:
         finally:
             self._finish(token, name, elapsed_ns, state)
 
-    def _finish(self, token: Token, name: str, elapsed_ns: int, state: list[Any]) -> None:
+    def _finish(self, token: Token, name: str, elapsed_ns: int, state: State) -> None:
         tag, ctx_token, kind, hint = token
         policy = self.policy
         stats: list[Stats] | None = None
@@ -143,11 +144,14 @@ class Profiler:
         finally:
             tag_var.reset(ctx_token)
             policy.spent_ns += time.perf_counter_ns() - self._began_ns
-            self._lock.release()
+            try:
+                self._lock.release()
+            except RuntimeError:  # a child forked during this request has a new lock
+                pass
         if stats is not None:
             self._keep(name, elapsed_ns, state, stats)
 
-    def _keep(self, name: str, elapsed_ns: int, state: list[Any], stats: list[Stats]) -> None:
+    def _keep(self, name: str, elapsed_ns: int, state: State, stats: list[Stats]) -> None:
         self.policy.profiled(name)
         rows = [FuncRow(s.label, s.calls, int(s.own_s * 1e9), int(s.cum_s * 1e9)) for s in stats]
         dump = None
@@ -166,6 +170,7 @@ class Profiler:
         self._lock = threading.Lock()
         self.dumps.clear()
         self.policy.after_fork_in_child()
+        self.reader.after_fork_in_child()
 
     # -- flush side (the exporter's thread) ------------------------------------------
 

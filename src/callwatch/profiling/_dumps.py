@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .._state import State
 from ..config import ProfileConfig
 from ..naming import sanitize
 
@@ -30,7 +31,7 @@ MAX_QUEUED = 100
 
 class DumpStore:
     def __init__(self, cfg: ProfileConfig, max_handlers: int,
-                 watched_calls: Callable[[list[Any]], dict[str, int]] | None = None) -> None:
+                 watched_calls: Callable[[State], dict[str, int]] | None = None) -> None:
         self.cfg = cfg
         self.max_handlers = max_handlers
         self.watched_calls = watched_calls
@@ -38,7 +39,7 @@ class DumpStore:
         self.queue: collections.deque[tuple[str, float, int, dict[Any, Any]]] = \
             collections.deque(maxlen=MAX_QUEUED)
 
-    def wanted(self, elapsed_ns: int, state: list[Any]) -> bool:
+    def wanted(self, elapsed_ns: int, state: State) -> bool:
         """Keep a dump of this profiled request?"""
         cfg = self.cfg
         if self.root is None:

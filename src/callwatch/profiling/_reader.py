@@ -106,6 +106,12 @@ class ProfileReader:
         # apart by the tag), and the server's other threads do not pay meanwhile.
         self.yappi.start(builtins=True, profile_threads=False)
 
+    def after_fork_in_child(self) -> None:
+        # A request profiled on another thread of the parent has no thread here to end it.
+        if self.yappi.is_running() and tag_var.get() == 0:
+            self.yappi.stop()
+            self.yappi.clear_stats()
+
     def collect(self) -> list[tuple[Any, ...]]:
         """Every function yappi saw (all tags), once it is stopped."""
         raw: list[tuple[Any, ...]] = []
