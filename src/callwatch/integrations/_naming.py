@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
 
 _ID = re.compile(r"^(\d+|[0-9a-fA-F]{8,}|[0-9a-fA-F-]{32,36})$")
 _PARAM = re.compile(r"^[{<]([^}>]*)[}>]$")
@@ -37,3 +40,14 @@ def path_prefix_name(method: str, path: str) -> str:
     elif _ID.match(first):
         first = "id"
     return f"{method.upper()}_{first[:40]}"
+
+
+def user_name(namer: Optional[Callable[[T], str]], request: T) -> Optional[str]:
+    """What a middleware's ``name=`` function says for ``request``; None when there is
+    none, or it raised (a user's naming function must not break the request)."""
+    if namer is None:
+        return None
+    try:
+        return namer(request)
+    except Exception:
+        return None

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, MutableMapping, Optional
 import callwatch
 
 from .._request import Request
-from ._naming import UNMATCHED, path_prefix_name, route_name
+from ._naming import UNMATCHED, path_prefix_name, route_name, user_name
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,11 +71,9 @@ class ASGIMiddleware:
     def default_name(self, scope: Scope, status: int) -> str:
         """``name(scope)`` if given, the matched route's template, ``_unmatched`` for a 404
         without a route, else method and first path segment."""
-        if self.name is not None:
-            try:
-                return self.name(scope)
-            except Exception:
-                pass
+        named = user_name(self.name, scope)
+        if named is not None:
+            return named
         route = scope.get("route")
         template = getattr(route, "path", None) or getattr(route, "path_format", None)
         if isinstance(template, str):

@@ -18,7 +18,7 @@ import functools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .._request import Request
-from ._naming import path_prefix_name
+from ._naming import path_prefix_name, user_name
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -48,11 +48,9 @@ class WSGIMiddleware:
     def default_name(self, environ: Environ) -> str:
         """``name(environ)`` if given (and it does not raise), else method and first path
         segment."""
-        if self.name is not None:
-            try:
-                return self.name(environ)
-            except Exception:
-                pass
+        named = user_name(self.name, environ)
+        if named is not None:
+            return named
         return path_prefix_name(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
 
 
