@@ -265,3 +265,19 @@ def test_integrations_use_only_the_request_api() -> None:
                   and node.value.id == "callwatch" and node.attr.startswith("_")):
                 found.append(f"{path.name}: callwatch.{node.attr}")
     assert found == []
+
+
+def test_a_middleware_name_function_names_the_request_and_may_fail() -> None:
+    from callwatch.integrations.wsgi import WSGIMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def broken(environ: dict[str, Any]) -> str:
+        raise KeyError("HTTP_X_ROUTE")
+
+    for mw in (WSGIMiddleware(app, name=lambda environ: "by_header"), WSGIMiddleware(app, name=broken)):
+        assert list(mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/users/42"}, lambda *a: None)) == [b"ok"]
+    # the broken one falls back to the default name
+    assert {h: hs.requests for h, hs in snap().handlers.items()} == {"by_header": 1, "GET_users": 1}
