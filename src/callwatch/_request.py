@@ -47,9 +47,8 @@ class ProfilerHooks(Protocol):
         """At the start: a token if this request is profiled, else None.  ``name`` is None
         when the handler is named only after routing; ``hint`` then stands for it."""
 
-    def end(self, token: Any, name: str, elapsed_ns: int, state: Any) -> None:
-        """At the end of a profiled request, with its final name and its state (a
-        ``_state.State``)."""
+    def end(self, token: Any, name: str, elapsed_ns: int, state: State) -> None:
+        """At the end of a profiled request, with its final name."""
 
     def after_fork_in_child(self) -> None: ...
 
