@@ -19,7 +19,7 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 import callwatch
-from callwatch import _core
+from callwatch import _core, _state
 
 
 def f(x: int) -> int:
@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     mon.use_tool_id(tool, "callwatch-bench")
     counts = [0]
     entry = _core.registry.function("monitored_g", None)
-    slot = 3 * entry.index
+    key = entry.index
     get = _core._get
+    record = _state.record
+    CALLS = _state.CALLS
 
     def count_only(code: Any, offset: int) -> None:
         counts[0] += 1
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     def count_per_request(code: Any, offset: int) -> None:
         st = get()
         if st is not None:
-            st[slot] += 1
+            record(st, key)[CALLS] += 1
 
     watched = callwatch.watch(name="bench_watched")(f)
     best: dict[str, float] = {}
