@@ -57,23 +57,38 @@ class SamplingPolicy:
         if n <= 0:
             self.skip = self.draw()
             return SURE
-        od = self.on_demand
-        if od is None:
-            if not self.min_on:
-                return NO
-            if name is not None:
-                last = self.last.get(name)
-                if last is not None and last >= self.due_before:
-                    return NO
-                return SURE if self.affordable() else NO
+        if self.on_demand is not None:
+            return self._choose_on_demand(name, hint)
+        if not self.min_on:
+            return NO
+        # Per request under min_interval: a lookup or two, no call, no clock.
+        last, due = self.last, self.due_before
         if name is not None:
-            return SURE if self.qualifies(name) and self.affordable() else NO
+            t = last.get(name)
+            if t is not None and t >= due:
+                return NO
+            return SURE if self.affordable() else NO
         if hint is None:
             return NO  # nothing to decide by: only the countdown picks it
         names = self.hints.get(hint)
+        if names is not None:
+            for known in names:
+                t = last.get(known)
+                if t is None or t < due:
+                    break
+            else:
+                return NO  # every name this hint ended with was profiled recently
+        return PROVISIONAL if self.affordable() else NO  # an unknown hint may be anything
+
+    def _choose_on_demand(self, name: str | None, hint: str | None) -> int:
+        if name is not None:
+            return SURE if self.qualifies(name) and self.affordable() else NO
+        if hint is None:
+            return NO
+        names = self.hints.get(hint)
         if names is not None and not any(self.qualifies(n) for n in names):
             return NO
-        return PROVISIONAL if self.affordable() else NO  # an unknown hint may be anything
+        return PROVISIONAL if self.affordable() else NO
 
     def qualifies(self, name: str) -> bool:
         """Is ``name`` the on-demand handler, or due under min_interval?"""
