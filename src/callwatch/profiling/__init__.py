@@ -25,8 +25,9 @@ Which requests (``_policy``).  At most one request is profiled at a time per pro
   metrics, no dump and no min_interval update, but its cost counts in the budget.
 - The budget: profiled requests may take ``budget`` of the wall time.  At each flush the
   rate is lowered when they took more; and the picks of min_interval, on demand and hints
-  (which a scan of never-seen names would otherwise buy for every request) are refused
-  while the current window has spent its share.
+  (which a scan of never-seen names would otherwise buy for every request) draw on a
+  credit that grows by ``budget`` of the wall time, holds at most one second's worth, and
+  is spent by every profiled request: they are refused while it is spent.
 - After a fork, the child draws a new seed and countdown, so workers profile different
   requests.
 
@@ -143,7 +144,7 @@ class Profiler:
             return
         finally:
             tag_var.reset(ctx_token)
-            policy.spent_ns += time.perf_counter_ns() - self._began_ns
+            policy.charge(time.perf_counter_ns() - self._began_ns)
             try:
                 self._lock.release()
             except RuntimeError:  # a child forked during this request has a new lock

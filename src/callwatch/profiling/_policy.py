@@ -21,9 +21,11 @@ NO, SURE, PROVISIONAL = 0, 1, 2
 #: beyond them a hint's new names are not learned (its known ones still decide).
 NAMES_PER_HINT = 8
 
-#: Wall time credited to a window that has just begun, so that a rare handler can be
-#: profiled at once and not only once the window has run long enough to pay for it.
-MIN_WINDOW_S = 1.0
+#: The due picks draw on a credit that grows by ``budget`` of the wall time and is spent by
+#: every profiled request; it holds at most this many seconds' worth, so that a rare
+#: handler can be profiled at once (at start, after a quiet spell) but a scan cannot
+#: borrow ahead.
+BURST_S = 1.0
 
 
 class SamplingPolicy:
@@ -46,6 +48,8 @@ class SamplingPolicy:
         self.hints: dict[str, list[str]] = {}
         self.on_demand: tuple[str, float] | None = None
         self.spent_ns = 0  # profiling time in this window, the profiler's own cost included
+        self.credit_ns = cfg.budget * BURST_S * 1e9
+        self.credit_at = self.window_start
         self.skip = self.draw()
 
     # -- request side (any thread) ----------------------------------------------------
@@ -104,11 +108,18 @@ class SamplingPolicy:
         return last is None or last < self.due_before
 
     def affordable(self) -> bool:
-        """Is this window's profiling time still within the budget?  The picks of
-        min_interval and on demand ask this: a scan of never-seen names must not buy a
-        profile per request."""
-        wall = max(time.monotonic() - self.window_start, MIN_WINDOW_S)
-        return self.spent_ns <= self.cfg.budget * wall * 1e9
+        """May a due pick (min_interval, on demand, hint) start now?  A scan of never-seen
+        names must not buy a profile per request: such picks stop when the credit is spent."""
+        now = time.monotonic()
+        budget = self.cfg.budget
+        self.credit_ns = min(self.credit_ns + (now - self.credit_at) * budget * 1e9, budget * BURST_S * 1e9)
+        self.credit_at = now
+        return self.credit_ns > 0
+
+    def charge(self, ns: int) -> None:
+        """A profiled request's cost (kept or discarded, the profiler's own included)."""
+        self.spent_ns += ns
+        self.credit_ns -= ns
 
     def learn(self, hint: str, name: str) -> None:
         names = self.hints.get(hint)
@@ -142,7 +153,7 @@ class SamplingPolicy:
         self.rng = random.Random()
         self.skip = self.draw()
         self.spent_ns = 0
-        self.window_start = time.monotonic()
+        self.window_start = self.credit_at = time.monotonic()
 
     # -- flush side ------------------------------------------------------------------
 
