@@ -221,6 +221,7 @@ def test_func_labels() -> None:
         "sqlite3.Cursor.execute"
     assert func_label("time", 0, "sleep", True) == "time.sleep"
     assert func_label("builtins", 0, "sorted", True) == "sorted"
+    assert func_label("/usr/lib/python3.11/json/__init__.py", 183, "dumps", False) == "json.dumps"
 
 
 def test_profile_config_errors(tmp_path: Path) -> None:

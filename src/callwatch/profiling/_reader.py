@@ -62,6 +62,8 @@ def func_label(module: str, line: int, name: str, builtin: bool) -> str:
             return m.group(1)
         return name if module in ("builtins", "~", "") else f"{module}.{name}"
     stem = os.path.splitext(os.path.basename(module))[0]
+    if stem == "__init__":  # a package's own functions: json.dumps, not __init__.dumps
+        stem = os.path.basename(os.path.dirname(module)) or stem
     return f"{stem}.{name}"
 
 
