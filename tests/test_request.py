@@ -100,7 +100,7 @@ def test_naming_and_dimension_functions_that_raise_do_not_break_the_request() ->
 
     _request.dimension_functions = {"_unnamed": [("players", bad_dimension)]}
     try:
-        with _request.Request(default=bad_name):
+        with _request.RoutedRequest(hint=None, default=bad_name):
             pass
     finally:
         _request.dimension_functions = {}
@@ -108,7 +108,7 @@ def test_naming_and_dimension_functions_that_raise_do_not_break_the_request() ->
 
 
 def test_finish_counts_once_and_a_5xx_status_is_an_error() -> None:
-    req = _request.Request("upload", body_follows=True)
+    req = _request.RoutedRequest(hint=None, default=lambda: "upload", body_follows=True)
     with FakeClock() as clock:
         with req:
             clock.advance(0.001)

@@ -13,9 +13,10 @@ Two shapes of that one lifecycle, ending through the same functions (``_end_prof
   function.  Everything is decided when the function is wrapped (sync or async: one
   template, compiled once for each at import), so a call costs what the hand-written
   wrapper cost before (``benchmarks/micro.py``, the ``@handler`` rows).
-- ``Request``: for everything that cannot wrap one function: ``callwatch.request()``
-  blocks and the framework integrations, whose handler name is known only after routing
-  and whose body may stream after the framework's call returned.
+- ``Request``: a ``with`` block, for what cannot wrap one function
+  (``callwatch.request()``); ``RoutedRequest`` adds what the framework integrations
+  need: a handler name known only after routing, a 5xx status, and a body that may
+  stream after the framework's call returned.
 
 Profiling decisions that depend on the handler (``min_interval``, the on-demand trigger)
 need a name at the start.  A request named only after routing gives the profiler a
@@ -36,7 +37,7 @@ from ._state import DIMS, NAME, State
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-__all__ = ["NullScope", "ProfilerHooks", "Request", "UNNAMED", "add_dimension", "config_dimensions",
+__all__ = ["NullScope", "ProfilerHooks", "Request", "RoutedRequest", "UNNAMED", "add_dimension", "config_dimensions",
            "dimension_functions", "make_handler", "name_current", "profiler"]
 
 
@@ -64,6 +65,8 @@ UNNAMED = "_unnamed"
 
 _enter = _core._current.set
 _leave = _core._current.reset
+# The collector is never rebound (see _core).
+_record = _core.collector.record
 
 
 # --------------------------------------------------------------------------------------
@@ -160,8 +163,7 @@ _make_async = _compile_handler("async ", "await ")
 def make_handler(fn: F, name: str) -> F:
     """Return a wrapper that makes each call of ``fn`` one request of handler ``name``."""
     make = _make_async if inspect.iscoroutinefunction(fn) else _make_sync
-    # The collector is never rebound (see _core), so its record method is bound once here.
-    wrapper = make(fn, name, _core.new_state, _enter, _leave, _core.collector.record)
+    wrapper = make(fn, name, _core.new_state, _enter, _leave, _record)
     functools.update_wrapper(wrapper, fn)
     setattr(wrapper, _core.MARK, name)
     return cast(F, wrapper)
@@ -182,63 +184,50 @@ def _call_name(fn: Callable[[], str] | None) -> str | None:
 
 
 class Request:
-    """One request of a handler, from entering the ``with`` block to ``finish()``.
+    """One request of handler ``name``, from entering the ``with`` block to leaving it:
+    what ``callwatch.request("nightly_import")`` returns (``with`` or ``async with``).
 
-    ``callwatch.request("nightly_import")`` is one, for any block (sync or async).  A
-    framework integration makes one per HTTP request::
-
-        req = Request(hint=..., default=..., args=(environ,), body_follows=True)
-        with req:                           # begins; watched calls count for it
-            body = app(environ, start)      # the framework routes: callwatch.name_request()
-        req.status = 503                    # a 5xx returned counts as an error
-        for chunk in req.produce(body):     # a streamed body, produced inside the request
-            ...
-        req.finish()                        # the body is done (only the first call counts)
-
-    The handler name is, in order: a name given during the request
-    (``callwatch.name_request``), ``name``, ``default()`` called at the end (when the
-    framework has routed), else ``_unnamed``.  ``hint()`` is called at the start, only
-    when a profiler runs and ``name`` is None.  ``args`` go to the configured dimension
-    functions.  Leaving the block with an exception finishes the request (an error if it
-    is an ``Exception``); leaving it normally finishes it too, unless ``body_follows``:
-    then the block only ends the profile and leaves the context, and ``finish()`` ends
-    the request.
+    The handler name is a name given during the request (``callwatch.name_request``),
+    else ``name``.  Leaving the block with an ``Exception`` makes the request an error.
+    Configured dimension functions are called with no arguments.
     """
 
-    __slots__ = ("name", "status", "state", "_hint", "_default", "_args", "_body_follows",
-                 "_t0", "_token", "_p", "_prof", "_done")
+    __slots__ = ("name", "state", "_t0", "_token", "_p", "_prof")
 
-    def __init__(self, name: str | None = None, *, hint: Callable[[], str] | None = None,
-                 default: Callable[[], str] | None = None, args: tuple[Any, ...] = (),
-                 body_follows: bool = False) -> None:
+    # What a RoutedRequest sets per request; for a plain block, these class defaults.
+    _hint: Callable[[], str] | None = None
+    _default: Callable[[], str] | None = None
+    _args: tuple[Any, ...] = ()
+    _body_follows = False
+
+    def __init__(self, name: str | None) -> None:
         self.name = name
-        self.status = 0
-        self._hint = hint
-        self._default = default
-        self._args = args
-        self._body_follows = body_follows
-        self._token: Any = None
         self._prof: Any = None
-        self._done = False
 
     def __enter__(self) -> Request:
         self.state = st = _core.new_state()
-        p = self._p = profiler
+        p = profiler
         if p is not None:
+            self._p = p
             name = self.name
             self._prof = p.begin(name) if name is not None else p.begin(None, _call_name(self._hint))
-        self._token = _enter(st)
+        self._token: Any = _enter(st)
         self._t0 = _core._now()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        # The profile covers the block (a body streamed after it is produced elsewhere),
+        # and the context is left where it was entered.
+        t = _core._now() - self._t0
+        prof = self._prof
+        if prof is not None:
+            _end_profile(self._p, prof, self.final_name(), t, self.state)
+        _leave(self._token)
         if exc_type is not None:
-            self.finish(error=issubclass(exc_type, Exception))
-        elif self._body_follows:
-            self._detach(_core._now() - self._t0)
-        else:
-            self.finish()
+            self._end(t, issubclass(exc_type, Exception))
+        elif not self._body_follows:
+            self._end(t, False)
 
     async def __aenter__(self) -> Request:
         return self.__enter__()
@@ -248,8 +237,48 @@ class Request:
         self.__exit__(exc_type, exc, tb)
 
     def final_name(self) -> str:
-        """The handler name as it stands now (see the class docstring)."""
+        """The handler name as it stands now."""
         return str(self.state[NAME] or self.name or _call_name(self._default) or UNNAMED)
+
+    def _end(self, elapsed_ns: int, error: bool) -> None:
+        st = self.state
+        name = st[NAME] or self.name or self.final_name()  # the common case without a call
+        if dimension_functions:
+            config_dimensions(name, st, self._args, {})
+        _record(name, elapsed_ns, 1 if error else 0, st)
+
+
+class RoutedRequest(Request):
+    """A request that a framework integration begins before routing it::
+
+        req = RoutedRequest(hint=..., default=..., args=(environ,), body_follows=True)
+        with req:                           # begins; watched calls count for it
+            body = app(environ, start)      # the framework routes: callwatch.name_request()
+        req.status = 503                    # a 5xx returned counts as an error
+        for chunk in req.produce(body):     # a streamed body, produced inside the request
+            ...
+        req.finish()                        # the body is done (only the first end counts)
+
+    The handler name is a name given during the request, else ``default()``, called at
+    the end (when the framework has routed), else ``_unnamed``.  ``hint()`` is called at
+    the start, only when a profiler runs: a name known then and stable for a route, that
+    the profiler decides by until the end.  ``args`` go to the configured dimension
+    functions (the framework's request object).  With ``body_follows``, leaving the
+    block without an exception only ends the profile (it covers the framework's call)
+    and leaves the context; ``finish()``, after the block, ends the request.
+    """
+
+    __slots__ = ("status", "_hint", "_default", "_args", "_body_follows", "_done")
+
+    def __init__(self, *, hint: Callable[[], str] | None, default: Callable[[], str] | None,
+                 args: tuple[Any, ...] = (), body_follows: bool = False) -> None:
+        super().__init__(None)
+        self.status = 0
+        self._hint = hint
+        self._default = default
+        self._args = args
+        self._body_follows = body_follows
+        self._done = False
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` inside the request: watched calls it makes count for it."""
@@ -284,28 +313,15 @@ class Request:
             yield chunk
 
     def finish(self, error: bool = False) -> None:
-        """End the request: an error if ``error`` or ``status`` >= 500.  Only the first
-        call counts (a body's last chunk and the server's ``close()`` may both end it)."""
+        """End the request after its block (a body that followed it is done)."""
+        self._end(_core._now() - self._t0, error)
+
+    def _end(self, elapsed_ns: int, error: bool) -> None:
+        # A body's last chunk and the server's close() may both end it: the first counts.
         if self._done:
             return
         self._done = True
-        t = _core._now() - self._t0
-        st = self.state
-        self._detach(t)
-        name = self.final_name()
-        if dimension_functions:
-            config_dimensions(name, st, self._args, {})
-        _core.collector.record(name, t, 1 if error or self.status >= 500 else 0, st)
-
-    def _detach(self, elapsed_ns: int) -> None:
-        # The profile covers the block (the framework's call), not a body streamed after
-        # it; the context is left where it was entered.
-        prof, self._prof = self._prof, None
-        if prof is not None and self._p is not None:
-            _end_profile(self._p, prof, self.final_name(), elapsed_ns, self.state)
-        tok, self._token = self._token, None
-        if tok is not None:
-            _leave(tok)
+        super()._end(elapsed_ns, error or self.status >= 500)
 
 
 class NullScope:

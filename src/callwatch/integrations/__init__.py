@@ -6,7 +6,7 @@
 - ``callwatch.integrations.django`` CallWatchMiddleware: handler = URL name or view path
 - ``callwatch.integrations.router`` instrument a command router (``@app.route(2)``)
 
-Each is a thin adapter over one request lifecycle, ``callwatch._request.Request`` (begin,
+Each is a thin adapter over one request lifecycle, ``callwatch._request.RoutedRequest`` (begin,
 name after routing, finish with the error or status; see its docstring), and uses no other
 internal name.  A new integration also gets a row in tests/test_matrix.py, which runs the
 same assertions over every entry point.

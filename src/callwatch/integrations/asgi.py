@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, MutableMapping, Optional
 
 import callwatch
 
-from .._request import Request
+from .._request import RoutedRequest
 from ._naming import UNMATCHED, path_prefix_name, route_name, user_name
 
 Scope = MutableMapping[str, Any]
@@ -46,7 +46,7 @@ class ASGIMiddleware:
         if kind != "http":
             await self.app(scope, receive, send)
             return
-        req = Request(hint=functools.partial(_path_name, scope),
+        req = RoutedRequest(hint=functools.partial(_path_name, scope),
                       default=lambda: self.default_name(scope, req.status), args=(scope,))
 
         async def send_wrapper(message: Message) -> None:

@@ -20,7 +20,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 import callwatch
 
-from .._request import Request
+from .._request import RoutedRequest
 from ._naming import UNMATCHED, path_prefix_name
 
 __all__ = ["CallWatchMiddleware"]
@@ -75,13 +75,13 @@ class CallWatchMiddleware:
         return _after(req, response)
 
 
-def _begin(request: Any) -> Request:
+def _begin(request: Any) -> RoutedRequest:
     # Django routes inside get_response: the URL name is known at the end only.
-    return Request(hint=lambda: path_prefix_name(str(request.method), str(request.path)),
+    return RoutedRequest(hint=lambda: path_prefix_name(str(request.method), str(request.path)),
                    default=lambda: handler_name(request), args=(request,), body_follows=True)
 
 
-def _after(req: Request, response: Any) -> Any:
+def _after(req: RoutedRequest, response: Any) -> Any:
     req.status = int(getattr(response, "status_code", 200))
     if not getattr(response, "streaming", False):
         req.finish()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .._request import Request
+from .._request import RoutedRequest
 from ._naming import path_prefix_name, user_name
 
 Environ = dict[str, Any]
@@ -35,7 +35,7 @@ class WSGIMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         # Known at the start: the request's name unless the framework names it later.
         named = functools.partial(self.default_name, environ)
-        req = Request(hint=named, default=named, args=(environ,), body_follows=True)
+        req = RoutedRequest(hint=named, default=named, args=(environ,), body_follows=True)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             req.status = _status_code(status)
@@ -64,7 +64,7 @@ def _status_code(status: str) -> int:
 class _Body:
     """The app's response iterable, run inside the request; recorded on ``close()``."""
 
-    def __init__(self, body: Iterable[bytes], req: Request) -> None:
+    def __init__(self, body: Iterable[bytes], req: RoutedRequest) -> None:
         self._body = body
         self._req = req
         self._error = False
