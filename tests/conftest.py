@@ -33,6 +33,10 @@ if os.environ.get("CI"):
 #: Python) for the whole run, and subprocesses started by tests must use the same one.
 KEPT_ENV = ("CALLWATCH_PURE_PYTHON",)
 
+#: The watched wrappers a test that runs with each should use: both, unless this run is
+#: the pure-Python one (scripts/test runs tests/test_core.py with both separately).
+WRAPPERS = ("Python",) if os.environ.get("CALLWATCH_PURE_PYTHON") else ("C", "Python")
+
 
 @pytest.fixture(autouse=True)
 def clean_callwatch(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

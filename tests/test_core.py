@@ -13,10 +13,13 @@ from callwatch import _core
 from callwatch.aggregate import BACKGROUND, Snapshot
 from callwatch.testing import FakeClock
 
+from conftest import WRAPPERS
 
-@pytest.fixture(autouse=True, params=["C", "Python"])
+
+@pytest.fixture(autouse=True, params=WRAPPERS)
 def wrapper_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs with the C watched wrapper and with the pure-Python one."""
+    """Every test here runs with the C watched wrapper and with the pure-Python one (in the
+    pure-Python run of the suite, CALLWATCH_PURE_PYTHON=1, with that one only)."""
     if request.param == "C":
         assert _core._speedups is not None, (
             "callwatch._speedups was not built (needs gcc and the Python headers: "
@@ -459,7 +462,7 @@ def test_the_python_wrapper_costs_at_most_one_frame_of_depth_more_than_the_c_wra
         return 1
 
     depths = {}
-    for kind in ("C", "Python"):
+    for kind in WRAPPERS:
         monkeypatch.setattr(_core, "use_speedups", kind == "C")
         w = callwatch.watch(name="leaf")(leaf)
         outside = deepest(w)  # a background call
@@ -467,10 +470,12 @@ def test_the_python_wrapper_costs_at_most_one_frame_of_depth_more_than_the_c_wra
             depths[kind] = (outside, deepest(w))
     snap()
     bare = deepest(leaf)
-    c_out, c_in = depths["C"]
     py_out, py_in = depths["Python"]
-    assert c_in == bare and c_out >= bare - 2  # the C wrapper is no frame; its slow path is one
-    assert py_in >= bare - 1 and py_out >= c_out - 1
+    if "C" in depths:
+        c_out, c_in = depths["C"]
+        assert c_in == bare and c_out >= bare - 2  # the C wrapper is no frame; its slow path is one
+        assert py_out >= c_out - 1
+    assert py_in >= bare - 1 and py_out >= bare - 3
 
 
 def test_a_recursive_watched_function_goes_as_deep_outside_a_request_as_inside(wrapper_kind: str) -> None:
