@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, TypeVar, cast
 
 from . import _env, _state
 from ._state import ACTIVE, CALLS, NS, State, record
-from .aggregate import BACKGROUND as _BACKGROUND, Collector, Entry, Registry
+from .aggregate import BACKGROUND as _BACKGROUND, FOLD_BATCH, Collector, Entry, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +42,12 @@ _reset = _current.reset
 # is never rebound, so its methods are bound once here).
 _bg_start = collector.background_started
 _bg_done = collector.background_done
+# What _bg_start and _bg_done do, written out in the generated wrappers (every call outside
+# a request goes through them: benchmarks/micro.py).
+_bg_live = collector.live_background
+_bg_pending = collector.pending
+_bg_push = _bg_pending.append
+_bg_fold = collector.fold
 #: The clock for durations.  Wrappers look it up as a module global on each call so
 #: that ``callwatch.testing.FakeClock`` can replace it.
 _now = time.perf_counter_ns
@@ -64,10 +70,17 @@ except ImportError:
 use_speedups = _speedups is not None
 
 
+#: Told of every new clock: modules whose generated code reads the clock as a global of
+#: their own (one lookup cheaper per read than ``_core._now``).
+clock_listeners: list[Callable[[Callable[[], int]], None]] = []
+
+
 def set_clock(fn: Callable[[], int]) -> None:
     """Read durations from ``fn`` (int nanoseconds): ``callwatch.testing.FakeClock``."""
     global _now
     _now = fn
+    for listener in clock_listeners:
+        listener(fn)
     if _speedups is not None:
         _speedups.set_clock(None if fn is time.perf_counter_ns else fn)
 
@@ -202,22 +215,27 @@ def _cw_make(_cw_fn, _cw_k, _cw_gk{defaults}):
     def _cw_watched({params}):
         _cw_st = _get()
         if _cw_st is None:
-            _cw_st = new_state()
+            _cw_st = {{{DIMS}: 0, {NAME}: 0}}
             _cw_tok = _set(_cw_st)
-            _bg_start(_cw_st)
+            _bg_live[id(_cw_st)] = _cw_st
             try:
 {background}
             finally:
                 _reset(_cw_tok)
-                _bg_done(_cw_st)
+                _bg_live.pop(id(_cw_st), None)
+                _bg_push((_BACKGROUND, -1, 0, _cw_st))
+                if len(_bg_pending) >= {BATCH}:
+                    _bg_fold()
 {body}
     return _cw_watched
 """
+# A record is made on first touch with ``setdefault`` (a signal handler or finalizer may
+# make it first in between; its counts stay); ``get`` rather than catching KeyError, which
+# costs far more on every first touch (every call outside a request is one).
 _BODY = """\
-try:
-    _cw_e = _cw_st[_cw_k]
-except KeyError:
-    _cw_e = record(_cw_st, _cw_k)
+_cw_e = _cw_st.get(_cw_k)
+if _cw_e is None:
+    _cw_e = _cw_st.setdefault(_cw_k, {RECORD})
 _cw_e[{CALLS}] += 1
 {count}if _cw_e[{ACTIVE}]:
     return _cw_fn({call})
@@ -233,10 +251,9 @@ _LEAVE_PLAIN = "    _cw_e[{NS}] += _now() - _cw_t0\n"
 # A group's calls are its members' calls, every one of them; its time is the time during
 # which at least one member ran.
 _COUNT_GROUP = (
-    "try:\n"
-    "    _cw_g = _cw_st[_cw_gk]\n"
-    "except KeyError:\n"
-    "    _cw_g = record(_cw_st, _cw_gk)\n"
+    "_cw_g = _cw_st.get(_cw_gk)\n"
+    "if _cw_g is None:\n"
+    "    _cw_g = _cw_st.setdefault(_cw_gk, {RECORD})\n"
     "_cw_g[{CALLS}] += 1\n"
 )
 _ENTER_GROUP = (
@@ -250,7 +267,7 @@ _LEAVE_GROUP = (
     "        _cw_g[{NS}] += _cw_t\n"
     "    _cw_g[{ACTIVE}] = _cw_gn\n"
 )
-_LAYOUT = {"CALLS": CALLS, "NS": NS, "ACTIVE": ACTIVE}
+_LAYOUT = {"CALLS": CALLS, "NS": NS, "ACTIVE": ACTIVE, "RECORD": repr([0] * _state.RECORD_SIZE)}
 
 
 def _signature_code(fn: Callable[..., Any]) -> tuple[str, str, dict[str, Any]] | None:
@@ -316,6 +333,7 @@ def _generated_watched(fn: Callable[..., Any], entry: Entry) -> Callable[..., An
         **_LAYOUT,
     )
     src = _TEMPLATE.format(
+        BATCH=FOLD_BATCH, DIMS=_state.DIMS, NAME=_state.NAME,
         defaults="".join(", " + k for k in defaults),
         params=params,
         background=textwrap.indent(body, " " * 16).rstrip("\n"),

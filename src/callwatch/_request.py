@@ -33,6 +33,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterat
 
 from . import _core
 from ._state import DIMS, NAME, State
+from .aggregate import FOLD_BATCH
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -120,38 +121,55 @@ def name_current(name: str) -> None:
 
 # One template for the sync and the async wrapper (they differ by ``async``/``await``
 # only), compiled once at import; the names it uses come in as closure cells, the fastest
-# lookup.  ``profiler``, ``dimension_functions`` and ``_core._now`` are read per call, as
+# lookup.  ``profiler``, ``dimension_functions`` and ``_now`` are read per call, as
 # configure() and FakeClock replace them after handlers are wrapped.  The profiler begins
-# before the context is entered, so that nothing is left set if it raises.
+# before the context is entered, so that nothing is left set if it raises; it is ended by
+# a direct call (a Python call in between would itself be profiled).  The state and the
+# hand-over to the collector (``Collector.record``) are written out: this runs on every
+# request (benchmarks/micro.py, the ``@handler`` rows).
 _HANDLER = """\
-def make(fn, name, new_state, enter, leave, record):
+def make(fn, name, enter, leave, push, pending, fold):
     {kw}def handler(*args, **kwargs):
-        st = new_state()
+        st = {{{DIMS}: 0, {NAME}: 0}}
         p = profiler
         prof = p.begin(name) if p is not None else None
         tok = enter(st)
         err = 0
-        t0 = _core._now()
+        t0 = _now()
         try:
             return {aw}fn(*args, **kwargs)
         except Exception:
             err = 1
             raise
         finally:
-            t = _core._now() - t0
+            t = _now() - t0
             if prof is not None:
-                _end_profile(p, prof, name, t, st)
+                p.end(prof, str(st[{NAME}] or name), t, st)
             leave(tok)
             if dimension_functions:
                 config_dimensions(name, st, args, kwargs)
-            record(name, t, err, st)
+            push((name, t, err, st))
+            if len(pending) >= {BATCH}:
+                fold()
     return handler
 """
+
+#: The clock, as a global of this module for the generated code (see _core.set_clock).
+_now = _core._now
+
+
+def _clock_changed(fn: Callable[[], int]) -> None:
+    global _now
+    _now = fn
+
+
+_core.clock_listeners.append(_clock_changed)
 
 
 def _compile_handler(kw: str, aw: str) -> Callable[..., Callable[..., Any]]:
     namespace: dict[str, Any] = {}
-    code = compile(_HANDLER.format(kw=kw, aw=aw), f"<callwatch {kw or 'sync '}handler>", "exec")
+    src = _HANDLER.format(kw=kw, aw=aw, DIMS=DIMS, NAME=NAME, BATCH=FOLD_BATCH)
+    code = compile(src, f"<callwatch {kw or 'sync '}handler>", "exec")
     exec(code, globals(), namespace)
     return cast(Callable[..., Callable[..., Any]], namespace["make"])
 
@@ -163,7 +181,8 @@ _make_async = _compile_handler("async ", "await ")
 def make_handler(fn: F, name: str) -> F:
     """Return a wrapper that makes each call of ``fn`` one request of handler ``name``."""
     make = _make_async if inspect.iscoroutinefunction(fn) else _make_sync
-    wrapper = make(fn, name, _core.new_state, _enter, _leave, _record)
+    pending = _core.collector.pending  # never rebound
+    wrapper = make(fn, name, _enter, _leave, pending.append, pending, _core.collector.fold)
     functools.update_wrapper(wrapper, fn)
     setattr(wrapper, _core.MARK, name)
     return cast(F, wrapper)

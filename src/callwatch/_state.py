@@ -25,9 +25,10 @@ NS = 1
 ACTIVE = 2
 RECORD_SIZE = 3
 
-#: Header keys.
-DIMS = -1
-NAME = -2
+#: Header keys: negative, and not -1, whose hash CPython makes -2 (a collision that
+#: costs every state a probe on each header lookup; benchmarks/micro.py, @handler rows).
+DIMS = -2
+NAME = -3
 #: How many header keys a state starts with: ``new_state`` puts them first, and the fold
 #: skips them by position (dicts keep insertion order).
 HEADER_SIZE = 2

@@ -59,6 +59,9 @@ class Collector:
         self._pending_profiles: list[tuple[str, int, Any]] = []
         self.start: float | None = None
         self._errors = 0
+        #: Background states still running, by id (``background_started``); never
+        #: rebound, so the hot path may hold it.
+        self.live_background = self._intervals.live
 
     # -- settings, read and set by configure() ------------------------------------------
 
