@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import callwatch
-from callwatch import _core, _targets
+from callwatch import _core, _patching, _targets
 from callwatch.config import WatchTarget
 
 import cwsample.storage as st
@@ -109,7 +109,7 @@ def test_patch_counts_calls_and_undo_restores_everything() -> None:
         WatchTarget("cwsample.storage:SubStorage.put_player", where="F:3"),
     )
     assert problems == []
-    patches = _targets.patch(found)
+    patches = _patching.patch(found)
     assert patches.aliases == ["cwsample.views.get_user"]
     s = st.Storage()
     with callwatch.request("r"):
@@ -134,11 +134,11 @@ def test_patch_counts_calls_and_undo_restores_everything() -> None:
 
 def test_patching_again_wraps_the_original_once_and_each_undo_restores_only_its_own() -> None:
     original = st.fact
-    p1 = _targets.patch(resolve("cwsample.storage:fact")[0])
+    p1 = _patching.patch(resolve("cwsample.storage:fact")[0])
     first = st.fact
     found2, _ = resolve("cwsample.storage:fact")
     assert found2[0].func is original  # seen through callwatch's own wrapper
-    p2 = _targets.patch(found2)
+    p2 = _patching.patch(found2)
     second = st.fact
     assert second is not first and second.__wrapped__ is original
     p1.undo()  # the newer wrapper stays
@@ -156,7 +156,7 @@ def test_a_function_watched_in_the_code_is_not_wrapped_again() -> None:
 
     found, problems = resolve("cwsample.decorated:already")
     assert problems == []
-    patches = _targets.patch(found)
+    patches = _patching.patch(found)
     assert patches.done == [] and getattr(dec.already, _core.MARK) is not None
     patches.undo()
 
@@ -167,7 +167,7 @@ def test_a_target_that_cannot_be_set_is_a_located_config_error_and_nothing_stays
                               WatchTarget("cwsample.storage:Frozen.get", where="F:2"))
     assert problems == []
     with pytest.raises(callwatch.ConfigError) as ei:
-        _targets.patch(found)
+        _patching.patch(found)
     assert str(ei.value) == ("F:2: target: cannot patch 'cwsample.storage:Frozen.get': AttributeError: Frozen is "
                              "frozen. Fix: watch a Python function that calls it instead")
     assert st.get_user is original
@@ -181,7 +181,7 @@ def test_count_mode_counts_per_request_without_replacing_the_function() -> None:
     original = st.get_user
     found, problems = resolve(WatchTarget("cwsample.storage:get_user", group="db", where="F:1", mode="count"))
     assert problems == []
-    patches = _targets.patch(found)
+    patches = _patching.patch(found)
     replaced = st.get_user is not original
     with callwatch.request("r"):
         views.show(1)  # through a copy bound by "from x import f": counted too
@@ -209,7 +209,7 @@ def test_only_imports_of_the_function_are_patched_not_a_variable_that_holds_it()
     original, original_many = st.get_user, st.get_users
     found, problems = resolve("cwsample.storage:get_user", "cwsample.storage:get_users")
     assert problems == []
-    patches = _targets.patch(found)
+    patches = _patching.patch(found)
     try:
         assert sorted(patches.aliases) == ["cwsample.holder.fetch_all", "cwsample.holder.get_user",
                                            "cwsample.views.get_user"]

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from . import _core, _request, _slots, _state, _targets
-from . import _patching  # after _targets, which imports _patching at its end
+from . import _core, _patching, _request, _slots, _state, _targets
 from .aggregate import Collector, Snapshot, snapshot_from_json, snapshot_to_json
 from .config import Config, ConfigError, Problem, prepare
 from .export import Clock, Exporter, GraphyteSender, Namer, Sender, SnapshotSink

@@ -340,12 +340,3 @@ def resolve_dimensions(dims: Any) -> tuple[dict[str, list[tuple[str, Callable[..
             if found:
                 out.setdefault(handler, []).append((dim, found[0].func))
     return out, problems
-
-
-def __getattr__(name: str) -> Any:
-    # Patches and patch() moved to _patching; older imports still find them here.
-    if name in ("Patches", "patch"):
-        from . import _patching
-
-        return getattr(_patching, name)
-    raise AttributeError(f"module 'callwatch._targets' has no attribute {name!r}")
