@@ -22,7 +22,7 @@ from typing import Any, Callable, TypeVar, overload
 from . import _core, _request
 from ._runtime import Runtime, configure, flush, shutdown
 from .aggregate import BACKGROUND, OVERFLOW
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "BACKGROUND",

@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import SlotError
+
 log = logging.getLogger("callwatch")
 
 MAX_SLOTS = 4096
@@ -40,8 +42,6 @@ def default_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"callwatch-slots-{os.getuid()}"
 
 
-class SlotError(Exception):
-    pass
 
 
 def _private_dir(path: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from . import queries
 from .config import AlertsConfig, Config
 from .spikes import Baseline, Rule
+from .errors import GraphiteError
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -48,8 +49,6 @@ __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Result", "check", "seconds"]
 Points = dict[str, list[tuple[float, int]]]
 
 
-class GraphiteError(Exception):
-    pass
 
 
 @dataclass

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import AnalysisError
+
 __all__ = ["AnalysisError", "DiffRow", "Profiles", "diff", "label", "load"]
 
 SUFFIXES = (".prof", ".pstats", ".pstat", ".stat", ".stats", ".out")
@@ -17,8 +19,6 @@ SUFFIXES = (".prof", ".pstats", ".pstat", ".stat", ".stats", ".out")
 FuncKey = tuple[str, int, str]
 
 
-class AnalysisError(Exception):
-    """A file that cannot be used, with the reason and the fix, in one line."""
 
 
 @dataclass

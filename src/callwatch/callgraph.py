@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .analysis import load
+from .errors import CallgraphError
 
 __all__ = ["CallgraphError", "draw"]
 
 _NODE = re.compile(r'^(\t\d+ \[)color="([^"]+)", fontcolor="([^"]+)", (fontsize="[^"]+", )label="([^"]*)"(.*)$')
 
 
-class CallgraphError(Exception):
-    """Why no call graph could be drawn, in one line with the fix."""
 
 
 def draw(paths: Sequence[str | Path], output: str | Path, *, diff: str | Path | None = None,

@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 from ._build import ENV_CONFIG, ENV_DISABLED, ENV_GRAPHITE, TOP_KEYS, apply_env, build
 from ._check import Checker, keys_of
-from ._model import (MAX_WATCHED, PRESET_NAMES, SAFE_NAME, AlertsConfig, Config, ConfigError, GraphiteConfig,
-                     HandlersConfig, NamingConfig, Problem, ProfileConfig, SpikesConfig, WatchTarget)
+from ..errors import ConfigError, Problem
+from ._model import (MAX_WATCHED, PRESET_NAMES, SAFE_NAME, AlertsConfig, Config, GraphiteConfig,
+                     HandlersConfig, NamingConfig, ProfileConfig, SpikesConfig, WatchTarget)
 from ._net import parse_host_port, short_hostname
 from ._yaml import V, from_plain, read_yaml
 from ._prepare import Prepared, prepare

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ._check import Checker, default_of, join, keys_of, kind
-from ._model import (MODULE, PRESET_NAMES, QUALNAME, SAFE_NAME, SECTIONS, AlertsConfig, Config, GraphiteConfig,
-                     HandlersConfig, Key, NamingConfig, Problem, ProfileConfig, SpikesConfig, WatchTarget)
+from ..errors import Problem
+from ._model import (MODULE, PRESET_NAMES, QUALNAME, SAFE_NAME, SECTIONS, AlertsConfig, Config,
+                     GraphiteConfig, HandlersConfig, Key, NamingConfig, ProfileConfig, SpikesConfig,
+                     WatchTarget)
 from ._net import short_hostname
 from ._yaml import UNREADABLE, V, show
 

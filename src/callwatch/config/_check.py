@@ -10,7 +10,8 @@ import dataclasses
 import difflib
 from typing import Any
 
-from ._model import Key, Problem
+from ..errors import Problem
+from ._model import Key
 from ._yaml import UNREADABLE, V, show
 
 #: Unknown keys reported per mapping; the rest are counted in one more problem, so a

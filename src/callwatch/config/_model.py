@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..errors import ConfigError, Problem
+
 #: What a metric-name component may contain (everything else is replaced by ``_``).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 PREFIX = re.compile(r"^$|^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -27,29 +29,6 @@ PRESET_NAMES = ("redis", "dbapi", "sqlalchemy", "requests", "httpx")
 #: At most this many functions watched in all: each one adds series per handler and work
 #: per flush, so a glob that matches a whole package is a mistake, not a wish.
 MAX_WATCHED = 1000
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One mistake: where (``file:line``), which key, what is wrong, and how to fix it."""
-
-    where: str
-    key: str
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        key = f" {self.key}:" if self.key else ""
-        fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{self.where}:{key} {self.message}.{fix}"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; ``str()`` has one line per problem."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 _NO_EXAMPLE = object()

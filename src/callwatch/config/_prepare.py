@@ -15,7 +15,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ._model import Config, ConfigError, Problem
+from ..errors import ConfigError, Problem
+from ._model import Config
 
 
 @dataclass(frozen=True)

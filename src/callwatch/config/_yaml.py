@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ._model import ConfigError, Problem
+from ..errors import ConfigError, Problem
 
 # libyaml's parser when PyYAML was built with it: the same events and marks, many times
 # faster than the pure-Python one on a large file.
