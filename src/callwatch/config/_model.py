@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..errors import ConfigError, Problem
 
 #: What a metric-name component may contain (everything else is replaced by ``_``).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -177,7 +177,7 @@ def _config(interval: int, graphite: tuple[str, int] | None, graphite_web: str |
     cfg = cwconfig.load(CONFIG)
     if dump_dir is not None:
         cfg = dataclasses.replace(cfg, profile=cwconfig.ProfileConfig(
-            rate=0.05, min_interval=0, dump_dir=str(dump_dir), keep_per_handler=1000, max_dump_mb=100))
+            rate=0.05, min_interval=0, budget=1.0, dump_dir=str(dump_dir), keep_per_handler=1000, max_dump_mb=100))
     g = dataclasses.replace(graphite_config or cfg.graphite, interval=interval)
     if graphite is not None:
         g = dataclasses.replace(g, host=graphite[0], port=graphite[1])
