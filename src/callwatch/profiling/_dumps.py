@@ -25,7 +25,8 @@ log = logging.getLogger("callwatch")
 #: The folder of the handlers past ``max_handlers``.
 OTHER = "_other"
 
-#: Dumps waiting for the flush thread, at most: a burst beyond it is dropped, not queued.
+#: Dumps waiting for the flush thread, at most: past it the oldest waiting ones give way
+#: (a deque with maxlen), so a burst never grows memory and the newest dumps are kept.
 MAX_QUEUED = 100
 
 
