@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
+from typing import Callable
 
 import pytest
 
@@ -31,6 +33,19 @@ def wrapper_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 def python_wrapper(w: object) -> object:
     """The generated Python wrapper: ``w`` itself, or the C wrapper's slow path."""
     return getattr(w, "_cw_slow", w)
+
+
+def deepest_working(call: Callable[[int], object]) -> int:
+    """The largest n for which ``call(n)`` runs without a RecursionError (a binary search)."""
+    lo, hi = 0, sys.getrecursionlimit()
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            call(mid)
+            lo = mid
+        except RecursionError:
+            hi = mid - 1
+    return lo
 
 
 def snap() -> Snapshot:
@@ -364,7 +379,6 @@ def test_watched_methods_bind_like_functions_and_keep_their_attributes() -> None
 
 
 def test_the_wrapper_keeps_no_reference_to_arguments_results_or_errors() -> None:
-    import sys
 
     class Boom(Exception):
         pass
@@ -441,22 +455,13 @@ def test_a_running_background_loop_shows_its_nested_calls_at_each_flush() -> Non
 
 def test_the_python_wrapper_costs_at_most_one_frame_of_depth_more_than_the_c_wrapper(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
 
     def deepest(f: object) -> int:
         """How deep plain recursion can go and still call ``f``."""
         def down(n: int) -> int:
             return f() if n == 0 else down(n - 1)  # type: ignore[operator]
 
-        lo, hi = 0, sys.getrecursionlimit()
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            try:
-                down(mid)
-                lo = mid
-            except RecursionError:
-                hi = mid - 1
-        return lo
+        return deepest_working(down)
 
     def leaf() -> int:
         return 1
@@ -479,18 +484,9 @@ def test_the_python_wrapper_costs_at_most_one_frame_of_depth_more_than_the_c_wra
 
 
 def test_a_recursive_watched_function_goes_as_deep_outside_a_request_as_inside(wrapper_kind: str) -> None:
-    import sys
 
     def deepest() -> int:
-        lo, hi = 0, sys.getrecursionlimit()
-        while lo < hi:  # the deepest n for which fact(n) still works
-            mid = (lo + hi + 1) // 2
-            try:
-                fact(mid)
-                lo = mid
-            except RecursionError:
-                hi = mid - 1
-        return lo
+        return deepest_working(fact)
 
     @callwatch.watch(name="fact")
     def fact(n: int) -> int:

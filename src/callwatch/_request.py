@@ -6,8 +6,8 @@ gets dimensions, and finishes: its time, whether it raised or returned a 5xx, an
 per-request state are handed to the collector.  While it runs, its state is the current
 one in ``_core._current``, so watched calls count for it.
 
-Two shapes of that one lifecycle, ending through the same functions (``_end_profile``,
-``config_dimensions``, ``collector.record``):
+Two shapes of that one lifecycle, ending the same way (the profiler's ``end`` with the
+final name, ``config_dimensions``, the hand-over to the collector):
 
 - ``make_handler``: the decorator's wrapper, which runs on every call of a user's
   function.  Everything is decided when the function is wrapped (sync or async: one
