@@ -84,7 +84,7 @@ class Profiler:
         self.reader = ProfileReader(yappi)
         self.dumps = DumpStore(cfg, max_handlers, watched_calls)
         self._choose = self.policy.choose
-        self._stop = yappi.stop
+        self._stop = self.reader.stop
         self._lock = threading.Lock()
         self._seq = 0
         self._began_ns = 0

@@ -12,6 +12,14 @@ stats are cleared (docs/notes/yappi-leak.md: what, how to reproduce, how much). 
 cleared after every profiled request, so that leak would grow with each one; the reader
 checks once, at start, whether this yappi keeps them, and if so releases them itself
 right after the clear, when yappi can no longer reach them.
+
+From Python 3.12 on, yappi hooks every thread of the process even when told to profile
+only the one that starts it, and then files the other threads' calls in that thread's
+context: their calls interleave with the request's on one call stack, the request's
+counts come out wrong (a deal with 7 players read as 6.95 get_player calls) and yappi
+prints "Internal Error. [15]" on every event.  So there the reader asks for a context per
+thread, which keeps the other threads' calls apart (their tag is not the request's), and
+then takes yappi's hook off the other threads, so they do not pay for the profile.
 """
 
 from __future__ import annotations
@@ -92,26 +100,41 @@ class ProfileReader:
         self._labels: dict[tuple[str, str, int], str] = {}
         yappi.set_clock_type("wall")
         yappi.set_tag_callback(tag_var.get)
+        greenlets = False
         try:
             from gevent import monkey
 
             if monkey.is_module_patched("threading"):
                 yappi.set_context_backend("greenlet")
+                greenlets = True
         except ImportError:
             pass
-        self._release = _yappi_keeps_names(yappi)
+        hooks_all = sys.version_info >= (3, 12)
+        # yappi.start's own flag, without the threading.setprofile it also sets (and
+        # yappi.stop clears, even when the host had set it): new threads are not profiled.
+        self._contexts = greenlets or hooks_all
+        self._start_yappi: Callable[[bool, bool], None] = yappi._yappi.start
+        self.stop: Callable[[], None] = yappi._yappi.stop
+        self._unhook_others = _unhook_other_threads() if hooks_all else None
+        self._release = _yappi_keeps_names(yappi, self.start, self.stop)
         self._decref = _decref() if self._release else None
 
     def start(self) -> None:
+        """Profile this thread: the request runs on it (its other tasks or greenlets are
+        told apart by the tag), and the server's other threads do not pay meanwhile."""
         self.yappi.clear_stats()
-        # Only this thread: the request runs on it (its other tasks or greenlets are told
-        # apart by the tag), and the server's other threads do not pay meanwhile.
-        self.yappi.start(builtins=True, profile_threads=False)
+        self._start_yappi(True, self._contexts)
+        if self._unhook_others is not None:
+            try:
+                self._unhook_others()
+            except BaseException:  # an audit hook refusing sys.setprofile, say
+                self.stop()
+                raise
 
     def after_fork_in_child(self) -> None:
         # A request profiled on another thread of the parent has no thread here to end it.
         if self.yappi.is_running() and tag_var.get() == 0:
-            self.yappi.stop()
+            self.stop()
             self.yappi.clear_stats()
 
     def collect(self) -> list[tuple[Any, ...]]:
@@ -178,17 +201,16 @@ def _stats(t: tuple[Any, ...], labels: dict[tuple[str, str, int], str],
     return Stats(_key(t), label, int(calls), int(primitive), own, cum, by_key)
 
 
-def _yappi_keeps_names(yappi: Any) -> bool:
+def _yappi_keeps_names(yappi: Any, start: Callable[[], None], stop: Callable[[], None]) -> bool:
     """Does this yappi keep the name objects of cleared functions?  Checked on a builtin
     method whose name yappi makes afresh: after the clear, it must have one reference
     less.  Anything but exactly "none less" turns the release off (never release twice)."""
     if yappi.is_running():
         return False
-    yappi.clear_stats()
-    yappi.start(builtins=True, profile_threads=False)
+    start()
     probe_list: list[int] = []
     probe_list.append(0)  # a builtin method: yappi names it afresh
-    yappi.stop()
+    stop()
     raw: list[tuple[Any, ...]] = []
     yappi._yappi.enum_func_stats(raw.append, {})
     probe = [t for t in raw if t[_BUILTIN_FLAG] and "append" in t[_NAME] and "list" in t[_NAME]]
@@ -213,3 +235,34 @@ def _decref() -> Callable[[object], None]:
     # it for every other user of ctypes in the process.
     proto = ctypes.PYFUNCTYPE(None, ctypes.py_object)
     return proto(("Py_DecRef", ctypes.pythonapi))
+
+
+def _unhook_other_threads() -> Callable[[], None] | None:
+    """A function that takes the profile hook off every thread but the calling one.
+
+    What PyEval_SetProfileAllThreads (yappi's way to set it) does for each thread, with no
+    hook.  A thread that yappi meets before this is done gets its own context, so the worst
+    a thread switch in between does is let that thread pay until the profile ends.
+    """
+    api, ptr = ctypes.pythonapi, ctypes.c_void_p
+
+    def c(name: str, restype: Any, *argtypes: Any) -> Any:
+        # Prototypes of our own, as in _decref: ctypes.pythonapi's are shared.
+        return ctypes.PYFUNCTYPE(restype, *argtypes)((name, api))
+
+    try:
+        this_thread, interpreter = c("PyThreadState_Get", ptr), c("PyInterpreterState_Get", ptr)
+        first, following = c("PyInterpreterState_ThreadHead", ptr, ptr), c("PyThreadState_Next", ptr, ptr)
+        set_profile = c("_PyEval_SetProfile", ctypes.c_int, ptr, ptr, ptr)
+    except AttributeError:  # a Python without them: the other threads pay, counts stay right
+        return None
+
+    def unhook() -> None:
+        me = this_thread()
+        ts = first(interpreter())
+        while ts:
+            if ts != me:
+                set_profile(ts, None, None)
+            ts = following(ts)
+
+    return unhook
