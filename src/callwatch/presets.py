@@ -27,7 +27,9 @@ A preset whose library is not installed is a configuration error naming the pack
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -124,12 +126,42 @@ def _apply_dbapi(group: str, undo: Undo) -> list[str]:
             klass = getattr(mod, cname, None)
             if klass is None:
                 continue
-            for attr, entry in (("execute", execute), ("executemany", executemany)):
-                fn = vars(klass).get(attr)
-                if fn is not None:
-                    _set(klass, attr, _core.make_watched(fn, entry.name, group), undo)
+            plain_execute = vars(klass).get("execute")
+            if plain_execute is not None:
+                _set(klass, "execute", _core.make_watched(plain_execute, execute.name, group), undo)
+            fn = vars(klass).get("executemany")
+            if fn is not None and modname == "pymysql.cursors" and plain_execute is not None:
+                fn = _pymysql_executemany(klass, plain_execute, fn)
+            if fn is not None:
+                _set(klass, "executemany", _core.make_watched(fn, executemany.name, group), undo)
             done.append(f"{modname}.{cname}.execute/executemany")
     return done
+
+
+def _pymysql_executemany(cursor_cls: type, plain_execute: Any, executemany: Any) -> Any:
+    """PyMySQL's ``executemany`` calls ``self.execute()`` once per multi-row batch (INSERT ...
+    VALUES) or once per row (anything else): parts of the one executemany call, not execute
+    calls of the caller's.  During the call the cursor's ``execute`` is PyMySQL's own,
+    unwatched, unless the cursor's class overrides ``execute`` (a subclass of the caller's:
+    its calls, through ``super()``, are then counted as execute calls too)."""
+    watched_execute = vars(cursor_cls)["execute"]
+    plain: dict[type, bool] = {}  # cursor class -> execute is the watched one (decided once)
+
+    @functools.wraps(executemany)
+    def executemany_once(self: Any, query: Any, args: Any) -> Any:
+        cls = type(self)
+        inherited = plain.get(cls)
+        if inherited is None:
+            inherited = plain[cls] = inspect.getattr_static(cls, "execute", None) is watched_execute
+        if not inherited:
+            return executemany(self, query, args)
+        self.execute = plain_execute.__get__(self, cls)  # an instance attribute shadows the class's
+        try:
+            return executemany(self, query, args)
+        finally:
+            del self.execute
+
+    return executemany_once
 
 
 def _sqlite_classes(sqlite3: Any, execute: Any, executemany: Any) -> tuple[type, type]:
