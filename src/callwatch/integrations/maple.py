@@ -1,0 +1,135 @@
+"""maple and haven: every route of an app and of its blueprints, present and future.
+
+    import callwatch
+    from callwatch.integrations.maple import instrument
+
+    app = Workshop()                       # maple; or haven's GHaven(Box), same call
+    instrument(app, config="callwatch.yaml")  # configured in each worker as it starts
+    app.register_blueprint(game)           # routes added later are instrumented too
+    app.run("127.0.0.1", 28000, workers=3)
+
+Each call of a route's view function is one request of the handler named after maple's
+endpoint: ``join_table`` for an app route, ``game.join_table`` for a blueprint's (readable
+and unique, as maple itself refuses two functions on one command); ``by="cmd"`` names it
+``cmd_<command>`` instead.  A view that raises counts as an error (maple then answers
+``RET_INTERNAL``, as without callwatch).
+
+Why the app's ``add_route_rule``: maple and haven route through one mixin whose ``route``
+decorator and blueprint merge (``_merge_routes``, at ``run()``) both end there, and a
+request finds its view in ``rule_map`` by command.  So the view functions already in
+``rule_map`` are wrapped once, and ``add_route_rule`` is replaced on the instance so that
+every later rule is wrapped as it is added: the name is decided then, never per request.
+
+Processes (maple's ``Workshop`` forks its workers with ``multiprocessing``):
+
+- ``config=...``: callwatch is configured in each worker when it starts (maple's
+  ``start_worker`` event) and shut down when it stops (``stop_worker``), so every worker
+  takes its own slot, the master takes none (it serves nothing), and a worker's last
+  partial interval is sent and handed to its replacement although the process then ends
+  with ``os._exit``.
+- no ``config``: configure callwatch yourself, once in the master before ``run()``; each
+  forked worker takes its own slot (see README "Several processes").  The master keeps the
+  slot it took at ``configure()``: callwatch is live there, and what the master itself
+  calls that is watched is sent under that name.  The ``stop_worker`` shutdown applies too.
+
+haven's ``GHaven`` is one process: the same events fire around its serve loop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Literal, Mapping, Protocol
+
+import callwatch
+from callwatch.config import Config
+
+# The mark the core puts on every handler wrapper: a view the user already made a handler
+# keeps its own name, and is not counted twice.
+from .._core import MARK
+
+__all__ = ["instrument"]
+
+Source = str | os.PathLike[str] | Mapping[str, Any] | Config
+
+#: Set on an instrumented app, so that a second instrument() leaves it alone.
+_INSTRUMENTED = "_callwatch_instrumented"
+
+
+class App(Protocol):
+    """What maple's ``Workshop`` and haven's ``Haven`` share (their ``RoutesMixin`` and
+    ``AppEventsMixin``)."""
+
+    rule_map: dict[Any, dict[str, Any]]
+
+    def add_route_rule(self, cmd: Any, view_func: Callable[..., Any], endpoint: str | None = None,
+                       **kwargs: Any) -> None: ...
+
+    def start_worker(self, f: Callable[..., Any]) -> Any: ...
+
+    def stop_worker(self, f: Callable[..., Any]) -> Any: ...
+
+
+def _by_endpoint(cmd: Any, rule: dict[str, Any]) -> str:
+    return str(rule["endpoint"])
+
+
+def _by_cmd(cmd: Any, rule: dict[str, Any]) -> str:
+    return f"cmd_{cmd}"
+
+
+_NAMERS: dict[str, Callable[[Any, dict[str, Any]], str]] = {"endpoint": _by_endpoint, "cmd": _by_cmd}
+
+
+def instrument(app: App, config: Source | None = None, *,
+               by: Literal["endpoint", "cmd"] = "endpoint") -> App:
+    """Make every route of ``app`` (maple ``Workshop`` or haven ``GHaven``/``THaven``) and
+    of its blueprints a callwatch handler, including routes added after this call.
+
+    ``config`` (a YAML path, a dict or a ``callwatch.Config``): configure callwatch in each
+    worker as it starts.  ``by``: handler names from maple's endpoints (``game.join_table``)
+    or from command numbers (``cmd_101``).  Calling it again on the same app does nothing.
+    Returns ``app``.
+    """
+    if by not in _NAMERS:
+        raise ValueError(f"instrument(by={by!r}): by must be 'endpoint' or 'cmd'")
+    if getattr(app, _INSTRUMENTED, None) is not None:
+        return app
+    name_of = _NAMERS[by]
+    rules = app.rule_map
+    add = app.add_route_rule
+
+    def wrap(cmd: Any) -> None:
+        rule = rules[cmd]
+        fn = rule["view_func"]
+        if getattr(fn, MARK, None) is None:
+            rule["view_func"] = callwatch.handler(name_of(cmd, rule))(fn)
+
+    def add_route_rule(cmd: Any, view_func: Callable[..., Any], endpoint: str | None = None,
+                       **kwargs: Any) -> None:
+        old = rules.get(cmd)
+        if old is not None and getattr(old["view_func"], "__wrapped__", None) is view_func:
+            view_func = old["view_func"]  # the same function again: maple accepts it, keep its wrapper
+        add(cmd, view_func, endpoint, **kwargs)
+        wrap(cmd)
+
+    for cmd in list(rules):
+        wrap(cmd)
+    setattr(app, "add_route_rule", add_route_rule)
+    setattr(app, _INSTRUMENTED, by)
+    _on_worker_events(app, config)
+    return app
+
+
+def _on_worker_events(app: App, config: Source | None) -> None:
+    # maple calls these with the worker, haven with nothing.
+    def start(*_: Any) -> None:
+        if config is not None:
+            callwatch.configure(config)
+
+    def stop(*_: Any) -> None:
+        # A maple worker ends with os._exit (multiprocessing): atexit would never send
+        # its last partial interval nor leave it in its slot for its replacement.
+        callwatch.shutdown()
+
+    app.start_worker(start)
+    app.stop_worker(stop)
