@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from . import _core, _patching, _request, _slots, _state, _targets
+from . import _core, _mpexit, _patching, _request, _slots, _state, _targets
 from .aggregate import Collector, Snapshot, snapshot_from_json, snapshot_to_json
 from .config import Config, ConfigError, Problem, prepare
 from .export import Clock, Exporter, GraphyteSender, Namer, Sender, SnapshotSink
@@ -143,6 +143,7 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
     if start_thread:
         exporter.start()
     atexit.register(_at_exit)
+    _exit_hook.arm()  # multiprocessing children end with os._exit(): atexit never runs there
     return rt
 
 
@@ -245,6 +246,10 @@ def _at_exit() -> None:
     shutdown()
 
 
+#: the final flush and slot hand-off of a process that multiprocessing ends (see _mpexit)
+_exit_hook = _mpexit.ExitHook(_at_exit)
+
+
 def flush() -> Snapshot | None:
     """Flush now if an interval has ended (for scripts and tests); no-op when not configured."""
     rt = _active
@@ -275,6 +280,7 @@ def _after_fork_in_child() -> None:
                 rt.exporter.namer = Namer.from_config(rt.config, rt.worker)
                 _start_interval(rt)
             rt.exporter.after_fork_in_child()
+            _exit_hook.arm()  # in case multiprocessing was imported after configure()
         except Exception:
             log.exception("callwatch: could not set up the forked child")
 

@@ -1,0 +1,71 @@
+"""Runs ``job`` requests in worker processes started one way, and lets the workers end the
+way multiprocessing ends them (``os._exit()`` after ``run()``); tests/test_process_end.py
+reads the totals back from graphite-web.
+
+    PROCEND_MODE=fork|spawn|forkserver|executor|pool CALLWATCH_CONFIG=... \\
+        PYTHONPATH=tests python tests/apps/procend_run.py REQUESTS
+
+configure() is called where docs/processes.md says: in the parent, before the workers
+start, for fork, Pool and ProcessPoolExecutor (their workers are forked); at the top of the
+main module for spawn and forkserver (each spawned child imports it again; the forkserver
+imports it once and forks the children from itself).  Prints one line: the number of
+distinct worker processes that served requests.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+
+import callwatch
+from apps import procend_work as work
+
+MODE = os.environ["PROCEND_MODE"]  # not argv: the forkserver imports this module with its own argv
+if MODE in ("spawn", "forkserver"):
+    callwatch.configure(strict=True)
+
+
+def processes(n: int) -> int:
+    """Two rounds of two processes; the second round takes the slots the first one left."""
+    ctx = multiprocessing.get_context(MODE)
+    pids = set()
+    for _ in range(2):
+        procs = [ctx.Process(target=work.serve, args=(n,)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            if p.exitcode != 0:
+                raise SystemExit(f"worker {p.pid} ended with {p.exitcode}")
+            pids.add(p.pid)
+    return len(pids)
+
+
+def pool(n: int) -> int:
+    """Workers recycled every two tasks, so most of them end mid-run."""
+    with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=2) as p:
+        pids = p.map(work.job, range(n), chunksize=1)
+        p.close()  # the workers end on their own; leaving the with block would SIGTERM them
+        p.join()
+    return len(set(pids))
+
+
+def executor(n: int) -> int:
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        pids = list(ex.map(work.job, range(n)))
+    return len(set(pids))
+
+
+def main() -> None:
+    n = int(sys.argv[1])
+    if MODE not in ("spawn", "forkserver"):
+        callwatch.configure(strict=True)
+    run = {"pool": pool, "executor": executor}.get(MODE, processes)
+    print(run(n), flush=True)
+
+
+if __name__ == "__main__":
+    main()
