@@ -32,10 +32,10 @@ from maple import Blueprint, Task, Workshop, constants
 from netkit.box import Box
 
 import callwatch
+from callwatch import _core, _runtime
 from apps import config as app_config
 from apps import maple_game as game
 from callwatch.integrations.maple import instrument
-from callwatch.testing import FakeClock, RecordingSender
 from conftest import Graphite, free_ports
 from test_servers import totals
 
@@ -233,3 +233,171 @@ def test_workshop_3_workers_restart_and_clean_stop_exact(graphite: Graphite, tmp
                                                                    int(time.time()) + 5)}
     # The replacement took its predecessor's slot: three workers, three names.
     assert origins == {"h_w0", "h_w1", "h_w2"} if mode == "worker" else {"h_w1", "h_w2", "h_w3"}, origins
+
+
+HAVEN_CLIENTS, HAVEN_ROUNDS = 20, 6
+# 20 clients x 6 rounds of (login x2, lobby.join, table.join, boom), written out.
+HAVEN_EXPECTED = {
+    "login.requests": 240,
+    "login.watch.get_item.calls": 240,
+    "login.watch.get_price.calls": 240,
+    "lobby_join.requests": 120,
+    "lobby_join.watch.get_price.calls": 240,
+    "table_join.requests": 120,
+    "table_join.watch.get_item.calls": 120,
+    "boom.requests": 120,
+    "boom.errors": 120,
+    "boom.watch.cache_get.calls": 120,
+}
+
+
+@pytest.mark.graphite
+def test_haven_ghaven_20_gevent_clients_exact(graphite: Graphite, tmp_path: Path) -> None:
+    prefix, cfg = config(graphite, tmp_path)
+    (port,) = free_ports(1)
+    log = tmp_path / "haven.log"
+    start = int(time.time())
+    with process(["-m", "apps.maple_haven", "serve", str(port)], cfg, log) as server:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        clients = subprocess.run([sys.executable, "-m", "apps.maple_haven", "clients", str(port),
+                                  str(HAVEN_CLIENTS), str(HAVEN_ROUNDS)], cwd=TESTS, capture_output=True,
+                                 text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(TESTS)))
+        assert clients.returncode == 0, clients.stderr
+        stop(server, log)
+    assert json.loads(clients.stdout) == {"1": 240, "2": 120, "10": 120, "20": 120}
+    assert totals(graphite, prefix, start, HAVEN_EXPECTED) == HAVEN_EXPECTED
+
+
+# --------------------------------------------------------------------------------------
+# In-process: what instrument() does to an app's routes (maple's Workshop and haven's
+# GHaven share the routing mixin), observed through the collector.
+
+
+@pytest.fixture
+def watched() -> Iterator[None]:
+    callwatch.configure({"watch": [{"target": "apps.shop:get_*"}]}, start_thread=False, strict=True)
+    yield
+    callwatch.shutdown()
+
+
+def make_app(kind: str) -> tuple[Any, Any]:
+    if kind == "maple":
+        return Workshop(), Blueprint
+    from haven import GBlueprint, GHaven
+
+    return GHaven(Box), GBlueprint
+
+
+def serve(app: Any, *cmds: int) -> dict[str, tuple[int, int, int]]:
+    """Call each command's view as maple and haven do (the app's rule, per request), then
+    {handler: (requests, errors, get_item calls)} of what was counted."""
+    for cmd in cmds:
+        try:
+            app.get_route_rule(cmd)["view_func"](object())
+        except RuntimeError:
+            pass
+    snap = _core.collector.swap(0)
+    return {h: (hs.requests, hs.errors, sum(fs.calls for fs in hs.funcs.values())) for h, hs in snap.handlers.items()}
+
+
+def add_routes(app: Any, blueprint: Any, *, early: bool) -> None:
+    from apps import shop
+
+    if early:
+        @app.route(1)
+        def login(request: Any) -> None:
+            shop.get_item(1)
+        return
+
+    @app.route(2)
+    def boom(request: Any) -> None:
+        raise RuntimeError("boom")
+
+    lobby, table = blueprint("lobby"), blueprint("table")
+
+    @lobby.route(10)
+    def join(request: Any) -> None:
+        shop.get_item(1)
+
+    @table.route(20)  # type: ignore[no-redef]
+    def join(request: Any) -> None:  # noqa: F811
+        shop.get_item(1)
+        shop.get_item(2)
+
+    app.register_blueprint(lobby)
+    app.register_blueprint(table)
+
+
+@pytest.mark.parametrize("kind", ["maple", "haven"])
+def test_every_route_named_by_endpoint_present_and_future(watched: None, kind: str) -> None:
+    app, blueprint = make_app(kind)
+    add_routes(app, blueprint, early=True)
+    assert instrument(app) is app
+    add_routes(app, blueprint, early=False)
+    app._merge_routes()  # what run() does first: the blueprints' routes join the app's
+    assert serve(app, 1, 1, 2, 10, 20, 20, 20) == {
+        "login": (2, 0, 2), "boom": (1, 1, 0), "lobby.join": (1, 0, 1), "table.join": (3, 0, 6)}
+
+
+@pytest.mark.parametrize("kind", ["maple", "haven"])
+def test_names_by_command_number(watched: None, kind: str) -> None:
+    app, blueprint = make_app(kind)
+    add_routes(app, blueprint, early=True)
+    instrument(app, by="cmd")
+    add_routes(app, blueprint, early=False)
+    app._merge_routes()
+    assert serve(app, 1, 10, 20) == {"cmd_1": (1, 0, 1), "cmd_10": (1, 0, 1), "cmd_20": (1, 0, 2)}
+
+
+def test_instrumented_after_run_a_second_call_and_a_view_registered_twice(watched: None) -> None:
+    app, blueprint = make_app("maple")
+    add_routes(app, blueprint, early=True)
+    add_routes(app, blueprint, early=False)
+    app._merge_routes()  # instrument() called in a worker: the blueprints are merged already
+    instrument(app)
+    instrument(app, by="cmd")  # the app is instrumented already: nothing changes
+    view = app.get_route_rule(1)["view_func"].__wrapped__
+    app.add_route_rule(1, view)  # maple accepts the same function again
+    assert serve(app, 1, 10, 20) == {"login": (1, 0, 1), "lobby.join": (1, 0, 1), "table.join": (1, 0, 2)}
+
+
+def test_a_view_that_is_already_a_handler_keeps_its_name(watched: None) -> None:
+    app = Workshop()
+
+    @app.route(5)
+    @callwatch.handler("custom")
+    def view(request: Any) -> None:
+        pass
+
+    instrument(app)
+    assert serve(app, 5) == {"custom": (1, 0, 0)}
+
+
+def test_by_must_be_endpoint_or_cmd() -> None:
+    with pytest.raises(ValueError, match="by must be 'endpoint' or 'cmd'"):
+        instrument(Workshop(), by="name")  # type: ignore[arg-type]
+
+
+def test_config_configures_at_worker_start_and_shuts_down_at_stop(tcp_receiver: Any) -> None:
+    app = Workshop()
+    add_routes(app, Blueprint, early=True)
+    cfg = {"graphite": {"host": "127.0.0.1", "port": tcp_receiver.port, "prefix": "mw", "interval": 3600},
+           "naming": {"host": "h"}}
+    instrument(app, config=cfg)
+    assert _runtime.active() is None  # not in the master
+    app.events.start_worker(object())  # what maple's Worker.run does first, in the worker
+    assert _runtime.active() is not None
+    app.get_route_rule(1)["view_func"](object())
+    app.events.stop_worker(object())  # what it does last, before multiprocessing's os._exit
+    assert _runtime.active() is None
+    deadline = time.monotonic() + 10
+    while b"mw.h_w0.handler.login.requests 1 " not in tcp_receiver.data and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b"mw.h_w0.handler.login.requests 1 " in tcp_receiver.data
