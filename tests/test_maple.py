@@ -401,3 +401,21 @@ def test_config_configures_at_worker_start_and_shuts_down_at_stop(tcp_receiver: 
     while b"mw.h_w0.handler.login.requests 1 " not in tcp_receiver.data and time.monotonic() < deadline:
         time.sleep(0.05)
     assert b"mw.h_w0.handler.login.requests 1 " in tcp_receiver.data
+
+
+def test_an_endpoint_two_commands_share_is_split_with_one_warning(watched: None,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    app = instrument(Workshop())
+
+    @app.route(10)
+    def join(request: Any) -> None:
+        pass
+
+    @app.route(11)  # type: ignore[no-redef]
+    def join(request: Any) -> None:  # noqa: F811 (maple names both endpoints "join")
+        pass
+
+    assert serve(app, 10, 11, 11) == {"join": (1, 0, 0), "join_11": (2, 0, 0)}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["callwatch: the maple endpoint 'join' is used by commands 10 and 11; command 11 is "
+                        "reported as 'join_11'. Fix: give one of them its own endpoint (route(11, endpoint=...))"]

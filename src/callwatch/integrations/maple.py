@@ -9,9 +9,10 @@
     app.run("127.0.0.1", 28000, workers=3)
 
 Each call of a route's view function is one request of the handler named after maple's
-endpoint: ``join_table`` for an app route, ``game.join_table`` for a blueprint's (readable
-and unique, as maple itself refuses two functions on one command); ``by="cmd"`` names it
-``cmd_<command>`` instead.  A view that raises counts as an error (maple then answers
+endpoint: ``join_table`` for an app route, ``game.join_table`` for a blueprint's;
+``by="cmd"`` names it ``cmd_<command>`` instead.  Two commands never share a series: an
+app whose endpoint repeats (two app routes of functions with one name) gets a warning, and
+the later command is reported as ``<endpoint>_<command>``.  A view that raises counts as an error (maple then answers
 ``RET_INTERNAL``, as without callwatch).
 
 Why the app's ``add_route_rule``: maple and haven route through one mixin whose ``route``
@@ -25,18 +26,19 @@ Processes (maple's ``Workshop`` forks its workers with ``multiprocessing``):
 - ``config=...``: callwatch is configured in each worker when it starts (maple's
   ``start_worker`` event) and shut down when it stops (``stop_worker``), so every worker
   takes its own slot, the master takes none (it serves nothing), and a worker's last
-  partial interval is sent and handed to its replacement although the process then ends
-  with ``os._exit``.
+  partial interval is sent and left in its slot for its replacement.
 - no ``config``: configure callwatch yourself, once in the master before ``run()``; each
-  forked worker takes its own slot (see README "Several processes").  The master keeps the
-  slot it took at ``configure()``: callwatch is live there, and what the master itself
-  calls that is watched is sent under that name.  The ``stop_worker`` shutdown applies too.
+  forked worker takes its own slot (see README "Several processes") and sends its last
+  partial interval when multiprocessing ends it.  The master keeps the slot it took at
+  ``configure()``: callwatch is live there, and what the master itself calls that is
+  watched is sent under that name, never under a worker's.
 
 haven's ``GHaven`` is one process: the same events fire around its serve loop.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Literal, Mapping, Protocol
 
@@ -48,6 +50,8 @@ from callwatch.config import Config
 from .._core import MARK
 
 __all__ = ["instrument"]
+
+log = logging.getLogger("callwatch")
 
 Source = str | os.PathLike[str] | Mapping[str, Any] | Config
 
@@ -97,12 +101,13 @@ def instrument(app: App, config: Source | None = None, *,
     name_of = _NAMERS[by]
     rules = app.rule_map
     add = app.add_route_rule
+    commands: dict[str, Any] = {}  # handler name -> the command it was given to
 
     def wrap(cmd: Any) -> None:
         rule = rules[cmd]
         fn = rule["view_func"]
         if getattr(fn, MARK, None) is None:
-            rule["view_func"] = callwatch.handler(name_of(cmd, rule))(fn)
+            rule["view_func"] = callwatch.handler(_unique(name_of(cmd, rule), cmd, commands))(fn)
 
     def add_route_rule(cmd: Any, view_func: Callable[..., Any], endpoint: str | None = None,
                        **kwargs: Any) -> None:
@@ -116,19 +121,29 @@ def instrument(app: App, config: Source | None = None, *,
         wrap(cmd)
     setattr(app, "add_route_rule", add_route_rule)
     setattr(app, _INSTRUMENTED, by)
-    _on_worker_events(app, config)
+    if config is not None:
+        _configure_per_worker(app, config)
     return app
 
 
-def _on_worker_events(app: App, config: Source | None) -> None:
+def _unique(name: str, cmd: Any, commands: dict[str, Any]) -> str:
+    first = commands.setdefault(name, cmd)
+    if first == cmd:
+        return name
+    log.warning("callwatch: the maple endpoint %r is used by commands %r and %r; command %r is reported as "
+                "%r. Fix: give one of them its own endpoint (route(%r, endpoint=...))",
+                name, first, cmd, cmd, f"{name}_{cmd}", cmd)
+    return _unique(f"{name}_{cmd}", cmd, commands)
+
+
+def _configure_per_worker(app: App, config: Source) -> None:
+    # What the integration starts it also stops: at stop_worker, while the worker still
+    # runs, rather than at the process's end (maple's workers end with os._exit).
     # maple calls these with the worker, haven with nothing.
     def start(*_: Any) -> None:
-        if config is not None:
-            callwatch.configure(config)
+        callwatch.configure(config)
 
     def stop(*_: Any) -> None:
-        # A maple worker ends with os._exit (multiprocessing): atexit would never send
-        # its last partial interval nor leave it in its slot for its replacement.
         callwatch.shutdown()
 
     app.start_worker(start)
