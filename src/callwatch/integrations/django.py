@@ -9,10 +9,18 @@ Each request is one request of the handler named by its URL pattern's name
 view's dotted path (``myapp.views.show``), ``_unmatched`` when no pattern matched.
 Streaming responses are timed until Django closes them.  Exceptions count as errors and
 propagate; 5xx responses count as errors.
+
+Under ASGI, Django's handler refuses the server's lifespan events, and uvicorn ends by
+re-raising SIGTERM, so ``atexit`` never runs and the last partial interval would be lost at
+every stop.  When the middleware is loaded by the ASGI handler, Django's ``ASGIHandler``
+answers lifespan events instead: startup completes, shutdown (after the last request)
+does callwatch's final flush.  Stacks that route lifespan elsewhere (a Starlette or
+Channels app in front of Django) must call ``callwatch.shutdown()`` on their own shutdown.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -58,6 +66,7 @@ class CallWatchMiddleware:
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
+            _answer_lifespan()
         _configure_from_settings()
 
     def __call__(self, request: Any) -> Any:
@@ -94,3 +103,34 @@ def _after(req: RoutedRequest, response: Any) -> Any:
         response.streaming_content = req.produce(content)
     response._resource_closers.append(req.finish)
     return response
+
+
+def _answer_lifespan() -> None:
+    """Make Django's ASGI handler answer lifespan events (once per process)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    django_call = ASGIHandler.__call__
+    if getattr(django_call, "_callwatch_lifespan", False):
+        return
+
+    @functools.wraps(django_call)
+    async def call(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        else:
+            await django_call(self, scope, receive, send)
+
+    call._callwatch_lifespan = True  # type: ignore[attr-defined]
+    ASGIHandler.__call__ = call
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # the server has finished its last request: the partial interval goes out now
+            callwatch.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
