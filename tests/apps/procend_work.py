@@ -5,8 +5,11 @@ makes ``CALLS_PER_JOB`` calls of the watched ``fetch_row`` (YAML target
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import callwatch
+from callwatch import _runtime
 
 CALLS_PER_JOB = 3
 
@@ -26,3 +29,20 @@ def serve(n: int) -> None:
     """A multiprocessing.Process target: n requests, then return (and os._exit)."""
     for i in range(n):
         job(i)
+
+
+def serve_then_die(sent: int, unsent: int) -> None:
+    """``sent`` requests, wait until a flush has sent them, ``unsent`` more, then SIGKILL:
+    what the kernel kills is what the process had not sent yet."""
+    rt = _runtime.active()
+    assert rt is not None
+    first = rt.exporter.stats.flushes
+    serve(sent)
+    deadline = time.monotonic() + 30
+    # two flushes after the start: the interval that saw the last request has been sent
+    while rt.exporter.stats.flushes < first + 2 or rt.exporter.buffered:
+        if time.monotonic() > deadline:
+            raise SystemExit("no flush in 30 s")
+        time.sleep(0.05)
+    serve(unsent)
+    os.kill(os.getpid(), signal.SIGKILL)
