@@ -272,3 +272,36 @@ def test_sqlalchemy_and_dbapi_presets_see_the_same_statements(pg_engine: Any) ->
     assert_time(got, "group.driver", iv.outer_ns["sa"], SLEEP_S * 1000)
     # the driver's time is part of what SQLAlchemy times around it (cursor events bracket it)
     assert got["group.driver.ms"] <= got["group.orm.ms"] + 1e-3
+
+
+def test_sqlalchemy_asyncio_engine_on_postgresql(pg_dsn: str, pg_tables: None) -> None:  # noqa: F811
+    # An AsyncEngine runs SQLAlchemy's sync core in greenlets: the cursor events must still
+    # land in the request that awaits them, with requests in flight together.
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    kv = dict(p.split("=") for p in pg_dsn.split())
+    engine = create_async_engine(f"postgresql+psycopg://app:app@127.0.0.1:{kv['port']}/app", pool_size=4)
+    iv = Interval({"preset": "sqlalchemy", "group": "orm"}, {"preset": "dbapi", "group": "driver"})
+
+    @callwatch.handler("sa_async")
+    async def handle() -> None:
+        async with engine.begin() as c:
+            await iv.atimed("sa", lambda: c.execute(sa.text("SELECT pg_sleep(:s)"), {"s": SLEEP_S}))
+            await iv.atimed("sa", lambda: c.execute(sa.text("UPDATE items SET n = n + 1 WHERE id = 3")))
+
+    async def main() -> None:
+        async with engine.connect() as c:  # first-connect queries of the dialect, outside any request
+            await c.execute(sa.text("SELECT 1"))
+        try:
+            for _ in range(N // 4):
+                await asyncio.wait_for(asyncio.gather(*(handle() for _ in range(4))), 30)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    got = iv.lines("sa_async")
+    assert got["requests"] == N
+    assert_calls(got, {"watch.sqlalchemy_execute": 2, "group.orm": 2, "watch.db_execute": 2, "group.driver": 2})
+    assert_time(got, "watch.sqlalchemy_execute", iv.outer_ns["sa"], SLEEP_S * 1000)
+    assert_time(got, "group.driver", iv.outer_ns["sa"], SLEEP_S * 1000)
