@@ -305,3 +305,29 @@ def test_sqlalchemy_asyncio_engine_on_postgresql(pg_dsn: str, pg_tables: None) -
     assert_calls(got, {"watch.sqlalchemy_execute": 2, "group.orm": 2, "watch.db_execute": 2, "group.driver": 2})
     assert_time(got, "watch.sqlalchemy_execute", iv.outer_ns["sa"], SLEEP_S * 1000)
     assert_time(got, "group.driver", iv.outer_ns["sa"], SLEEP_S * 1000)
+
+
+# -- sqlite3 through SQLAlchemy ---------------------------------------------------------------
+
+
+def test_dbapi_preset_sees_sqlalchemys_sqlite_connections() -> None:
+    # SQLAlchemy's pysqlite dialect connects with sqlite3.dbapi2.connect, not sqlite3.connect.
+    import sqlite3.dbapi2
+
+    import sqlalchemy as sa
+
+    original = sqlite3.dbapi2.connect
+    iv = Interval({"preset": "dbapi"})
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as c:  # the dialect's first-connect statements, outside the request
+        c.execute(sa.text("SELECT 1"))
+    with callwatch.request("sqlite_sa"):
+        with engine.connect() as c:
+            c.execute(sa.text("CREATE TABLE t (x)"))
+            c.execute(sa.text("INSERT INTO t VALUES (:x)"), [{"x": 1}, {"x": 2}])
+            assert c.execute(sa.text("SELECT sum(x) FROM t")).scalar() == 3
+    got = iv.lines("sqlite_sa")
+    assert (got["requests"], got["watch.db_execute.calls"], got["watch.db_executemany.calls"],
+            got["group.db.calls"]) == (1, 2, 1, 3)
+    callwatch.shutdown()
+    assert sqlite3.dbapi2.connect is original and sqlite3.connect is original

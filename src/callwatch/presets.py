@@ -12,9 +12,14 @@ dbapi       db       ``execute``/``executemany`` of DB-API cursors as ``db_execu
                      ``db_executemany``: sqlite3 (its ``Cursor`` is a C type that cannot be
                      patched, so ``sqlite3.connect`` gets a connection ``factory`` whose
                      cursors are watched -- connections made with a factory of your own, or
-                     before ``configure()``, are not), psycopg 3 and PyMySQL (their cursors
-                     are Python classes, patched directly).  psycopg2's C cursor is not
-                     covered: use ``cursor_factory`` or the sqlalchemy preset.
+                     before ``configure()``, are not), psycopg 3 (``Cursor``, ``AsyncCursor``
+                     and the server-side cursors; ``Connection.execute`` goes through them)
+                     and PyMySQL (every cursor class; an ``executemany`` is one call even
+                     though PyMySQL runs its own ``execute`` per row or batch inside).  Not
+                     counted: psycopg's ``stream()`` and ``copy()``, PyMySQL's ``callproc()``.
+                     psycopg2's C cursor is not covered: use ``cursor_factory`` or the
+                     sqlalchemy preset.  With the sqlalchemy preset on too, give one of
+                     them another group, or the ``db`` group counts each statement twice.
 sqlalchemy  db       every statement an Engine sends to the database (ORM included) as
                      ``sqlalchemy_execute``, through SQLAlchemy's own
                      ``before/after_cursor_execute`` events.
@@ -114,8 +119,11 @@ def _apply_dbapi(group: str, undo: Undo) -> list[str]:
             kwargs.setdefault("factory", conn_cls)
             return original_connect(*args, **kwargs)
 
-        _set(sqlite3, "connect", connect, undo)
-        done.append("sqlite3.connect (a watched connection factory)")
+        # sqlite3.dbapi2 is the module SQLAlchemy's pysqlite dialect connects through
+        for module in (sqlite3, _optional("sqlite3.dbapi2")):
+            if module is not None and vars(module).get("connect") is original_connect:
+                _set(module, "connect", connect, undo)
+        done.append("sqlite3.connect, sqlite3.dbapi2.connect (a watched connection factory)")
 
     for modname, classes in (("psycopg", ("Cursor", "ServerCursor", "AsyncCursor", "AsyncServerCursor")),
                              ("pymysql.cursors", ("Cursor",))):
