@@ -49,8 +49,8 @@ class Gateway:
     a time to whichever worker asks, and collects the answers.  A request whose worker
     closed the connection before answering is queued again (it was not served)."""
 
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, port: int = 0) -> None:
+        self.server = socket.create_server(("127.0.0.1", port))
         self.server.settimeout(0.2)
         self.port = int(self.server.getsockname()[1])
         self.jobs: queue.Queue[tuple[int, int]] = queue.Queue()
