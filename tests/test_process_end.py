@@ -50,6 +50,7 @@ PATHS = [
     ("forkserver", 10, 4),
     ("executor", 30, 1),    # 2 workers, stopped by the executor's shutdown
     ("pool", 30, 15),       # maxtasksperchild=2: 15 or more workers, recycled mid-run
+    ("billiard", 10, 5),    # celery's prefork pool, recycled the same way (each exit sleeps 1 s)
 ]
 
 
@@ -57,6 +58,8 @@ PATHS = [
 @pytest.mark.parametrize(("mode", "requests", "min_workers"), PATHS, ids=[p[0] for p in PATHS])
 def test_every_request_reaches_graphite_when_workers_end(graphite: Graphite, tmp_path: Path, mode: str,
                                                          requests: int, min_workers: int) -> None:
+    if mode == "billiard":
+        pytest.importorskip("billiard")
     prefix = "pe" + uuid.uuid4().hex[:8]
     config = write_config(tmp_path / "callwatch.yaml", port=graphite.line_port, prefix=prefix,
                           slot_dir=tmp_path / "slots")

@@ -2,11 +2,11 @@
 way multiprocessing ends them (``os._exit()`` after ``run()``); tests/test_process_end.py
 reads the totals back from graphite-web.
 
-    PROCEND_MODE=fork|spawn|forkserver|executor|pool CALLWATCH_CONFIG=... \\
+    PROCEND_MODE=fork|spawn|forkserver|executor|pool|billiard CALLWATCH_CONFIG=... \\
         PYTHONPATH=tests python tests/apps/procend_run.py REQUESTS
 
 configure() is called where docs/processes.md says: in the parent, before the workers
-start, for fork, Pool and ProcessPoolExecutor (their workers are forked); at the top of the
+start, for fork, Pool, billiard's Pool and ProcessPoolExecutor (their workers are forked); at the top of the
 main module for spawn and forkserver (each spawned child imports it again; the forkserver
 imports it once and forks the children from itself).  Prints one line: the number of
 distinct worker processes that served requests.
@@ -52,6 +52,23 @@ def pool(n: int) -> int:
     return len(set(pids))
 
 
+def billiard_pool(n: int) -> int:
+    """celery's prefork pool: billiard's Pool, workers recycled every two tasks.  Its
+    workers call os._exit() from inside run(), past multiprocessing's exit function: the
+    pool's on_process_exit (celery: the worker_process_shutdown signal) shuts down."""
+    import billiard
+    from billiard.pool import Pool
+
+    p = Pool(2, maxtasksperchild=2, on_process_exit=work.shutdown_on_exit, context=billiard.get_context("fork"))
+    try:
+        pids = p.map(work.job, range(n), chunksize=1)
+        p.close()
+        p.join()
+    finally:
+        p.terminate()  # a no-op once joined; on a failure it stops the workers
+    return len(set(pids))
+
+
 def executor(n: int) -> int:
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
@@ -63,7 +80,7 @@ def main() -> None:
     n = int(sys.argv[1])
     if MODE not in ("spawn", "forkserver"):
         callwatch.configure(strict=True)
-    run = {"pool": pool, "executor": executor}.get(MODE, processes)
+    run = {"pool": pool, "billiard": billiard_pool, "executor": executor}.get(MODE, processes)
     print(run(n), flush=True)
 
 

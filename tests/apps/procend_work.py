@@ -31,6 +31,11 @@ def serve(n: int) -> None:
         job(i)
 
 
+def shutdown_on_exit(pid: int, exitcode: int) -> None:
+    """billiard's ``Pool(on_process_exit=...)``: runs in the worker just before its os._exit()."""
+    callwatch.shutdown()
+
+
 def serve_then_die(sent: int, unsent: int) -> None:
     """``sent`` requests, wait until a flush has sent them, ``unsent`` more, then SIGKILL:
     what the kernel kills is what the process had not sent yet."""
