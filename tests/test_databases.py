@@ -212,6 +212,28 @@ def test_pymysql_cursor_dict_cursor_and_both_executemany_paths(maria_conn: Any) 
         assert c.fetchone() == (3 * N, 6 * N)
 
 
+def test_pymysql_executemany_with_a_cursor_that_overrides_execute(maria_conn: Any) -> None:
+    # A cursor class of the user's own that overrides execute: its override (and PyMySQL's
+    # execute behind it, through super()) runs for each row, and is counted as an execute.
+    import pymysql.cursors
+
+    class Logged(pymysql.cursors.Cursor):
+        seen: list[str] = []
+
+        def execute(self, query: Any, args: Any = None) -> Any:
+            self.seen.append(str(query))
+            return super().execute(query, args)
+
+    iv = Interval({"preset": "dbapi"})
+    with callwatch.request("maria_logged"):
+        with maria_conn.cursor(Logged) as cur:
+            assert cur.executemany("UPDATE items SET n = n + 1 WHERE id = %s", [(1,), (2,)]) == 2
+    maria_conn.commit()
+    got = iv.lines("maria_logged")
+    assert Logged.seen == ["UPDATE items SET n = n + 1 WHERE id = %s"] * 2
+    assert (got["watch.db_executemany.calls"], got["watch.db_execute.calls"], got["group.db.calls"]) == (1, 2, 3)
+
+
 def test_pymysql_preset_is_undone(maria_conn: Any) -> None:
     import pymysql.cursors
 
