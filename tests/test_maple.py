@@ -66,7 +66,8 @@ class Gateway:
         for cmd in cmds:
             self._sn += 1
             self.jobs.put((self._sn, cmd))
-        return [self.answers.get(timeout=30) for _ in cmds]
+        deadline = time.monotonic() + 30
+        return [self.answers.get(timeout=max(0.0, deadline - time.monotonic())) for _ in cmds]
 
     def wait(self, connected: int) -> None:
         """Until ``connected`` workers have connected in all."""
@@ -159,14 +160,17 @@ def process(args: list[str], cfg: Path, log: Path) -> Iterator[subprocess.Popen[
     env = dict(os.environ, CALLWATCH_CONFIG=str(cfg),
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     with open(log, "wb") as out:
+        # A session of its own: whatever happens, the master and its workers end with the test.
         p = subprocess.Popen([sys.executable, *args], cwd=TESTS, env=env, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             yield p
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
 
 
 def stop(p: subprocess.Popen[bytes], log: Path) -> None:
