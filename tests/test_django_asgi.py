@@ -38,7 +38,11 @@ EXPECTED = {
 
 
 @pytest.mark.graphite
-def test_uvicorn_django_async_views_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [
+    pytest.param([], id="one-process"),
+    pytest.param(["--workers", "2"], id="2-worker-processes"),  # uvicorn's multiprocessing (spawn) workers
+])
+def test_uvicorn_django_async_views_exact_totals(graphite: Graphite, tmp_path: Path, workers: list[str]) -> None:
     # A 60 s interval: the requests' counts are in the interval still open when the
     # server stops, so they reach Graphite only through the final flush at shutdown.
     prefix = "dja" + uuid.uuid4().hex[:8]
@@ -48,12 +52,14 @@ def test_uvicorn_django_async_views_exact_totals(graphite: Graphite, tmp_path: P
     start = int(time.time()) - 60  # points carry their interval's start
     paths = [p for i in range(60) for p, times in MIX if i < times]  # interleaved
     cmd = [sys.executable, "-m", "uvicorn", "apps.djsite.asgi:application", "--port", str(port),
-           "--host", "127.0.0.1", "--log-level", "warning"]
+           "--host", "127.0.0.1", "--log-level", "warning", *workers]
     # uvicorn ends by re-raising SIGTERM after its graceful shutdown: exit status -15.
     with server(cmd, port, cfg, tmp_path, exit_codes=(0, -signal.SIGTERM),
                 env={"DJANGO_SETTINGS_MODULE": "apps.djsite.asgi_settings"}):
         drive(port, paths, concurrency=16)
     assert totals(graphite, prefix, start, EXPECTED) == EXPECTED
+    slots = graphite.render(f"{prefix}.*.callwatch.points_sent", start - 5, int(time.time()) + 5)
+    assert len(slots) == (2 if workers else 1), [s["target"] for s in slots]  # a slot per process serving
 
 
 def test_django_asgi_handler_answers_lifespan_and_flushes_at_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
