@@ -1,10 +1,8 @@
 """maple and haven (callwatch.integrations.maple) against the real frameworks.
 
-- A real maple ``Workshop`` with 3 worker processes, fed by ``Gateway``: the gateway side of
-  maple's worker protocol, written with maple's own ``Task`` and netkit's ``Box``.  A
-  worker connects, asks for a task (``CMD_WORKER_ASK_FOR_TASK``), gets one client request
-  (``CMD_CLIENT_REQ``, the body a ``Box`` whose ``cmd`` is the route) and answers it
-  (``CMD_WRITE_TO_CLIENT``).  One worker is stopped mid-interval (maple's master starts a
+- A real maple ``Workshop`` with 3 worker processes, fed by ``apps.maple_gateway``: the
+  gateway side of maple's worker protocol, written with maple's own ``Task`` and netkit's
+  ``Box``.  One worker is stopped mid-interval (maple's master starts a
   replacement), then the whole Workshop (SIGTERM to the master): the totals read back
   from graphite-web are exact, in both set-ups (configured in the master, per worker).
 - A real haven ``GHaven`` with 20 gevent clients.
@@ -15,12 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -28,13 +24,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from maple import Blueprint, Task, Workshop, constants
+from maple import Blueprint, Workshop, constants
 from netkit.box import Box
 
 import callwatch
 from callwatch import _core, _runtime
 from apps import config as app_config
 from apps import maple_game as game
+from apps.maple_gateway import Gateway
 from callwatch.integrations.maple import instrument
 from conftest import Graphite, free_ports
 from test_servers import totals
@@ -42,117 +39,6 @@ from test_servers import totals
 TESTS = Path(__file__).resolve().parent
 # Long enough that a worker stopped mid-interval is replaced within the same interval.
 INTERVAL = 5
-
-
-class Gateway:
-    """maple's gateway, as far as workers see it: hands out queued client requests one at
-    a time to whichever worker asks, and collects the answers.  A request whose worker
-    closed the connection before answering is queued again (it was not served)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.server.settimeout(0.2)
-        self.port = int(self.server.getsockname()[1])
-        self.jobs: queue.Queue[tuple[int, int]] = queue.Queue()
-        self.answers: queue.Queue[tuple[int, int, int, int]] = queue.Queue()  # sn, cmd, ret, pid
-        self.connected = 0
-        self._sn = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def send(self, cmds: list[int]) -> list[tuple[int, int, int, int]]:
-        """Queue client requests and wait for all their answers."""
-        for cmd in cmds:
-            self._sn += 1
-            self.jobs.put((self._sn, cmd))
-        deadline = time.monotonic() + 30
-        return [self.answers.get(timeout=max(0.0, deadline - time.monotonic())) for _ in cmds]
-
-    def wait(self, connected: int) -> None:
-        """Until ``connected`` workers have connected in all."""
-        deadline = time.monotonic() + 30
-        while self.connected < connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.connected >= connected, self.connected
-
-    def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
-        self.server.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except socket.timeout:
-                continue
-            self.connected += 1
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(0.2)
-        read = _Reader(conn, self._stop)
-        with conn:
-            while (ask := read()) is not None:
-                assert ask.cmd == constants.CMD_WORKER_ASK_FOR_TASK, ask
-                job = self._next_job()
-                if job is None:
-                    break
-                sn, cmd = job
-                request = Task(dict(cmd=constants.CMD_CLIENT_REQ, conn_id=sn, body=Box(dict(cmd=cmd, sn=sn)).pack()))
-                try:
-                    conn.sendall(request.pack())
-                    rsp = read()
-                except OSError:  # the worker is gone (a stopped worker waiting for a task)
-                    rsp = None
-                if rsp is None:
-                    self.jobs.put(job)
-                    break
-                assert rsp.cmd == constants.CMD_WRITE_TO_CLIENT and rsp.conn_id == sn, rsp
-                box = Box()
-                assert box.unpack(rsp.body) > 0
-                self.answers.put((sn, box.cmd, box.ret, int(box.body or 0)))
-
-    def _next_job(self) -> tuple[int, int] | None:
-        while not self._stop.is_set():
-            try:
-                return self.jobs.get(timeout=0.2)
-            except queue.Empty:
-                continue
-        return None
-
-
-
-class _Reader:
-    """The tasks a worker sends on one connection, one at a time."""
-
-    def __init__(self, conn: socket.socket, stop: threading.Event) -> None:
-        self.conn = conn
-        self.stop = stop
-        self.buf = b""
-
-    def __call__(self) -> Task | None:
-        """The next task; None when the worker closed the connection (or the test ends)."""
-        while True:
-            task = Task()
-            used = task.unpack(self.buf)
-            if used > 0:
-                self.buf = self.buf[used:]
-                return task
-            assert used == 0, self.buf
-            try:
-                chunk = self.conn.recv(65536)
-            except socket.timeout:
-                if self.stop.is_set():
-                    return None
-                continue
-            if not chunk:
-                return None
-            self.buf += chunk
 
 
 @contextmanager
