@@ -49,6 +49,7 @@ PATHS = [
     ("spawn", 10, 4),
     ("forkserver", 10, 4),
     ("executor", 30, 1),    # 2 workers, stopped by the executor's shutdown
+    ("executor-spawn", 10, 1),  # each spawned worker configured by the initializer
     ("pool", 30, 15),       # maxtasksperchild=2: 15 or more workers, recycled mid-run
     ("billiard", 10, 5),    # celery's prefork pool, recycled the same way (each exit sleeps 1 s)
 ]

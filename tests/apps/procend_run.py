@@ -2,13 +2,14 @@
 way multiprocessing ends them (``os._exit()`` after ``run()``); tests/test_process_end.py
 reads the totals back from graphite-web.
 
-    PROCEND_MODE=fork|spawn|forkserver|executor|pool|billiard CALLWATCH_CONFIG=... \\
+    PROCEND_MODE=fork|spawn|forkserver|executor|executor-spawn|pool|billiard CALLWATCH_CONFIG=... \\
         PYTHONPATH=tests python tests/apps/procend_run.py REQUESTS
 
 configure() is called where docs/processes.md says: in the parent, before the workers
-start, for fork, Pool, billiard's Pool and ProcessPoolExecutor (their workers are forked); at the top of the
-main module for spawn and forkserver (each spawned child imports it again; the forkserver
-imports it once and forks the children from itself).  Prints one line: the number of
+start, for fork, Pool, billiard's Pool and ProcessPoolExecutor (their workers are forked);
+at the top of the main module for spawn and forkserver (each of their children imports the
+main module again, where ``__name__ == "__main__"`` is false); in the initializer for
+executor-spawn.  Prints one line: the number of
 distinct worker processes that served requests.
 """
 
@@ -22,7 +23,7 @@ import sys
 import callwatch
 from apps import procend_work as work
 
-MODE = os.environ["PROCEND_MODE"]  # not argv: the forkserver imports this module with its own argv
+MODE = os.environ["PROCEND_MODE"]  # not argv: a forkserver has its own argv
 if MODE in ("spawn", "forkserver"):
     callwatch.configure(strict=True)
 
@@ -76,11 +77,23 @@ def executor(n: int) -> int:
     return len(set(pids))
 
 
+def executor_spawn(n: int) -> int:
+    """Spawned workers, each configured by the initializer (in its run(): after
+    multiprocessing has set the child up).  Not recycled: max_tasks_per_child hangs the
+    executor itself on 3.11.7 and 3.13.0, with or without callwatch."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx,
+                                                initializer=callwatch.configure) as ex:
+        pids = list(ex.map(work.job, range(n)))
+    return len(set(pids))
+
+
 def main() -> None:
     n = int(sys.argv[1])
-    if MODE not in ("spawn", "forkserver"):
+    if MODE not in ("spawn", "forkserver", "executor-spawn"):
         callwatch.configure(strict=True)
-    run = {"pool": pool, "billiard": billiard_pool, "executor": executor}.get(MODE, processes)
+    run = {"pool": pool, "billiard": billiard_pool, "executor": executor,
+           "executor-spawn": executor_spawn}.get(MODE, processes)
     print(run(n), flush=True)
 
 
