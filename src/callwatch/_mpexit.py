@@ -3,7 +3,7 @@
 A child started by ``multiprocessing`` (fork, forkserver; and so ``Pool``,
 ``ProcessPoolExecutor`` and servers built on ``Process``) never reaches the interpreter's
 exit: ``BaseProcess._bootstrap`` returns into ``os._exit()``, so ``atexit`` handlers do not
-run (on 3.12+ the fork and forkserver children even clear them).  What multiprocessing does
+run (on 3.13 the fork and forkserver children clear them first).  What multiprocessing does
 run on the way out is its own registry of ``util.Finalize`` objects, through
 ``util._exit_function()``.  So the runtime's exit callback is registered there too.
 
@@ -16,6 +16,10 @@ Two details decide where and when:
   for a process that configures inside its ``run()`` (a target or a pool initializer).
 * multiprocessing is only used if the host has imported it: this module looks in
   ``sys.modules`` and never imports it, so a process without multiprocessing pays nothing.
+
+billiard (celery's prefork pool) shares this registry, but its pool workers call
+``os._exit()`` from inside ``run()``, before it is run: there the pool's
+``on_process_exit`` has to call ``shutdown()`` (docs/processes.md).
 
 Each arming is a dictionary lookup or two; one finalizer and one after-fork hook per
 process at most.
@@ -57,8 +61,3 @@ class ExitHook:
     def _after_multiprocessing_fork(self) -> None:
         # the child's registry was just cleared: the parent's finalizer (if any) is gone
         self.arm()
-
-    @property
-    def armed(self) -> bool:
-        """True when a finalizer of this process is waiting to run the callback."""
-        return self._pid == os.getpid() and self._finalizer is not None and bool(self._finalizer.still_active())

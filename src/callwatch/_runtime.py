@@ -8,7 +8,11 @@ either way whatever was half started is undone and callwatch stays off.
 Requests still running when ``shutdown()`` sends the last partial interval are added to
 the collector when they finish; a later ``configure()`` in the same process sends them
 with its first interval (same interval: merged with the partial one that was sent).  At
-interpreter exit they are lost: nothing sends after the final flush.
+process exit they are lost: nothing sends after the final flush.
+
+The final flush runs at interpreter exit (``atexit``) and, in a process that
+multiprocessing ends with ``os._exit()``, from multiprocessing's own exit hooks
+(``_mpexit``); docs/processes.md says what each way of ending a process sends.
 """
 
 from __future__ import annotations
