@@ -8,7 +8,6 @@ graphite-web, summed over workers and intervals, count every request exactly onc
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -143,7 +142,6 @@ def test_a_worker_killed_with_sigkill_loses_only_what_it_had_not_sent(graphite: 
 
 
 STUCK = """
-import socket
 import sys
 import time
 import multiprocessing
