@@ -142,6 +142,7 @@ def test_a_worker_killed_with_sigkill_loses_only_what_it_had_not_sent(graphite: 
 
 
 STUCK = """
+import socket
 import sys
 import time
 import multiprocessing
