@@ -60,14 +60,22 @@ def process(args: list[str], cfg: Path, log: Path) -> Iterator[subprocess.Popen[
 
 
 def stop(p: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM to the server (maple's master): it ends with status 0, and so do all the
+    processes it started."""
     p.send_signal(signal.SIGTERM)
     try:
         p.wait(30)
     except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(10)
-        raise AssertionError(f"did not stop on SIGTERM:\n{log.read_text()}")
+        raise AssertionError(f"did not stop on SIGTERM:\n{log.read_text()}") from None
     assert p.returncode == 0, log.read_text()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(p.pid, 0)  # is anything of its session left?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of the server still run after it stopped:\n{log.read_text()}")
 
 
 def config(graphite: Graphite, tmp_path: Path) -> tuple[str, Path]:
