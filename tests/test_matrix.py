@@ -14,7 +14,8 @@ Actions (the bodies are in tests/apps/matrix.py, shared by every row):
 
 The numbers are read back from what the exporter sends (RecordingSender), interval by
 interval, with a FakeClock: response times are exact.  In-process clients only; the real
-servers are in tests/test_servers.py.
+servers are in tests/test_servers.py and tests/test_maple.py.  The maple and haven rows
+go through the framework's own dispatch of a request (tests/apps/matrix_maple.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,7 +41,7 @@ INTERVAL = 10
 class Outcome:
     """What the caller of a request saw."""
 
-    status: int | None = None  # the HTTP status; None for a function call
+    status: int | None = None  # the HTTP status, or maple's ret; None for a function call
     body: bytes = b""
     raised: type[BaseException] | None = None
 
@@ -52,6 +54,8 @@ class EntryPoint:
     http = False
     #: What a configured dimension function of ``work`` is given (see matrix.arg_kind).
     arg_kind = ""
+    #: What the caller sees when the handler returns.
+    ok = Outcome()
     #: (status, raised) when the handler raises.
     boom: tuple[int | None, type[BaseException] | None] = (None, RuntimeError)
 
@@ -177,6 +181,7 @@ class Http(EntryPoint):
     """An HTTP row: ``get(path)`` through the framework's in-process client."""
 
     http = True
+    ok = Outcome(200, b"ok")
     PATHS = {"work": "/work/{n}", "boom": "/boom", "e503": "/e503", "stream": "/stream/{n}",
              "renamed": "/renamed"}
     NAMES: dict[str, str] = {}
@@ -289,8 +294,46 @@ class DjangoAsync(DjangoSync):
         return asyncio.run(main())
 
 
+class Maple(EntryPoint):
+    """A request through a maple worker's dispatch; the caller is the client, answered a
+    box: a view that raises is answered ``RET_INTERNAL``, nothing propagates."""
+
+    id = "maple"
+    arg_kind = "Request"  # maple's request object
+    ok = Outcome(0, b"ok")
+    boom = (-10001, None)  # maple's RET_INTERNAL
+    NAMES = {"work": "work", "boom": "mx_boom", "renamed": "renamed"}  # endpoints; mx.boom a blueprint's
+
+    @cached_property
+    def server(self) -> Any:
+        from apps.matrix_maple import MapleWorker
+
+        return MapleWorker()
+
+    def name(self, action: str) -> str:
+        return self.NAMES[action]
+
+    def run(self, action: str, n: int = 0) -> Outcome:
+        from apps.matrix_maple import COMMANDS
+
+        box = self.server.request(COMMANDS[action], str(n).encode())
+        return Outcome(box.ret, box.body)
+
+
+class Haven(Maple):
+    """The same through haven's ``GHaven`` (its RET_INTERNAL is maple's)."""
+
+    id = "haven"
+
+    @cached_property
+    def server(self) -> Any:
+        from apps.matrix_maple import HavenServer
+
+        return HavenServer()
+
+
 ALL: list[EntryPoint] = [DecoratorSync(), DecoratorAsync(), RequestSync(), RequestAsync(), Router(),
-                         Wsgi(), Flask(), Asgi(), DjangoSync(), DjangoAsync()]
+                         Wsgi(), Flask(), Asgi(), DjangoSync(), DjangoAsync(), Maple(), Haven()]
 HTTP = [e for e in ALL if e.http]
 
 
@@ -354,13 +397,10 @@ def pick(m: dict[str, float], expected: dict[str, float]) -> dict[str, float | N
     return {k: m.get(k) for k in expected}
 
 
-OK = {False: Outcome(), True: Outcome(200, b"ok")}
-
-
 def test_counts_calls_per_request_and_response_time(h: Harness, ep: EntryPoint) -> None:
     h.configure()
-    assert ep.run("work", 3) == OK[ep.http]
-    assert ep.run("work", 1) == OK[ep.http]
+    assert ep.run("work", 3) == ep.ok
+    assert ep.run("work", 1) == ep.ok
     m = h.interval()
     w = ep.name("work")
     assert requests(m) == {w: 2}
