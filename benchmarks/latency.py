@@ -1,0 +1,147 @@
+"""Tail latency under open-loop load, bare and with callwatch at its defaults, in one run.
+
+    python benchmarks/latency.py [--seconds 5] [--rounds 6] [--load 0.5] [--db sqlite]
+
+The server (benchmarks/_servers.py) is a gevent command server (haven ``GHaven``): its
+table view makes 8 redis round trips and 8 queries (sqlite in the server, as
+benchmarks/macro.py's handler; ``--db mysql``: MariaDB over loopback), its login one of
+each; requests alternate between the two.  Two servers run side by side, identical
+except for callwatch:
+
+  bare        no callwatch
+  callwatch   configured at its defaults (profiling on at its defaults; flush interval
+              1 s), every route a handler, the four data functions watched
+
+First the capacity of the bare server is measured (closed loop, in this run); then the
+requests are sent open loop at ``--load`` x that rate: request i is due at start + i /
+rate and is sent then whatever happened to the earlier ones (a pool of connections; a
+request that finds none free waits for one, and that wait is part of its latency).
+Latency is measured from the *due* time to the answer, so a stall delays every request
+due during it (no coordinated omission).  Each round sends to each server once, the order
+alternating; a mode's percentiles are over all its requests of all rounds.
+
+Target: p99 at defaults within +5 % of bare's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+from _servers import Conn, Servers, closed_loop, mix, rounds_order
+
+CONNECTIONS = 64  # open, per server: far more than are busy at half the capacity
+QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
+
+
+def percentile(sorted_xs: list[float], q: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least q of them at or below it."""
+    return sorted_xs[max(0, math.ceil(q * len(sorted_xs)) - 1)]
+
+
+def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> tuple[list[float], int]:
+    """Send int(rate * seconds) requests, request i due at start + i / rate; -> (the
+    latencies in seconds, from due time to answer; how many failed or were not answered
+    in time)."""
+    import gevent
+    import gevent.pool
+    import gevent.queue
+
+    free: gevent.queue.Queue[Conn] = gevent.queue.Queue()
+    for c in conns:
+        free.put(c)
+    latencies: list[float] = []
+    failed = [0]
+
+    def one(i: int, due: float) -> None:
+        conn = free.get()
+        try:
+            conn.call(mix(i))
+            latencies.append(time.perf_counter() - due)
+        except (OSError, ValueError):  # counted as not answered; the connection is replaced
+            failed[0] += 1
+            conn.close()
+            conn = Conn(port)
+        finally:
+            free.put(conn)
+    n = int(rate * seconds)
+    jobs = gevent.pool.Group()
+    start = time.perf_counter() + 0.01
+    for i in range(n):
+        due = start + i / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            gevent.sleep(wait)
+        jobs.spawn(one, i, due)
+    jobs.join(timeout=30)  # a server that stopped answering ends the round, reported as missing
+    missing = len(jobs)
+    jobs.kill(block=True, timeout=5)
+    return latencies, missing + failed[0]
+
+
+def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[float]], int]:
+    """-> (the rate sent, per mode all latencies, requests not answered in time)."""
+    n, elapsed = closed_loop(servers.ports["bare"], 32, args.capacity_seconds)
+    rate = args.load * n / elapsed
+    conns = {m: [Conn(servers.ports[m]) for _ in range(CONNECTIONS)] for m in Servers.MODES}
+    lat: dict[str, list[float]] = {m: [] for m in Servers.MODES}
+    missing = 0
+    for m in Servers.MODES:  # warm up at the same rate: connections, caches, first profiles
+        open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
+    for r in range(args.rounds):
+        for m in rounds_order(r):
+            got, lost = open_loop(servers.ports[m], rate, args.seconds, conns[m])
+            lat[m] += got
+            missing += lost
+            time.sleep(0.2)
+    for cs in conns.values():
+        for c in cs:
+            c.close()
+    return rate, lat, missing
+
+
+def report(rate: float, lat: dict[str, list[float]], missing: int, servers: Servers,
+           args: argparse.Namespace) -> None:
+    print(f"Python {sys.version.split()[0]}; gevent command server (haven GHaven), database {args.db}; open loop "
+          f"at {rate:,.0f} requests/s ({args.load:g} x the bare server's closed-loop capacity measured first); "
+          f"{args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}")
+    print("Latency from each request's due time to its answer, ms; percentiles over all rounds; "
+          "ratio: to bare's same percentile.")
+    pct = {m: {name: 1e3 * percentile(sorted(xs), q) for name, q in QUANTILES} for m, xs in lat.items()}
+    print("| server | requests | " + " | ".join(name for name, _ in QUANTILES) + " | "
+          + " | ".join(f"{name} ratio" for name, _ in QUANTILES) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(QUANTILES)))
+    for m in Servers.MODES:
+        vals = " | ".join(f"{pct[m][name]:.2f}" for name, _ in QUANTILES)
+        ratios = " | ".join(f"{pct[m][name] / pct['bare'][name]:.2f}x" for name, _ in QUANTILES)
+        print(f"| {m} | {len(lat[m]):,} | {vals} | {ratios} |")
+    if missing:
+        print(f"{missing} requests failed or were not answered within 30 s of their round's end (not in the table)")
+    if min(map(len, lat.values())) < 1000:
+        print("fewer than 1,000 requests per server: p99.9 is their maximum (raise --seconds or --rounds)")
+    p99 = 100 * (pct["callwatch"]["p99"] / pct["bare"]["p99"] - 1)
+    p999 = 100 * (pct["callwatch"]["p99.9"] / pct["bare"]["p99.9"] - 1)
+    print(f"callwatch at defaults: p99 {p99:+.1f} % vs bare ({'meets' if p99 <= 5 else 'misses'} the +5 % "
+          f"target); p99.9 pays {p999:+.1f} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per server per round")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--load", type=float, default=0.5, help="fraction of the measured capacity to send")
+    ap.add_argument("--capacity-seconds", type=float, default=3.0, help="closed-loop measurement of capacity")
+    ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
+        ap.error("--rounds, --seconds and --capacity-seconds must be positive, --load between 0 and 1")
+    with Servers(args.db) as servers:
+        rate, lat, missing = measure(servers, args)
+    report(rate, lat, missing, servers, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Throughput of a gevent command server, bare and with callwatch at its defaults, in one run.
+
+    python benchmarks/macro_gevent.py [--seconds 3] [--rounds 9] [--clients 32] [--db mysql]
+
+The server (benchmarks/_servers.py) is a haven ``GHaven`` dispatching by command id,
+shaped like the seed's servers: its table view makes 8 redis round trips and 8 database
+queries, its login one of each, over loopback; the client sends both in turn.  Two
+servers run side by side, identical except for callwatch:
+
+  bare        no callwatch
+  callwatch   configured at its defaults (profiling on at its defaults; flush interval
+              1 s), every route a handler (integrations.maple.instrument), the four data
+              functions watched in groups redis and db
+
+Each round drives each server once (the order alternating), closed loop: ``--clients``
+connections, each sending its next command when the last is answered.  The cost is the
+median over rounds of (1 - callwatch's rate / bare's rate in the same round).  The
+servers are pinned to one CPU, redis, MariaDB and this client to the other; "server CPU"
+says how busy a server's CPU was (near 100 %: the server, not the client or the data
+stores, is what limits throughput, so its cost shows).
+
+Target: callwatch at defaults costs at most 1 % of throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from statistics import median
+
+from _servers import Servers, closed_loop, cpu_seconds, rounds_order
+
+
+Rounds = dict[str, dict[str, list[float]]]  # mode -> {"rate", "cpu", "us", "other"} -> one value per round
+
+
+def measure(servers: Servers, args: argparse.Namespace) -> Rounds:
+    """Per mode and round: requests/s, the server's CPU use, its CPU µs per request, and
+    the CPU use of everything on the other CPU (redis, MariaDB, this client)."""
+    out: Rounds = {m: {"rate": [], "cpu": [], "us": [], "other": []} for m in Servers.MODES}
+    for mode in Servers.MODES:  # warm up: connections, caches, callwatch's first profiles
+        closed_loop(servers.ports[mode], args.clients, min(1.0, args.seconds))
+    for r in range(args.rounds):
+        for mode in rounds_order(r):
+            pid = servers.pids[mode]
+            cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
+            n, elapsed = closed_loop(servers.ports[mode], args.clients, args.seconds)
+            cpu = cpu_seconds(pid) - cpu
+            row = out[mode]
+            row["rate"].append(n / elapsed)
+            row["cpu"].append(100 * cpu / elapsed)
+            row["us"].append(1e6 * cpu / n)
+            row["other"].append(100 * (sum(map(cpu_seconds, servers.others)) - other) / elapsed)
+            time.sleep(0.2)  # let the other server's flush and profiler settle
+    return out
+
+
+def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
+    bare, cw = out["bare"], out["callwatch"]
+    ratios = [100 * (1 - c / b) for c, b in zip(cw["rate"], bare["rate"])]
+    cpu_ratios = [100 * (c / b - 1) for c, b in zip(cw["us"], bare["us"])]
+    cost = median(ratios)
+    print(f"Python {sys.version.split()[0]}; gevent command server (haven GHaven), database {args.db}; "
+          f"{args.clients} clients, closed loop; table view (8 redis round trips + 8 queries) and login "
+          f"(1 + 1) in turn; {args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}")
+    print("Medians over rounds. cost: of per-round ratios to bare. server CPU: its CPU's busy share; "
+          "other CPU: redis, database and client (near 100 %: they, not the server, limit the rate).")
+    print("| server | requests/s | cost vs bare | server CPU | server CPU µs/request | CPU µs cost vs bare "
+          "| other CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for mode in Servers.MODES:
+        row = out[mode]
+        c, u = (f"{cost:+.1f} %", f"{median(cpu_ratios):+.1f} %") if mode == "callwatch" else ("-", "-")
+        print(f"| {mode} | {median(row['rate']):,.0f} | {c} | {median(row['cpu']):.0f} % | {median(row['us']):,.0f} "
+              f"| {u} | {median(row['other']):.0f} % |")
+    moved = max((abs(100 * (a / b - 1)) for a, b in zip(bare["rate"][1:], bare["rate"][:-1])), default=0.0)
+    print(f"per-round cost: {', '.join(f'{x:+.1f}' for x in ratios)} % (spread {max(ratios) - min(ratios):.1f} "
+          f"points); bare's rate moved by up to {moved:.1f} % between rounds")
+    print(f"callwatch at defaults costs {cost:.1f} % of throughput "
+          f"({'meets' if cost <= 1 else 'misses'} the 1 % target)")
+    return cost
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="per server per round")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--clients", type=int, default=32, help="connections, each one request at a time")
+    ap.add_argument("--db", choices=["mysql", "sqlite"], default="mysql",
+                    help="MariaDB on loopback through PyMySQL, or sqlite in the server")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0 or args.clients < 1:
+        ap.error("--rounds, --seconds and --clients must be positive")
+    with Servers(args.db) as servers:
+        out = measure(servers, args)
+    report(out, servers, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
