@@ -11,8 +11,9 @@
 Each call of a route's view function is one request of the handler named after maple's
 endpoint: ``join_table`` for an app route, ``game.join_table`` for a blueprint's;
 ``by="cmd"`` names it ``cmd_<command>`` instead.  Two commands never share a series: an
-app whose endpoint repeats (two app routes of functions with one name) gets a warning, and
-the later command is reported as ``<endpoint>_<command>``.  A view that raises counts as an error (maple then answers
+app whose endpoint repeats (two app routes of functions with one name), or whose endpoints
+are one metric name once sanitized (``lobby.join`` and ``lobby_join``), gets a warning,
+and the later command is reported as ``<endpoint>_<command>``.  A view that raises counts as an error (maple then answers
 ``RET_INTERNAL``, as without callwatch).
 
 Why the app's ``add_route_rule``: maple and haven route through one mixin whose ``route``
@@ -44,6 +45,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 
 import callwatch
 from callwatch.config import Config
+from callwatch.naming import sanitize
 
 # The mark the core puts on every handler wrapper: a view the user already made a handler
 # keeps its own name, and is not counted twice.
@@ -101,7 +103,7 @@ def instrument(app: App, config: Source | None = None, *,
     name_of = _NAMERS[by]
     rules = app.rule_map
     add = app.add_route_rule
-    commands: dict[str, Any] = {}  # handler name -> the command it was given to
+    commands: dict[str, tuple[Any, str]] = {}  # metric name -> (command, handler name) given it first
 
     def wrap(cmd: Any) -> None:
         rule = rules[cmd]
@@ -126,14 +128,22 @@ def instrument(app: App, config: Source | None = None, *,
     return app
 
 
-def _unique(name: str, cmd: Any, commands: dict[str, Any]) -> str:
-    first = commands.setdefault(name, cmd)
+def _unique(name: str, cmd: Any, commands: dict[str, tuple[Any, str]]) -> str:
+    # Keyed by the metric name, not the handler name: the exporter merges handlers whose
+    # names sanitize alike into one series.
+    first, first_name = commands.setdefault(sanitize(name), (cmd, name))
     if first == cmd:
         return name
-    log.warning("callwatch: the maple endpoint %r is used by commands %r and %r; command %r is reported as "
-                "%r. Fix: give one of them its own endpoint (route(%r, endpoint=...))",
-                name, first, cmd, cmd, f"{name}_{cmd}", cmd)
-    return _unique(f"{name}_{cmd}", cmd, commands)
+    unique = f"{name}_{cmd}"
+    if first_name == name:
+        log.warning("callwatch: the maple endpoint %r is used by commands %r and %r; command %r is reported as "
+                    "%r. Fix: give one of them its own endpoint (route(%r, endpoint=...))",
+                    name, first, cmd, cmd, unique, cmd)
+    else:
+        log.warning("callwatch: the maple endpoints %r (command %r) and %r (command %r) are one metric name, %r; "
+                    "command %r is reported as %r. Fix: give one of them another endpoint (route(%r, endpoint=...))",
+                    first_name, first, name, cmd, sanitize(name), cmd, unique, cmd)
+    return _unique(unique, cmd, commands)
 
 
 def _configure_per_worker(app: App, config: Source) -> None:
