@@ -89,17 +89,28 @@ class FuncStats:
     calls_max: int = 0  # most calls in one request
     ns: int = 0
     ns_max: int = 0  # most time in one request
+    #: time in profiled requests, until ``HandlerStats.settle``
+    profiled_ns: int = 0
+    profiled_max: int = 0
 
     def merge(self, other: FuncStats) -> None:
         self.calls += other.calls
         self.calls_max = max(self.calls_max, other.calls_max)
         self.ns += other.ns
         self.ns_max = max(self.ns_max, other.ns_max)
+        self.profiled_ns += other.profiled_ns
+        self.profiled_max = max(self.profiled_max, other.profiled_max)
 
 
 @dataclass
 class HandlerStats:
-    """One handler over one interval."""
+    """One handler over one interval.
+
+    Profiled requests (one in ``1/rate``) run slower because they are profiled, so until
+    the swap their response times wait in ``profiled`` and their watched calls' time in
+    each ``FuncStats.profiled_ns``; ``settle`` then decides what they count for.  Every
+    request counts in ``requests`` and ``errors``, and every call in ``calls``.
+    """
 
     requests: int = 0
     errors: int = 0
@@ -107,12 +118,15 @@ class HandlerStats:
     ns_max: int = 0
     sketch: DDSketch = field(default_factory=lambda: DDSketch(SKETCH_ACCURACY))
     funcs: dict[int, FuncStats] = field(default_factory=dict)
+    #: response times of the profiled requests among ``requests``, until ``settle``
+    profiled: list[int] = field(default_factory=list)
 
     def merge(self, other: HandlerStats) -> None:
         self.requests += other.requests
         self.errors += other.errors
         self.ns += other.ns
         self.ns_max = max(self.ns_max, other.ns_max)
+        self.profiled += other.profiled
         if other.sketch.count:
             self.sketch.merge(other.sketch)
         for k, fs in other.funcs.items():
@@ -120,6 +134,40 @@ class HandlerStats:
             if mine is None:
                 mine = self.funcs[k] = FuncStats()
             mine.merge(fs)
+
+    def settle(self) -> None:
+        """Account for the profiled requests, once, when the interval's table is taken.
+
+        The percentiles and the max are those of the unprofiled requests: a profiled
+        request's time says how fast the profiler is, not the handler.  The time sums
+        (``ns``, each watched call's ``ns``) are scaled from the unprofiled requests to
+        all of them, as if each profiled request had taken their mean: so the mean
+        response time, the ms per request and the share, all divided by ``requests``,
+        stay those of the unprofiled requests while calls per request counts every call.
+        The profiled requests are a random sample (the countdown), so that mean stands
+        for them.  Only when every request of the interval was profiled (a rare handler
+        that ``min_interval`` picks each time) are their own, inflated, times reported:
+        they are the only ones measured.
+        """
+        times = self.profiled
+        if not times:
+            return
+        self.profiled = []
+        unprofiled = self.requests - len(times)
+        if unprofiled > 0:
+            n = len(times)
+            self.ns += self.ns * n // unprofiled
+            for fs in self.funcs.values():
+                fs.ns += fs.ns * n // unprofiled
+        else:
+            sketch_add_many(self.sketch, times)
+            self.ns += sum(times)
+            self.ns_max = max(self.ns_max, *times)
+            for fs in self.funcs.values():
+                fs.ns += fs.profiled_ns
+                fs.ns_max = max(fs.ns_max, fs.profiled_max)
+        for fs in self.funcs.values():
+            fs.profiled_ns = fs.profiled_max = 0
 
     def quantile_ns(self, q: float) -> float:
         """The ``q`` quantile of the response times, within the interval's [min, max]:

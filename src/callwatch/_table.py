@@ -23,8 +23,16 @@ from ._limits import Limiter
 from ._state import CALLS, DIMS, HEADER_SIZE, NAME, NS, State, new_state, records
 from ._stats import BACKGROUND, OTHER_VALUE, OVERFLOW, FuncStats, HandlerKey, HandlerStats, sketch_add_many
 
-#: A finished request: (handler, ns, error, state); ns < 0: background calls.
+#: A finished request: (handler, ns, flags, state); ns < 0: background calls.  Flags:
+#: ``ERROR`` (it raised, or returned a 5xx) and ``PROFILED``.
 Item = tuple[str, int, int, Any]
+
+ERROR = 1
+#: The request was profiled: it ran slower because callwatch profiled it, so its response
+#: time and its watched calls' time are kept apart until the swap, where
+#: ``HandlerStats.settle`` decides what they count for (its docstring says what and why).
+#: Its requests, errors and calls count like any other request's.
+PROFILED = 2
 
 
 class IntervalTable:
@@ -127,6 +135,7 @@ class IntervalTable:
                          if k != key and not (isinstance(k, tuple) and (k[0] == key or k == key))}
         self.limiter.tick()
         for name, hs in table.items():
+            hs.settle()
             self.seen.setdefault(name, set()).update(hs.funcs)
         for name, seen in self.seen.items():
             stats = table.get(name)
@@ -167,8 +176,10 @@ def unreported(state: State, before: dict[int, tuple[int, int]]) -> tuple[State,
     return delta, now
 
 
-def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns: tuple[int, ...]) -> None:
-    """Add entry ``k``'s calls and time over a batch of requests (one value per request)."""
+def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns: tuple[int, ...],
+                profiled: bool) -> None:
+    """Add entry ``k``'s calls and time over a batch of requests (one value per request);
+    the time of profiled requests apart (``FuncStats.profiled_ns``)."""
     fs = funcs.get(k)
     if fs is None:
         fs = funcs[k] = FuncStats()
@@ -178,6 +189,10 @@ def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns:
         fs.calls_max = m
     if min(ns) < 0:  # a state read while an async call was still running: count 0 for it
         ns = tuple([t if t > 0 else 0 for t in ns])
+    if profiled:
+        fs.profiled_ns += sum(ns)
+        fs.profiled_max = max(fs.profiled_max, *ns)
+        return
     fs.ns += sum(ns)
     m = max(ns)
     if m > fs.ns_max:
@@ -185,7 +200,11 @@ def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns:
 
 
 def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
-    """Add finished requests ``(handler, ns, error, state)`` to one handler's table."""
+    """Add finished requests ``(handler, ns, flags, state)`` to one handler's table."""
+    flags = [it[2] for it in items]
+    if flags and max(flags) >= PROFILED:  # rare: one request in 1/rate
+        _add_profiled(hs, [it for it in items if it[2] >= PROFILED])
+        items = [it for it in items if it[2] < PROFILED]
     timed = [it[1] for it in items if it[1] >= 0]  # not background calls
     if timed:
         hs.requests += len(timed)
@@ -195,10 +214,21 @@ def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
         if m > hs.ns_max:
             hs.ns_max = m
         sketch_add_many(hs.sketch, timed)
-    states = [it[3] for it in items]
+    _add_columns(hs, items, False)
+
+
+def _add_profiled(hs: HandlerStats, items: list[Item]) -> None:
+    """Profiled requests: counted, their times kept apart (see ``PROFILED``)."""
+    hs.requests += len(items)
+    hs.errors += sum([it[2] & ERROR for it in items])
+    hs.profiled += [it[1] for it in items]
+    _add_columns(hs, items, True)
+
+
+def _add_columns(hs: HandlerStats, items: list[Item], profiled: bool) -> None:
     funcs = hs.funcs
-    for k, recs in _records_by_entry(states):
-        _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)))
+    for k, recs in _records_by_entry([it[3] for it in items]):
+        _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)), profiled)
 
 
 def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]]]]:

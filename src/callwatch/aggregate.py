@@ -26,10 +26,11 @@ from ._state import State
 from ._stats import (BACKGROUND, HEADER, OTHER_VALUE, OVERFLOW, SKETCH_ACCURACY, Entry, FuncStats, HandlerKey,
                      HandlerStats, ProfileStats, Registry, Snapshot, share, sketch_add_many, sketch_from_json,
                      sketch_to_json, snapshot_from_json, snapshot_to_json)
-from ._table import IntervalTable, Item
+from ._table import ERROR, PROFILED, IntervalTable, Item
 
 __all__ = [
-    "BACKGROUND", "FOLD_BATCH", "HEADER", "OTHER_VALUE", "OVERFLOW", "SKETCH_ACCURACY", "Collector", "Entry",
+    "BACKGROUND", "ERROR", "FOLD_BATCH", "HEADER", "OTHER_VALUE", "OVERFLOW", "PROFILED", "SKETCH_ACCURACY",
+    "Collector", "Entry",
     "FuncStats", "HandlerKey", "HandlerStats", "ProfileStats", "Registry", "Snapshot", "share", "sketch_add_many",
     "sketch_from_json", "sketch_to_json", "snapshot_from_json", "snapshot_to_json",
 ]
@@ -108,7 +109,9 @@ class Collector:
     # -- hot side: once per request -------------------------------------------------
 
     def record(self, handler: str, ns: int, error: int, state: State) -> None:
-        """Add one finished request (``ns < 0``: a background call, no response time).
+        """Add one finished request (``ns < 0``: a background call, no response time);
+        ``error``: the flags ``ERROR`` and ``PROFILED`` (a profiled request's time is not
+        the handler's: ``HandlerStats.settle``).
 
         Only an append: requests are added to the table in batches (:meth:`fold`), by the
         request that fills a batch or by the flusher before each swap: adding each request
