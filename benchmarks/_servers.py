@@ -1,157 +1,54 @@
-"""A gevent command server shaped like the seed's, and the clients that drive it, for
-benchmarks/macro_gevent.py and benchmarks/latency.py.
+"""Start and stop the servers of benchmarks/macro_gevent.py and benchmarks/latency.py,
+and drive them.
 
-    python benchmarks/_servers.py serve MODE PORT REDIS_PORT DB GRAPHITE_PORT
-
-The server is a haven ``GHaven`` (gevent, one greenlet per connection, dispatching by
-command id), its process patched by ``gevent.monkey`` so that redis-py and PyMySQL
-yield while they wait, as a gevent server's data calls do.  Two commands:
-
-  TABLE_VIEW (1)  a session and each player's profile from redis, the table and each
-                  player from the database: 1 + 7 redis round trips, 1 + 7 queries
-  LOGIN (2)       the session from redis, one player from the database
-
-DB is ``sqlite`` (in memory, in the server) or ``mysql:<port>`` (MariaDB on loopback
-through PyMySQL, a pool of connections; seeded once by ``seed_mysql``).  MODE is ``bare``
-(no callwatch at all) or ``callwatch``: configured at its defaults (profiling included),
-only the flush interval at 1 s so that flushes happen within short rounds and sent to a
-discarding receiver; the four data functions watched (groups redis and db) and every
-route made a handler by ``callwatch.integrations.maple.instrument``.
-
-The driver side (``Servers``) starts redis-server, optionally MariaDB (the test suite's
-tests/dbservers scripts), both servers and the Graphite sink, pins the servers to one CPU
-and everything else to the other, and stops all of it on exit.
+``with Servers(db) as s:`` starts redis-server, MariaDB for ``db="mysql"`` (the test
+suite's tests/dbservers scripts), a Graphite receiver, and two command servers
+(benchmarks/_cmdserver.py), one per mode: ``bare`` and ``callwatch``, identical otherwise.
+It pins both command servers to one CPU and everything else (redis, MariaDB, this
+client) to the other, and on exit stops all it started and prints what callwatch logged.
+``Conn``, ``closed_loop`` and ``mix`` are the client side.
 """
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # the server: patched before anything imports socket or threading
-    from gevent import monkey
-
-    monkey.patch_all()
-
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
+
+from _cmdserver import LOGIN, PLAYERS, SCHEMA, TABLE_VIEW
 
 HERE = Path(__file__).resolve().parent
 DBSERVERS = HERE.parent / "tests" / "dbservers"
-TABLE_VIEW, LOGIN = 1, 2
-PLAYERS = 7
-POOL = 16  # database connections per server: more than the greenlets that wait on one at a time
+SERVER = HERE / "_cmdserver.py"
 
-
-# ---------------------------------------------------------------- the server (subprocess)
-
-class Data:
-    """The server's redis client and database; ``one(sql, args)`` returns one row."""
-
-    def __init__(self, redis_port: int, db: str) -> None:
-        import redis
-
-        self.r = redis.Redis(port=redis_port)
-        self.mark = "?"
-        if db == "sqlite":
-            import sqlite3
-
-            conn = sqlite3.connect(":memory:")
-            for stmt in SCHEMA:
-                conn.execute(stmt)
-            self.one: Callable[[str, tuple[Any, ...]], Any] = \
-                lambda sql, args: conn.execute(sql, args).fetchone()
-        else:
-            self.mark = "%s"
-            self.one = mysql_pool(int(db.split(":")[1]))
-
-    def sql(self, text: str) -> str:
-        return text.replace("?", self.mark)
-
-
-SCHEMA = ["CREATE TABLE t (id INTEGER PRIMARY KEY, name VARCHAR(20))",
-          "CREATE TABLE p (id INTEGER PRIMARY KEY, name VARCHAR(20), chips INT)",
-          "INSERT INTO t VALUES (1, 'table')"] + \
-         [f"INSERT INTO p VALUES ({i}, 'p{i}', 1000)" for i in range(PLAYERS)]
-
-
-def mysql_pool(port: int) -> Callable[[str, tuple[Any, ...]], Any]:
-    import gevent.queue
-    import pymysql
-
-    pool: gevent.queue.Queue[Any] = gevent.queue.Queue()
-    for _ in range(POOL):
-        pool.put(pymysql.connect(host="127.0.0.1", port=port, user="app", password="app", database="app",
-                                 autocommit=True))
-
-    def one(sql: str, args: tuple[Any, ...]) -> Any:
-        conn = pool.get()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return cur.fetchone()
-        finally:
-            pool.put(conn)
-    return one
-
-
-def data_functions(data: Data) -> dict[str, Callable[[int], Any]]:
-    """name -> function, the four calls a callwatch server watches."""
-    table_sql, player_sql = data.sql("SELECT id, name FROM t WHERE id = ?"), \
-        data.sql("SELECT id, name, chips FROM p WHERE id = ?")
-    return {"get_session": lambda uid: data.r.get(f"session:{uid}"),
-            "get_profile": lambda pid: data.r.get(f"profile:{pid}"),
-            "load_table": lambda tid: data.one(table_sql, (tid,)),
-            "load_player": lambda pid: data.one(player_sql, (pid,))}
-
-
-GROUPS = {"get_session": "redis", "get_profile": "redis", "load_table": "db", "load_player": "db"}
-
-
-def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) -> None:
-    from haven import GHaven
-    from netkit.box import Box
-
-    calls = data_functions(Data(redis_port, db))
-    if mode == "callwatch":
-        import callwatch
-
-        callwatch.configure({"naming": {"worker": "none"},
-                             "graphite": {"host": "127.0.0.1", "port": graphite_port, "interval": 1}},
-                            strict=True)
-        calls = {n: callwatch.watch(name=n, group=GROUPS[n])(f) for n, f in calls.items()}
-    sess, prof, table, player = (calls[n] for n in ("get_session", "get_profile", "load_table", "load_player"))
-    app = GHaven(Box)
-
-    @app.route(TABLE_VIEW)
-    def table_view(request: Any) -> None:
-        sess(1)
-        n = len(table(1))
-        for pid in range(PLAYERS):
-            prof(pid)
-            n += len(player(pid))
-        request.write(dict(ret=0, body=str(n)))
-
-    @app.route(LOGIN)
-    def login(request: Any) -> None:
-        sess(1)
-        request.write(dict(ret=0, body=str(len(player(request.box.sn % PLAYERS)))))
-
-    if mode == "callwatch":
-        from callwatch.integrations.maple import instrument
-
-        instrument(app)
-    app.run("127.0.0.1", port)
-
-
-# ---------------------------------------------------------------- the driver side
 
 def start_redis() -> tuple[subprocess.Popen[bytes], int]:
     from macro import start_redis as start  # one place for how a benchmark starts redis-server
 
     return start()
+
+
+def run_script(name: str, *args: str) -> str:
+    """Run one of the test suite's tests/dbservers scripts; -> its output."""
+    done = subprocess.run(["bash", str(DBSERVERS / name), *args], timeout=120, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def seed_redis(port: int) -> None:
+    import redis
+
+    r = redis.Redis(port=port)
+    r.set("session:1", "s")
+    for i in range(PLAYERS):
+        r.set(f"profile:{i}", f"profile-{i}")
+    r.close()
 
 
 def seed_mysql(port: int) -> None:
@@ -196,12 +93,14 @@ class Servers:
     def __init__(self, db: str) -> None:
         self.db = db
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.cleanups: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], object]] = []
         self.ports: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         self.logs: dict[str, Path] = {}
         self.others: list[int] = []  # redis-server, MariaDB, this driver
+        self.sink: Sink | None = None
         self.pinned = ""
+        self.tmp = Path(tempfile.mkdtemp(prefix="callwatch-bench-"))
 
     def __enter__(self) -> Servers:
         try:
@@ -212,41 +111,38 @@ class Servers:
         return self
 
     def _start(self) -> None:
-        from macro import free_port
-
         redis, redis_port = start_redis()
         self.procs.append(redis)
-        others = [redis.pid, os.getpid()]
-        db = self.db
-        if db == "mysql":
-            mysql_port, base = free_port(), tempfile.mkdtemp(prefix="callwatch-bench-maria-")
-            self.cleanups.append(lambda: subprocess.run(["bash", str(DBSERVERS / "maria-down.sh"), base],
-                                                        timeout=60, check=False))
-            out = subprocess.run(["bash", str(DBSERVERS / "maria-up.sh"), base, str(mysql_port)], timeout=120,
-                                 check=True, capture_output=True, text=True)
-            others.append(int(out.stdout.split()[-1]))
-            seed_mysql(mysql_port)
-            db = f"mysql:{mysql_port}"
-        import redis as redis_py
-
-        r = redis_py.Redis(port=redis_port)
-        r.set("session:1", "s")
-        for i in range(PLAYERS):
-            r.set(f"profile:{i}", f"profile-{i}")
-        r.close()
-        self.cleanups.append(start_sink())
+        self.others = [redis.pid, os.getpid()]
+        seed_redis(redis_port)
+        db = self._start_mysql() if self.db == "mysql" else self.db
+        self.sink = Sink()
+        self.cleanups.append(self.sink.stop)
         for mode in self.MODES:
-            port = free_port()
-            log = Path(tempfile.mkdtemp(prefix="callwatch-bench-")) / f"{mode}.log"
-            with log.open("wb") as out:  # haven prints a traceback when it is terminated
-                p = subprocess.Popen([sys.executable, __file__, "serve", mode, str(port), str(redis_port), db,
-                                      str(SINK_PORT[0])], stdout=out, stderr=subprocess.STDOUT)
-            self.logs[mode] = log
-            self.procs.append(p)
-            self.ports[mode], self.pids[mode] = port, p.pid
-            wait_listening(port, p, log)
-        self.pinned = pin(list(self.pids.values()), others)
-        self.others = others
+            self._start_server(mode, redis_port, db, self.sink.port)
+        self.pinned = pin(list(self.pids.values()), self.others)
+
+    def _start_mysql(self) -> str:
+        """MariaDB on loopback, seeded; -> the server's DB argument."""
+        from macro import free_port
+
+        port, base = free_port(), str(self.tmp / "maria")
+        self.cleanups.append(lambda: run_script("maria-down.sh", base))
+        self.others.append(int(run_script("maria-up.sh", base, str(port)).split()[-1]))
+        seed_mysql(port)
+        return f"mysql:{port}"
+
+    def _start_server(self, mode: str, redis_port: int, db: str, sink_port: int) -> None:
+        from macro import free_port
+
+        port, log = free_port(), self.tmp / f"{mode}.log"
+        with log.open("wb") as f:  # haven prints a traceback when it is terminated
+            p = subprocess.Popen([sys.executable, str(SERVER), mode, str(port), str(redis_port), db,
+                                  str(sink_port)], stdout=f, stderr=subprocess.STDOUT)
+        self.logs[mode] = log
+        self.procs.append(p)
+        self.ports[mode], self.pids[mode] = port, p.pid
+        wait_listening(port, p, log)
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.procs):
@@ -261,7 +157,8 @@ class Servers:
         for mode, log in self.logs.items():  # what callwatch said in a server is part of the result
             said = [line for line in log.read_text(errors="replace").splitlines() if "callwatch" in line]
             if said:
-                print(f"the {mode} server's log ({log}) mentions callwatch:", *said[:10], sep="\n  ", file=sys.stderr)
+                print(f"the {mode} server's log mentions callwatch:", *said[:10], sep="\n  ", file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -279,29 +176,40 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"the command server on port {port} did not listen within 15 s")
 
 
-SINK_PORT = [0]
+class Sink:
+    """A Graphite receiver that reads until the sender closes and keeps only the metric
+    names (a thread of its own, so that it answers whatever the driver's hub is doing):
+    what the callwatch server sent proves it measured what it should have."""
 
+    def __init__(self) -> None:
+        import socketserver
+        import threading
 
-def start_sink() -> Callable[[], None]:
-    """A Graphite receiver that reads until the sender closes, and discards; a thread of
-    its own, so that it answers whatever this driver's hub is doing."""
-    import socketserver
-    import threading
+        self.names: dict[str, int] = {}  # metric name -> lines received
+        sink = self
 
-    class Discard(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            while self.request.recv(65536):
-                pass
+        class Receive(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                for line in self.rfile:
+                    name = line.split(b" ", 1)[0].decode(errors="replace")
+                    sink.names[name] = sink.names.get(name, 0) + 1
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Discard)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="graphite-sink", daemon=True).start()
-    SINK_PORT[0] = server.server_address[1]
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Receive)
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, name="graphite-sink", daemon=True).start()
 
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-    return stop
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def summary(self) -> str:
+        """One line: what callwatch sent, by kind of series (handler, watch, group, profile)."""
+        kinds = {k: sum(1 for n in self.names if f".{k}." in n) for k in ("watch", "group", "profile")}
+        handlers = sorted({n.split(".handler.", 1)[1].split(".", 1)[0] for n in self.names if ".handler." in n})
+        return (f"the callwatch server sent {sum(self.names.values()):,} Graphite lines: {len(self.names)} series, "
+                f"handlers {', '.join(handlers) or 'NONE'}; {kinds['watch']} watched-call, {kinds['group']} group "
+                f"and {kinds['profile']} profile series")
 
 
 class Conn:
@@ -368,8 +276,3 @@ def rounds_order(r: int) -> Iterator[str]:
     machine warmed (or loaded) by the other."""
     return iter(Servers.MODES if r % 2 == 0 else Servers.MODES[::-1])
 
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["serve"]:
-        raise SystemExit(__doc__)
-    serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))

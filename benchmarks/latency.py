@@ -29,6 +29,7 @@ import argparse
 import math
 import sys
 import time
+from statistics import median
 
 from _servers import Conn, Servers, closed_loop, mix, rounds_order
 
@@ -81,19 +82,28 @@ def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> tupl
     return latencies, missing + failed[0]
 
 
-def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[float]], int]:
-    """-> (the rate sent, per mode all latencies, requests not answered in time)."""
-    n, elapsed = closed_loop(servers.ports["bare"], 32, args.capacity_seconds)
-    rate = args.load * n / elapsed
+def capacity(port: int, seconds: float) -> float:
+    """Requests/s of a closed loop of 32 connections: the median of three bursts, so that
+    one burst during a pause of a noisy machine does not set the rate."""
+    rates = []
+    for _ in range(3):
+        n, elapsed = closed_loop(port, 32, seconds / 3)
+        rates.append(n / elapsed)
+    return median(rates)
+
+
+def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[list[float]]], int]:
+    """-> (the rate sent, per mode the latencies of each round, requests not answered)."""
+    rate = args.load * capacity(servers.ports["bare"], args.capacity_seconds)
     conns = {m: [Conn(servers.ports[m]) for _ in range(CONNECTIONS)] for m in Servers.MODES}
-    lat: dict[str, list[float]] = {m: [] for m in Servers.MODES}
+    lat: dict[str, list[list[float]]] = {m: [] for m in Servers.MODES}
     missing = 0
     for m in Servers.MODES:  # warm up at the same rate: connections, caches, first profiles
         open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
     for r in range(args.rounds):
         for m in rounds_order(r):
             got, lost = open_loop(servers.ports[m], rate, args.seconds, conns[m])
-            lat[m] += got
+            lat[m].append(got)
             missing += lost
             time.sleep(0.2)
     for cs in conns.values():
@@ -102,14 +112,15 @@ def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str
     return rate, lat, missing
 
 
-def report(rate: float, lat: dict[str, list[float]], missing: int, servers: Servers,
+def report(rate: float, rounds: dict[str, list[list[float]]], missing: int, servers: Servers,
            args: argparse.Namespace) -> None:
     print(f"Python {sys.version.split()[0]}; gevent command server (haven GHaven), database {args.db}; open loop "
           f"at {rate:,.0f} requests/s ({args.load:g} x the bare server's closed-loop capacity measured first); "
           f"{args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}")
     print("Latency from each request's due time to its answer, ms; percentiles over all rounds; "
           "ratio: to bare's same percentile.")
-    pct = {m: {name: 1e3 * percentile(sorted(xs), q) for name, q in QUANTILES} for m, xs in lat.items()}
+    lat = {m: sorted(x for r in rs for x in r) for m, rs in rounds.items()}
+    pct = {m: {name: 1e3 * percentile(xs, q) for name, q in QUANTILES} for m, xs in lat.items()}
     print("| server | requests | " + " | ".join(name for name, _ in QUANTILES) + " | "
           + " | ".join(f"{name} ratio" for name, _ in QUANTILES) + " |")
     print("|---|---:|" + "---:|" * (2 * len(QUANTILES)))
@@ -117,10 +128,16 @@ def report(rate: float, lat: dict[str, list[float]], missing: int, servers: Serv
         vals = " | ".join(f"{pct[m][name]:.2f}" for name, _ in QUANTILES)
         ratios = " | ".join(f"{pct[m][name] / pct['bare'][name]:.2f}x" for name, _ in QUANTILES)
         print(f"| {m} | {len(lat[m]):,} | {vals} | {ratios} |")
+    per_round = [100 * (percentile(sorted(c), 0.99) / percentile(sorted(b), 0.99) - 1)
+                 for c, b in zip(rounds["callwatch"], rounds["bare"])]
+    print(f"p99 vs bare per round: {', '.join(f'{x:+.0f}' for x in per_round)} % (median {median(per_round):+.1f} "
+          f"%): the spread is the machine's noise")
     if missing:
         print(f"{missing} requests failed or were not answered within 30 s of their round's end (not in the table)")
     if min(map(len, lat.values())) < 1000:
         print("fewer than 1,000 requests per server: p99.9 is their maximum (raise --seconds or --rounds)")
+    if servers.sink is not None:
+        print(servers.sink.summary())
     p99 = 100 * (pct["callwatch"]["p99"] / pct["bare"]["p99"] - 1)
     p999 = 100 * (pct["callwatch"]["p99.9"] / pct["bare"]["p99.9"] - 1)
     print(f"callwatch at defaults: p99 {p99:+.1f} % vs bare ({'meets' if p99 <= 5 else 'misses'} the +5 % "

@@ -78,6 +78,8 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
     moved = max((abs(100 * (a / b - 1)) for a, b in zip(bare["rate"][1:], bare["rate"][:-1])), default=0.0)
     print(f"per-round cost: {', '.join(f'{x:+.1f}' for x in ratios)} % (spread {max(ratios) - min(ratios):.1f} "
           f"points); bare's rate moved by up to {moved:.1f} % between rounds")
+    if servers.sink is not None:
+        print(servers.sink.summary())
     print(f"callwatch at defaults costs {cost:.1f} % of throughput "
           f"({'meets' if cost <= 1 else 'misses'} the 1 % target)")
     return cost

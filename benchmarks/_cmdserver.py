@@ -1,0 +1,142 @@
+"""The gevent command server of benchmarks/macro_gevent.py and benchmarks/latency.py,
+shaped like the seed's servers; benchmarks/_servers.py starts it:
+
+    python benchmarks/_cmdserver.py MODE PORT REDIS_PORT DB GRAPHITE_PORT
+
+A haven ``GHaven`` (gevent, one greenlet per connection, dispatching by command id), its
+process patched by ``gevent.monkey`` so that redis-py and PyMySQL yield while they wait,
+as a gevent server's data calls do.  Two commands:
+
+  TABLE_VIEW (1)  a session and each player's profile from redis, the table and each
+                  player from the database: 1 + 7 redis round trips, 1 + 7 queries
+  LOGIN (2)       the session from redis, one player from the database
+
+DB is ``sqlite`` (in memory, in the server) or ``mysql:<port>`` (MariaDB on loopback
+through PyMySQL, a pool of connections, seeded by the driver with ``SCHEMA``).  MODE is
+``bare`` (no callwatch at all) or ``callwatch``: configured at its defaults with the
+profile section present (so profiling is on, at its default rate and budget), only the
+flush interval at 1 s so that flushes happen within short rounds, sent to the driver's
+receiver; the four data functions watched (groups redis and db) and every route made a
+handler by ``callwatch.integrations.maple.instrument``.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # patched before anything imports socket or threading
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import sys
+from typing import Any, Callable
+
+TABLE_VIEW, LOGIN = 1, 2
+PLAYERS = 7
+POOL = 16  # database connections per server: more than the greenlets that wait on one at a time
+
+
+class Data:
+    """The server's redis client and database; ``one(sql, args)`` returns one row."""
+
+    def __init__(self, redis_port: int, db: str) -> None:
+        import redis
+
+        self.r = redis.Redis(port=redis_port)
+        self.mark = "?"
+        if db == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(":memory:")
+            for stmt in SCHEMA:
+                conn.execute(stmt)
+            self.one: Callable[[str, tuple[Any, ...]], Any] = \
+                lambda sql, args: conn.execute(sql, args).fetchone()
+        else:
+            self.mark = "%s"
+            self.one = mysql_pool(int(db.split(":")[1]))
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", self.mark)
+
+
+SCHEMA = ["CREATE TABLE t (id INTEGER PRIMARY KEY, name VARCHAR(20))",
+          "CREATE TABLE p (id INTEGER PRIMARY KEY, name VARCHAR(20), chips INT)",
+          "INSERT INTO t VALUES (1, 'table')"] + \
+         [f"INSERT INTO p VALUES ({i}, 'p{i}', 1000)" for i in range(PLAYERS)]
+
+
+def mysql_pool(port: int) -> Callable[[str, tuple[Any, ...]], Any]:
+    import gevent.queue
+    import pymysql
+
+    pool: gevent.queue.Queue[Any] = gevent.queue.Queue()
+    for _ in range(POOL):
+        pool.put(pymysql.connect(host="127.0.0.1", port=port, user="app", password="app", database="app",
+                                 autocommit=True))
+
+    def one(sql: str, args: tuple[Any, ...]) -> Any:
+        conn = pool.get()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchone()
+        finally:
+            pool.put(conn)
+    return one
+
+
+def data_functions(data: Data) -> dict[str, Callable[[int], Any]]:
+    """name -> function, the four calls a callwatch server watches."""
+    table_sql, player_sql = data.sql("SELECT id, name FROM t WHERE id = ?"), \
+        data.sql("SELECT id, name, chips FROM p WHERE id = ?")
+    return {"get_session": lambda uid: data.r.get(f"session:{uid}"),
+            "get_profile": lambda pid: data.r.get(f"profile:{pid}"),
+            "load_table": lambda tid: data.one(table_sql, (tid,)),
+            "load_player": lambda pid: data.one(player_sql, (pid,))}
+
+
+GROUPS = {"get_session": "redis", "get_profile": "redis", "load_table": "db", "load_player": "db"}
+
+
+def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) -> None:
+    from haven import GHaven
+    from netkit.box import Box
+
+    calls = data_functions(Data(redis_port, db))
+    if mode == "callwatch":
+        import callwatch
+
+        # "profile": {} turns sampled profiling on (left out, it is off) at its default
+        # rate and budget, whatever those are in the callwatch under test.
+        callwatch.configure({"naming": {"worker": "none"}, "profile": {},
+                             "graphite": {"host": "127.0.0.1", "port": graphite_port, "interval": 1}},
+                            strict=True)
+        calls = {n: callwatch.watch(name=n, group=GROUPS[n])(f) for n, f in calls.items()}
+    sess, prof, table, player = (calls[n] for n in ("get_session", "get_profile", "load_table", "load_player"))
+    app = GHaven(Box)
+
+    @app.route(TABLE_VIEW)  # type: ignore[untyped-decorator]
+    def table_view(request: Any) -> None:
+        sess(1)
+        n = len(table(1))
+        for pid in range(PLAYERS):
+            prof(pid)
+            n += len(player(pid))
+        request.write(dict(ret=0, body=str(n)))
+
+    @app.route(LOGIN)  # type: ignore[untyped-decorator]
+    def login(request: Any) -> None:
+        sess(1)
+        request.write(dict(ret=0, body=str(len(player(request.box.sn % PLAYERS)))))
+
+    if mode == "callwatch":
+        from callwatch.integrations.maple import instrument
+
+        instrument(app)
+    app.run("127.0.0.1", port)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6:
+        raise SystemExit(__doc__)
+    serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
