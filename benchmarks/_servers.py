@@ -63,6 +63,16 @@ def seed_mysql(port: int) -> None:
     conn.close()
 
 
+def header(what: str) -> str:
+    """The lines that open a report: Python, the two rows, and the run's set-up."""
+    wrapper = "pure-Python" if os.environ.get("CALLWATCH_PURE_PYTHON", "") not in ("", "0") else \
+        "C (unless not built)"
+    return (f"Python {sys.version.split()[0]}, callwatch's watched wrapper: {wrapper}; {what}\n"
+            "rows: bare = the server without callwatch; callwatch = the same server with callwatch at its "
+            "defaults (profiling on at its default rate and budget, flush every 1 s), both commands handlers, "
+            "the 4 data functions watched")
+
+
 def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

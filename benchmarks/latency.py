@@ -1,6 +1,6 @@
 """Tail latency under open-loop load, bare and with callwatch at its defaults, in one run.
 
-    python benchmarks/latency.py [--seconds 5] [--rounds 6] [--load 0.5] [--db sqlite]
+    python benchmarks/latency.py [--seconds 5] [--rounds 10] [--load 0.5] [--db sqlite]
 
 The server (benchmarks/_servers.py) is a gevent command server (haven ``GHaven``): its
 table view makes 8 redis round trips and 8 queries (sqlite in the server, as
@@ -30,8 +30,9 @@ import math
 import sys
 import time
 from statistics import median
+from typing import NamedTuple
 
-from _servers import Conn, Servers, closed_loop, mix, rounds_order
+from _servers import Conn, Servers, closed_loop, header, mix, rounds_order
 
 CONNECTIONS = 64  # open, per server: far more than are busy at half the capacity
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
@@ -42,10 +43,14 @@ def percentile(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[max(0, math.ceil(q * len(sorted_xs)) - 1)]
 
 
-def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> tuple[list[float], int]:
-    """Send int(rate * seconds) requests, request i due at start + i / rate; -> (the
-    latencies in seconds, from due time to answer; how many failed or were not answered
-    in time)."""
+class Round(NamedTuple):
+    latencies: list[float]  # seconds, from each answered request's due time to its answer
+    late: list[float]  # seconds, from due time to the start of its send: this client's own lag
+    missing: int  # failed, or not answered in time
+
+
+def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> Round:
+    """Send int(rate * seconds) requests, request i due at start + i / rate."""
     import gevent
     import gevent.pool
     import gevent.queue
@@ -54,9 +59,11 @@ def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> tupl
     for c in conns:
         free.put(c)
     latencies: list[float] = []
+    late: list[float] = []
     failed = [0]
 
     def one(i: int, due: float) -> None:
+        late.append(time.perf_counter() - due)
         conn = free.get()
         try:
             conn.call(mix(i))
@@ -79,7 +86,7 @@ def open_loop(port: int, rate: float, seconds: float, conns: list[Conn]) -> tupl
     jobs.join(timeout=30)  # a server that stopped answering ends the round, reported as missing
     missing = len(jobs)
     jobs.kill(block=True, timeout=5)
-    return latencies, missing + failed[0]
+    return Round(latencies, late, missing + failed[0])
 
 
 def capacity(port: int, seconds: float) -> float:
@@ -92,34 +99,30 @@ def capacity(port: int, seconds: float) -> float:
     return median(rates)
 
 
-def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[list[float]]], int]:
-    """-> (the rate sent, per mode the latencies of each round, requests not answered)."""
+def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[Round]]]:
+    """-> (the rate sent, per mode its rounds)."""
     rate = args.load * capacity(servers.ports["bare"], args.capacity_seconds)
     conns = {m: [Conn(servers.ports[m]) for _ in range(CONNECTIONS)] for m in Servers.MODES}
-    lat: dict[str, list[list[float]]] = {m: [] for m in Servers.MODES}
-    missing = 0
+    rounds: dict[str, list[Round]] = {m: [] for m in Servers.MODES}
     for m in Servers.MODES:  # warm up at the same rate: connections, caches, first profiles
         open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
     for r in range(args.rounds):
         for m in rounds_order(r):
-            got, lost = open_loop(servers.ports[m], rate, args.seconds, conns[m])
-            lat[m].append(got)
-            missing += lost
+            rounds[m].append(open_loop(servers.ports[m], rate, args.seconds, conns[m]))
             time.sleep(0.2)
     for cs in conns.values():
         for c in cs:
             c.close()
-    return rate, lat, missing
+    return rate, rounds
 
 
-def report(rate: float, rounds: dict[str, list[list[float]]], missing: int, servers: Servers,
-           args: argparse.Namespace) -> None:
-    print(f"Python {sys.version.split()[0]}; gevent command server (haven GHaven), database {args.db}; open loop "
-          f"at {rate:,.0f} requests/s ({args.load:g} x the bare server's closed-loop capacity measured first); "
-          f"{args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}")
+def report(rate: float, rounds: dict[str, list[Round]], servers: Servers, args: argparse.Namespace) -> None:
+    print(header(f"gevent command server (haven GHaven), database {args.db}; open loop at {rate:,.0f} "
+                 f"requests/s ({args.load:g} x the bare server's closed-loop capacity measured first); "
+                 f"{args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}"))
     print("Latency from each request's due time to its answer, ms; percentiles over all rounds; "
           "ratio: to bare's same percentile.")
-    lat = {m: sorted(x for r in rs for x in r) for m, rs in rounds.items()}
+    lat = {m: sorted(x for r in rs for x in r.latencies) for m, rs in rounds.items()}
     pct = {m: {name: 1e3 * percentile(xs, q) for name, q in QUANTILES} for m, xs in lat.items()}
     print("| server | requests | " + " | ".join(name for name, _ in QUANTILES) + " | "
           + " | ".join(f"{name} ratio" for name, _ in QUANTILES) + " |")
@@ -128,8 +131,12 @@ def report(rate: float, rounds: dict[str, list[list[float]]], missing: int, serv
         vals = " | ".join(f"{pct[m][name]:.2f}" for name, _ in QUANTILES)
         ratios = " | ".join(f"{pct[m][name] / pct['bare'][name]:.2f}x" for name, _ in QUANTILES)
         print(f"| {m} | {len(lat[m]):,} | {vals} | {ratios} |")
-    per_round = [100 * (percentile(sorted(c), 0.99) / percentile(sorted(b), 0.99) - 1)
+    per_round = [100 * (percentile(sorted(c.latencies), 0.99) / percentile(sorted(b.latencies), 0.99) - 1)
                  for c, b in zip(rounds["callwatch"], rounds["bare"])]
+    late = sorted(x for rs in rounds.values() for r in rs for x in r.late)
+    print(f"this client started its sends late by p99 {1e3 * percentile(late, 0.99):.2f} ms, max "
+          f"{1e3 * late[-1]:.2f} ms (part of both rows' latencies)")
+    missing = sum(r.missing for rs in rounds.values() for r in rs)
     print(f"p99 vs bare per round: {', '.join(f'{x:+.0f}' for x in per_round)} % (median {median(per_round):+.1f} "
           f"%): the spread is the machine's noise")
     if missing:
@@ -147,7 +154,7 @@ def report(rate: float, rounds: dict[str, list[list[float]]], missing: int, serv
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="per server per round")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--load", type=float, default=0.5, help="fraction of the measured capacity to send")
     ap.add_argument("--capacity-seconds", type=float, default=3.0, help="closed-loop measurement of capacity")
     ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
@@ -155,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.seconds <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
         ap.error("--rounds, --seconds and --capacity-seconds must be positive, --load between 0 and 1")
     with Servers(args.db) as servers:
-        rate, lat, missing = measure(servers, args)
-    report(rate, lat, missing, servers, args)
+        rate, rounds = measure(servers, args)
+    report(rate, rounds, servers, args)
     return 0
 
 

@@ -30,7 +30,7 @@ import time
 
 from statistics import median
 
-from _servers import Servers, closed_loop, cpu_seconds, rounds_order
+from _servers import Servers, closed_loop, cpu_seconds, header, rounds_order
 
 
 Rounds = dict[str, dict[str, list[float]]]  # mode -> {"rate", "cpu", "us", "other"} -> one value per round
@@ -62,9 +62,9 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
     ratios = [100 * (1 - c / b) for c, b in zip(cw["rate"], bare["rate"])]
     cpu_ratios = [100 * (c / b - 1) for c, b in zip(cw["us"], bare["us"])]
     cost = median(ratios)
-    print(f"Python {sys.version.split()[0]}; gevent command server (haven GHaven), database {args.db}; "
-          f"{args.clients} clients, closed loop; table view (8 redis round trips + 8 queries) and login "
-          f"(1 + 1) in turn; {args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}")
+    print(header(f"gevent command server (haven GHaven), database {args.db}; {args.clients} clients, closed "
+                 f"loop; table view (8 redis round trips + 8 queries) and login (1 + 1) in turn; {args.rounds} "
+                 f"rounds x {args.seconds:g} s per server; {servers.pinned}"))
     print("Medians over rounds. cost: of per-round ratios to bare. server CPU: its CPU's busy share; "
           "other CPU: redis, database and client (near 100 %: they, not the server, limit the rate).")
     print("| server | requests/s | cost vs bare | server CPU | server CPU µs/request | CPU µs cost vs bare "
