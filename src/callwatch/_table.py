@@ -201,14 +201,15 @@ def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns:
 
 def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
     """Add finished requests ``(handler, ns, flags, state)`` to one handler's table."""
-    flags = [it[2] for it in items]
-    if flags and max(flags) >= PROFILED:  # rare: one request in 1/rate
+    flags = sum([it[2] for it in items])  # background calls: 0
+    if flags > ERROR and max([it[2] for it in items]) >= PROFILED:  # rare: 1 request in 1/rate
         _add_profiled(hs, [it for it in items if it[2] >= PROFILED])
         items = [it for it in items if it[2] < PROFILED]
+        flags = sum([it[2] for it in items])
     timed = [it[1] for it in items if it[1] >= 0]  # not background calls
     if timed:
         hs.requests += len(timed)
-        hs.errors += sum([it[2] for it in items if it[1] >= 0])
+        hs.errors += flags
         hs.ns += sum(timed)
         m = max(timed)
         if m > hs.ns_max:
