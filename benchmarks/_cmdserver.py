@@ -13,11 +13,12 @@ as a gevent server's data calls do.  Two commands:
 
 DB is ``sqlite`` (in memory, in the server) or ``mysql:<port>`` (MariaDB on loopback
 through PyMySQL, a pool of connections, seeded by the driver with ``SCHEMA``).  MODE is
-``bare`` (no callwatch at all) or ``callwatch``: configured at its defaults with the
+``bare`` (no callwatch at all), ``callwatch``: configured at its defaults with the
 profile section present (so profiling is on, at its default rate and budget), only the
 flush interval at 1 s so that flushes happen within short rounds, sent to the driver's
 receiver; the four data functions watched (groups redis and db) and every route made a
-handler by ``callwatch.integrations.maple.instrument``.
+handler by ``callwatch.integrations.maple.instrument``; or ``callwatch-noprof``: the
+same without the profile section (profiling off).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if __name__ == "__main__":  # patched before anything imports socket or threadin
 import sys
 from typing import Any, Callable
 
+MODES = ("bare", "callwatch", "callwatch-noprof")
 TABLE_VIEW, LOGIN = 1, 2
 PLAYERS = 7
 POOL = 16  # database connections per server: more than the greenlets that wait on one at a time
@@ -103,14 +105,16 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
     from netkit.box import Box
 
     calls = data_functions(Data(redis_port, db))
-    if mode == "callwatch":
+    if mode != "bare":
         import callwatch
 
-        # "profile": {} turns sampled profiling on (left out, it is off) at its default
-        # rate and budget, whatever those are in the callwatch under test.
-        callwatch.configure({"naming": {"worker": "none"}, "profile": {},
-                             "graphite": {"host": "127.0.0.1", "port": graphite_port, "interval": 1}},
-                            strict=True)
+        cfg: dict[str, Any] = {"naming": {"worker": "none"},
+                               "graphite": {"host": "127.0.0.1", "port": graphite_port, "interval": 1}}
+        if mode == "callwatch":
+            # "profile": {} turns sampled profiling on (left out, it is off) at its default
+            # rate and budget, whatever those are in the callwatch under test.
+            cfg["profile"] = {}
+        callwatch.configure(cfg, strict=True)
         calls = {n: callwatch.watch(name=n, group=GROUPS[n])(f) for n, f in calls.items()}
     sess, prof, table, player = (calls[n] for n in ("get_session", "get_profile", "load_table", "load_player"))
     app = GHaven(Box)
@@ -129,7 +133,7 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
         sess(1)
         request.write(dict(ret=0, body=str(len(player(request.box.sn % PLAYERS)))))
 
-    if mode == "callwatch":
+    if mode != "bare":
         from callwatch.integrations.maple import instrument
 
         instrument(app)
@@ -137,6 +141,6 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 6:
-        raise SystemExit(__doc__)
+    if len(sys.argv) != 6 or sys.argv[1] not in MODES:
+        raise SystemExit(f"{__doc__}\nMODE is one of {', '.join(MODES)}, not {sys.argv[1:2]}")
     serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from _cmdserver import LOGIN, PLAYERS, SCHEMA, TABLE_VIEW
+from _cmdserver import LOGIN, MODES, PLAYERS, SCHEMA, TABLE_VIEW
 
 HERE = Path(__file__).resolve().parent
 DBSERVERS = HERE.parent / "tests" / "dbservers"
@@ -70,7 +70,7 @@ def header(what: str) -> str:
     return (f"Python {sys.version.split()[0]}, callwatch's watched wrapper: {wrapper}; {what}\n"
             "rows: bare = the server without callwatch; callwatch = the same server with callwatch at its "
             "defaults (profiling on at its default rate and budget, flush every 1 s), both commands handlers, "
-            "the 4 data functions watched")
+            "the 4 data functions watched; callwatch-noprof = the same without the profile section")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,19 +96,20 @@ def pin(servers: list[int], others: list[int]) -> str:
 
 
 class Servers:
-    """``with Servers(db) as s:`` s.ports[mode], s.pids[mode], s.pinned, for MODES."""
+    """``with Servers(db, modes) as s:`` s.ports[mode], s.pids[mode], s.pinned; modes are
+    _cmdserver's (bare, callwatch, callwatch-noprof)."""
 
-    MODES = ("bare", "callwatch")
-
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, modes: tuple[str, ...] = ("bare", "callwatch")) -> None:
+        assert set(modes) <= set(MODES), modes
         self.db = db
+        self.modes = modes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cleanups: list[Callable[[], object]] = []
         self.ports: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         self.logs: dict[str, Path] = {}
         self.others: list[int] = []  # redis-server, MariaDB, this driver
-        self.sink: Sink | None = None
+        self.sinks: dict[str, Sink] = {}  # per callwatch mode: what its server sent
         self.pinned = ""
         self.tmp = Path(tempfile.mkdtemp(prefix="callwatch-bench-"))
 
@@ -126,10 +127,10 @@ class Servers:
         self.others = [redis.pid, os.getpid()]
         seed_redis(redis_port)
         db = self._start_mysql() if self.db == "mysql" else self.db
-        self.sink = Sink()
-        self.cleanups.append(self.sink.stop)
-        for mode in self.MODES:
-            self._start_server(mode, redis_port, db, self.sink.port)
+        for mode in self.modes:
+            sink = self.sinks[mode] = Sink()
+            self.cleanups.append(sink.stop)
+            self._start_server(mode, redis_port, db, sink.port)
         self.pinned = pin(list(self.pids.values()), self.others)
 
     def _start_mysql(self) -> str:
@@ -189,7 +190,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 class Sink:
     """A Graphite receiver that reads until the sender closes and keeps only the metric
     names (a thread of its own, so that it answers whatever the driver's hub is doing):
-    what the callwatch server sent proves it measured what it should have."""
+    what a server sent shows what its callwatch measured (nothing, for bare)."""
 
     def __init__(self) -> None:
         import socketserver
@@ -213,11 +214,11 @@ class Sink:
         self.server.shutdown()
         self.server.server_close()
 
-    def summary(self) -> str:
+    def summary(self, mode: str) -> str:
         """One line: what callwatch sent, by kind of series (handler, watch, group, profile)."""
         kinds = {k: sum(1 for n in self.names if f".{k}." in n) for k in ("watch", "group", "profile")}
         handlers = sorted({n.split(".handler.", 1)[1].split(".", 1)[0] for n in self.names if ".handler." in n})
-        return (f"the callwatch server sent {sum(self.names.values()):,} Graphite lines: {len(self.names)} series, "
+        return (f"the {mode} server sent {sum(self.names.values()):,} Graphite lines: {len(self.names)} series, "
                 f"handlers {', '.join(handlers) or 'NONE'}; {kinds['watch']} watched-call, {kinds['group']} group "
                 f"and {kinds['profile']} profile series")
 
@@ -281,8 +282,9 @@ def closed_loop(port: int, clients: int, seconds: float) -> tuple[int, float]:
     return done[0], elapsed
 
 
-def rounds_order(r: int) -> Iterator[str]:
-    """Bare first in even rounds, callwatch first in odd ones: neither always runs on a
-    machine warmed (or loaded) by the other."""
-    return iter(Servers.MODES if r % 2 == 0 else Servers.MODES[::-1])
+def rounds_order(modes: tuple[str, ...], r: int) -> Iterator[str]:
+    """The modes in round r: rotated by one each round, so that none always runs first,
+    or always right after the same other one."""
+    k = r % len(modes)
+    return iter(modes[k:] + modes[:k])
 

@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py [--seconds 5] [--rounds 10] [--load 0.5] [--db sqlite]
 
-The server (benchmarks/_servers.py) is a gevent command server (haven ``GHaven``): its
+The server (benchmarks/_cmdserver.py) is a gevent command server (haven ``GHaven``): its
 table view makes 8 redis round trips and 8 queries (sqlite in the server, as
 benchmarks/macro.py's handler; ``--db mysql``: MariaDB over loopback), its login one of
 each; requests alternate between the two.  Two servers run side by side, identical
@@ -11,6 +11,7 @@ except for callwatch:
   bare        no callwatch
   callwatch   configured at its defaults (profiling on at its defaults; flush interval
               1 s), every route a handler, the four data functions watched
+  (--noprof)  callwatch-noprof: the same without profiling, a third server
 
 First the capacity of the bare server is measured (closed loop, in this run); then the
 requests are sent open loop at ``--load`` x that rate: request i is due at start + i /
@@ -18,7 +19,7 @@ rate and is sent then whatever happened to the earlier ones (a pool of connectio
 request that finds none free waits for one, and that wait is part of its latency).
 Latency is measured from the *due* time to the answer, so a stall delays every request
 due during it (no coordinated omission).  Each round sends to each server once, the order
-alternating; a mode's percentiles are over all its requests of all rounds.
+rotating; a mode's percentiles are over all its requests of all rounds.
 
 Target: p99 at defaults within +5 % of bare's.
 """
@@ -102,12 +103,13 @@ def capacity(port: int, seconds: float) -> float:
 def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str, list[Round]]]:
     """-> (the rate sent, per mode its rounds)."""
     rate = args.load * capacity(servers.ports["bare"], args.capacity_seconds)
-    conns = {m: [Conn(servers.ports[m]) for _ in range(CONNECTIONS)] for m in Servers.MODES}
-    rounds: dict[str, list[Round]] = {m: [] for m in Servers.MODES}
-    for m in Servers.MODES:  # warm up at the same rate: connections, caches, first profiles
+    modes = servers.modes
+    conns = {m: [Conn(servers.ports[m]) for _ in range(CONNECTIONS)] for m in modes}
+    rounds: dict[str, list[Round]] = {m: [] for m in modes}
+    for m in modes:  # warm up at the same rate: connections, caches, first profiles
         open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
     for r in range(args.rounds):
-        for m in rounds_order(r):
+        for m in rounds_order(modes, r):
             rounds[m].append(open_loop(servers.ports[m], rate, args.seconds, conns[m]))
             time.sleep(0.2)
     for cs in conns.values():
@@ -127,7 +129,7 @@ def report(rate: float, rounds: dict[str, list[Round]], servers: Servers, args: 
     print("| server | requests | " + " | ".join(name for name, _ in QUANTILES) + " | "
           + " | ".join(f"{name} ratio" for name, _ in QUANTILES) + " |")
     print("|---|---:|" + "---:|" * (2 * len(QUANTILES)))
-    for m in Servers.MODES:
+    for m in servers.modes:
         vals = " | ".join(f"{pct[m][name]:.2f}" for name, _ in QUANTILES)
         ratios = " | ".join(f"{pct[m][name] / pct['bare'][name]:.2f}x" for name, _ in QUANTILES)
         print(f"| {m} | {len(lat[m]):,} | {vals} | {ratios} |")
@@ -143,8 +145,8 @@ def report(rate: float, rounds: dict[str, list[Round]], servers: Servers, args: 
         print(f"{missing} requests failed or were not answered within 30 s of their round's end (not in the table)")
     if min(map(len, lat.values())) < 1000:
         print("fewer than 1,000 requests per server: p99.9 is their maximum (raise --seconds or --rounds)")
-    if servers.sink is not None:
-        print(servers.sink.summary())
+    for m in servers.modes[1:]:
+        print(servers.sinks[m].summary(m))
     p99 = 100 * (pct["callwatch"]["p99"] / pct["bare"]["p99"] - 1)
     p999 = 100 * (pct["callwatch"]["p99.9"] / pct["bare"]["p99.9"] - 1)
     print(f"callwatch at defaults: p99 {p99:+.1f} % vs bare ({'meets' if p99 <= 5 else 'misses'} the +5 % "
@@ -158,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=float, default=0.5, help="fraction of the measured capacity to send")
     ap.add_argument("--capacity-seconds", type=float, default=3.0, help="closed-loop measurement of capacity")
     ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
+    ap.add_argument("--noprof", action="store_true", help="a third row: callwatch without profiling")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
         ap.error("--rounds, --seconds and --capacity-seconds must be positive, --load between 0 and 1")
-    with Servers(args.db) as servers:
+    modes = ("bare", "callwatch", "callwatch-noprof") if args.noprof else ("bare", "callwatch")
+    with Servers(args.db, modes) as servers:
         rate, rounds = measure(servers, args)
     report(rate, rounds, servers, args)
     return 0

@@ -2,19 +2,20 @@
 
     python benchmarks/macro_gevent.py [--seconds 3] [--rounds 9] [--clients 32] [--db mysql]
 
-The server (benchmarks/_servers.py) is a haven ``GHaven`` dispatching by command id,
+The server (benchmarks/_cmdserver.py) is a haven ``GHaven`` dispatching by command id,
 shaped like the seed's servers: its table view makes 8 redis round trips and 8 database
-queries, its login one of each, over loopback; the client sends both in turn.  Two
+queries, its login one of each, over loopback; the client sends both in turn.  Three
 servers run side by side, identical except for callwatch:
 
-  bare        no callwatch
-  callwatch   configured at its defaults (profiling on at its defaults; flush interval
-              1 s), every route a handler (integrations.maple.instrument), the four data
-              functions watched in groups redis and db
+  bare              no callwatch
+  callwatch         configured at its defaults (profiling on at its defaults; flush
+                    interval 1 s), every route a handler (integrations.maple.instrument),
+                    the four data functions watched in groups redis and db
+  callwatch-noprof  the same without profiling: what profiling costs is the difference
 
-Each round drives each server once (the order alternating), closed loop: ``--clients``
-connections, each sending its next command when the last is answered.  The cost is the
-median over rounds of (1 - callwatch's rate / bare's rate in the same round).  The
+Each round drives each server once (the order rotating), closed loop: ``--clients``
+connections, each sending its next command when the last is answered.  A row's cost is
+the median over rounds of (1 - its rate / bare's rate in the same round).  The
 servers are pinned to one CPU, redis, MariaDB and this client to the other; "server CPU"
 says how busy a server's CPU was (near 100 %: the server, not the client or the data
 stores, is what limits throughput, so its cost shows).
@@ -27,23 +28,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-
 from statistics import median
 
 from _servers import Servers, closed_loop, cpu_seconds, header, rounds_order
 
 
+MODES = ("bare", "callwatch", "callwatch-noprof")
 Rounds = dict[str, dict[str, list[float]]]  # mode -> {"rate", "cpu", "us", "other"} -> one value per round
 
 
 def measure(servers: Servers, args: argparse.Namespace) -> Rounds:
     """Per mode and round: requests/s, the server's CPU use, its CPU µs per request, and
     the CPU use of everything on the other CPU (redis, MariaDB, this client)."""
-    out: Rounds = {m: {"rate": [], "cpu": [], "us": [], "other": []} for m in Servers.MODES}
-    for mode in Servers.MODES:  # warm up: connections, caches, callwatch's first profiles
+    out: Rounds = {m: {"rate": [], "cpu": [], "us": [], "other": []} for m in MODES}
+    for mode in MODES:  # warm up: connections, caches, callwatch's first profiles
         closed_loop(servers.ports[mode], args.clients, min(1.0, args.seconds))
     for r in range(args.rounds):
-        for mode in rounds_order(r):
+        for mode in rounds_order(MODES, r):
             pid = servers.pids[mode]
             cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
             n, elapsed = closed_loop(servers.ports[mode], args.clients, args.seconds)
@@ -53,36 +54,36 @@ def measure(servers: Servers, args: argparse.Namespace) -> Rounds:
             row["cpu"].append(100 * cpu / elapsed)
             row["us"].append(1e6 * cpu / n)
             row["other"].append(100 * (sum(map(cpu_seconds, servers.others)) - other) / elapsed)
-            time.sleep(0.2)  # let the other server's flush and profiler settle
+            time.sleep(0.2)  # let the last server's flush and profiler settle
     return out
 
 
 def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
-    bare, cw = out["bare"], out["callwatch"]
-    ratios = [100 * (1 - c / b) for c, b in zip(cw["rate"], bare["rate"])]
-    cpu_ratios = [100 * (c / b - 1) for c, b in zip(cw["us"], bare["us"])]
-    cost = median(ratios)
+    bare = out["bare"]
+    cost = {m: [100 * (1 - c / b) for c, b in zip(out[m]["rate"], bare["rate"])] for m in MODES}
+    cpu_cost = {m: [100 * (c / b - 1) for c, b in zip(out[m]["us"], bare["us"])] for m in MODES}
     print(header(f"gevent command server (haven GHaven), database {args.db}; {args.clients} clients, closed "
                  f"loop; table view (8 redis round trips + 8 queries) and login (1 + 1) in turn; {args.rounds} "
                  f"rounds x {args.seconds:g} s per server; {servers.pinned}"))
-    print("Medians over rounds. cost: of per-round ratios to bare. server CPU: its CPU's busy share; "
+    print("Medians over rounds; costs: of per-round ratios to bare. server CPU: its CPU's busy share; "
           "other CPU: redis, database and client (near 100 %: they, not the server, limit the rate).")
     print("| server | requests/s | cost vs bare | server CPU | server CPU µs/request | CPU µs cost vs bare "
           "| other CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for mode in Servers.MODES:
-        row = out[mode]
-        c, u = (f"{cost:+.1f} %", f"{median(cpu_ratios):+.1f} %") if mode == "callwatch" else ("-", "-")
-        print(f"| {mode} | {median(row['rate']):,.0f} | {c} | {median(row['cpu']):.0f} % | {median(row['us']):,.0f} "
+    for m in MODES:
+        row = out[m]
+        c, u = (f"{median(cost[m]):+.1f} %", f"{median(cpu_cost[m]):+.1f} %") if m != "bare" else ("-", "-")
+        print(f"| {m} | {median(row['rate']):,.0f} | {c} | {median(row['cpu']):.0f} % | {median(row['us']):,.0f} "
               f"| {u} | {median(row['other']):.0f} % |")
     moved = max((abs(100 * (a / b - 1)) for a, b in zip(bare["rate"][1:], bare["rate"][:-1])), default=0.0)
-    print(f"per-round cost: {', '.join(f'{x:+.1f}' for x in ratios)} % (spread {max(ratios) - min(ratios):.1f} "
-          f"points); bare's rate moved by up to {moved:.1f} % between rounds")
-    if servers.sink is not None:
-        print(servers.sink.summary())
-    print(f"callwatch at defaults costs {cost:.1f} % of throughput "
-          f"({'meets' if cost <= 1 else 'misses'} the 1 % target)")
-    return cost
+    for m in MODES[1:]:
+        print(f"{m} per round: {', '.join(f'{x:+.1f}' for x in cost[m])} % (spread "
+              f"{max(cost[m]) - min(cost[m]):.1f} points); {servers.sinks[m].summary(m)}")
+    print(f"bare's rate moved by up to {moved:.1f} % between rounds")
+    at_defaults = median(cost["callwatch"])
+    print(f"callwatch at defaults costs {at_defaults:.1f} % of throughput "
+          f"({'meets' if at_defaults <= 1 else 'misses'} the 1 % target)")
+    return at_defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.clients < 1:
         ap.error("--rounds, --seconds and --clients must be positive")
-    with Servers(args.db) as servers:
+    with Servers(args.db, MODES) as servers:
         out = measure(servers, args)
     report(out, servers, args)
     return 0
