@@ -137,10 +137,10 @@ def report(rate: float, rounds: dict[str, list[Round]], servers: Servers, args: 
                  for c, b in zip(rounds["callwatch"], rounds["bare"])]
     late = sorted(x for rs in rounds.values() for r in rs for x in r.late)
     print(f"this client started its sends late by p99 {1e3 * percentile(late, 0.99):.2f} ms, max "
-          f"{1e3 * late[-1]:.2f} ms (part of both rows' latencies)")
+          f"{1e3 * late[-1]:.2f} ms (part of every row's latencies)")
     missing = sum(r.missing for rs in rounds.values() for r in rs)
-    print(f"p99 vs bare per round: {', '.join(f'{x:+.0f}' for x in per_round)} % (median {median(per_round):+.1f} "
-          f"%): the spread is the machine's noise")
+    print(f"callwatch's p99 vs bare's, per round: {', '.join(f'{x:+.0f}' for x in per_round)} % (median "
+          f"{median(per_round):+.1f} %): their spread shows this run's noise")
     if missing:
         print(f"{missing} requests failed or were not answered within 30 s of their round's end (not in the table)")
     if min(map(len, lat.values())) < 1000:
