@@ -18,7 +18,8 @@ profile section present (so profiling is on, at its default rate and budget), on
 flush interval at 1 s so that flushes happen within short rounds, sent to the driver's
 receiver; the four data functions watched (groups redis and db) and every route made a
 handler by ``callwatch.integrations.maple.instrument``; or ``callwatch-noprof``: the
-same without the profile section (profiling off).
+same without the profile section (profiling off).  With CMDSERVER_HUB_LAG=1 in its
+environment the server also measures how long its gevent hub is held (``watch_hub``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ if __name__ == "__main__":  # patched before anything imports socket or threadin
 
     monkey.patch_all()
 
+import os
 import sys
+import time
 from typing import Any, Callable
 
 MODES = ("bare", "callwatch", "callwatch-noprof")
@@ -97,6 +100,31 @@ def data_functions(data: Data) -> dict[str, Callable[[int], Any]]:
             "load_player": lambda pid: data.one(player_sql, (pid,))}
 
 
+HUB_LAG = "CMDSERVER_HUB_LAG"  # in the environment, "1": run watch_hub() in the server
+
+
+def watch_hub() -> None:
+    """A greenlet that asks to wake every millisecond and counts how late it wakes: late
+    by more than a few ms means the hub was held (by one greenlet's CPU work, or by the
+    run queue of ready ones), and every request waited that long.  Prints its running
+    totals once a second: ``hub-lag <over 10 ms> <over 50 ms> <longest, ms>``."""
+    import gevent
+
+    over10 = over50 = 0
+    worst = 0.0
+    last = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        gevent.sleep(0.001)
+        lag = time.perf_counter() - t - 0.001
+        over10 += lag > 0.01
+        over50 += lag > 0.05
+        worst = max(worst, lag)
+        if t - last >= 1:
+            print(f"hub-lag {over10} {over50} {1e3 * worst:.1f}", flush=True)
+            last = t
+
+
 GROUPS = {"get_session": "redis", "get_profile": "redis", "load_table": "db", "load_player": "db"}
 
 
@@ -137,6 +165,10 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
         from callwatch.integrations.maple import instrument
 
         instrument(app)
+    if os.environ.get(HUB_LAG) == "1":
+        import gevent
+
+        gevent.spawn(watch_hub)
     app.run("127.0.0.1", port)
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from _cmdserver import LOGIN, MODES, PLAYERS, SCHEMA, TABLE_VIEW
+from _cmdserver import HUB_LAG, LOGIN, MODES, PLAYERS, SCHEMA, TABLE_VIEW
 
 HERE = Path(__file__).resolve().parent
 DBSERVERS = HERE.parent / "tests" / "dbservers"
@@ -99,8 +99,9 @@ class Servers:
     """``with Servers(db, modes) as s:`` s.ports[mode], s.pids[mode], s.pinned; modes are
     _cmdserver's (bare, callwatch, callwatch-noprof)."""
 
-    def __init__(self, db: str, modes: tuple[str, ...] = ("bare", "callwatch")) -> None:
+    def __init__(self, db: str, modes: tuple[str, ...] = ("bare", "callwatch"), hub_lag: bool = False) -> None:
         assert set(modes) <= set(MODES), modes
+        self.env = dict(os.environ, **{HUB_LAG: "1" if hub_lag else "0"})
         self.db = db
         self.modes = modes
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -149,11 +150,18 @@ class Servers:
         port, log = free_port(), self.tmp / f"{mode}.log"
         with log.open("wb") as f:  # haven prints a traceback when it is terminated
             p = subprocess.Popen([sys.executable, str(SERVER), mode, str(port), str(redis_port), db,
-                                  str(sink_port)], stdout=f, stderr=subprocess.STDOUT)
+                                  str(sink_port)], stdout=f, stderr=subprocess.STDOUT, env=self.env)
         self.logs[mode] = log
         self.procs.append(p)
         self.ports[mode], self.pids[mode] = port, p.pid
         wait_listening(port, p, log)
+
+    def hub_lag(self, mode: str) -> tuple[int, int, float] | None:
+        """The last totals the server's watch_hub() printed: (times over 10 ms, over
+        50 ms, the longest in ms); None without them."""
+        lines = [line.split() for line in self.logs[mode].read_text(errors="replace").splitlines()
+                 if line.startswith("hub-lag ")]
+        return (int(lines[-1][1]), int(lines[-1][2]), float(lines[-1][3])) if lines else None
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.procs):

@@ -161,13 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity-seconds", type=float, default=3.0, help="closed-loop measurement of capacity")
     ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
     ap.add_argument("--noprof", action="store_true", help="a third row: callwatch without profiling")
+    ap.add_argument("--hub-lag", action="store_true",
+                    help="each server also measures how long its gevent hub is held (a greenlet waking each ms)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
         ap.error("--rounds, --seconds and --capacity-seconds must be positive, --load between 0 and 1")
     modes = ("bare", "callwatch", "callwatch-noprof") if args.noprof else ("bare", "callwatch")
-    with Servers(args.db, modes) as servers:
+    with Servers(args.db, modes, hub_lag=args.hub_lag) as servers:
         rate, rounds = measure(servers, args)
+        lags = {m: servers.hub_lag(m) for m in modes}
     report(rate, rounds, servers, args)
+    for m, lag in lags.items():
+        if lag is not None:
+            print(f"{m}: gevent hub held > 10 ms {lag[0]:,} times, > 50 ms {lag[1]:,} times, longest {lag[2]:.1f} ms "
+                  "(whole run, warm-up and other servers' turns included)")
     return 0
 
 
