@@ -158,9 +158,11 @@ class Collector:
                 self._errors += 1
 
     def record_profile(self, handler: str, ns: int, rows: Any) -> None:
-        """Add one profiled request: rows of (label, calls, own_ns, cum_ns)."""
+        """Add one profiled request: rows of (label, calls, own_ns, cum_ns).  Only an
+        append, added by the next fold (a full batch of requests, or the swap): folding
+        here made the profiled request fold everyone's pending requests, a cost that is
+        not the profiler's but that the budget then had to count as such."""
         self._pending_profiles.append((handler, ns, rows))
-        self.fold()
 
     # -- flusher side --------------------------------------------------------------
 

@@ -23,11 +23,15 @@ Which requests (``_policy``).  At most one request is profiled at a time per pro
   on-demand handler, is profiled *provisionally*; at the end, the profile is kept only if
   the final name qualifies (it is due, or on demand).  A discarded profile gives no
   metrics, no dump and no min_interval update, but its cost counts in the budget.
-- The budget: profiled requests may take ``budget`` of the wall time.  At each flush the
-  rate is lowered when they took more; and the picks of min_interval, on demand and hints
-  (which a scan of never-seen names would otherwise buy for every request) draw on a
-  credit that grows by ``budget`` of the wall time, holds at most one second's worth, and
-  is spent by every profiled request: they are refused while it is spent.
+- The budget: what profiling costs may take ``budget`` of the wall time.  A profiled
+  request is charged what it cost (``cost_ns``: its thread's CPU time from ``begin`` to the
+  end of ``end``, plus a calibrated share for the requests after it).  At each flush the
+  rate is lowered when the charges took more, raised towards ``rate`` when they took less;
+  and every pick (the countdown's, and those of min_interval, on demand and hints, which a
+  scan of never-seen names would otherwise buy for every request) draws on a credit that
+  grows by ``budget`` of the wall time, holds at most one second's worth, and is spent by
+  every profiled request: picks are refused while it is spent, so the budget holds
+  between flushes too.
 - After a fork, the child draws a new seed and countdown, so workers profile different
   requests.
 
@@ -50,12 +54,12 @@ from typing import Any, Callable
 from .._state import State
 from ..config import ProfileConfig
 from ._dumps import DumpStore
-from ._policy import NO, PROVISIONAL, SamplingPolicy
+from ._policy import AFTER_SHARE, NO, PROVISIONAL, SamplingPolicy
 from ._reader import FuncRow, ProfileReader, Stats, func_label, tag_var
 
 log = logging.getLogger("callwatch")
 
-__all__ = ["FuncRow", "ProfiledRequest", "Profiler", "func_label"]
+__all__ = ["FuncRow", "ProfiledRequest", "Profiler", "cost_ns", "func_label"]
 
 #: What ``begin`` hands out and ``end`` takes back: (tag, context token, kind, hint).
 Token = tuple[int, Any, int, "str | None"]
@@ -87,7 +91,7 @@ class Profiler:
         self._stop = self.reader.stop
         self._lock = threading.Lock()
         self._seq = 0
-        self._began_ns = 0
+        self._began: tuple[int, int, int] = (0, 0, 0)  # thread, its CPU clock, wall clock
 
     # -- request side ----------------------------------------------------------------
 
@@ -103,7 +107,7 @@ class Profiler:
         if not self._lock.acquire(blocking=False):
             return None  # another request is being profiled
         try:
-            self._began_ns = time.perf_counter_ns()  # the budget counts the profiler's own cost too
+            self._began = (threading.get_ident(), time.thread_time_ns(), time.perf_counter_ns())
             self._seq += 1
             tag = self._seq
             token = tag_var.set(tag)
@@ -121,10 +125,14 @@ class Profiler:
         """End the profile that ``begin`` started; ``name`` is the request's final name."""
         # Stopped first, in a frame with few names: on Python 3.11 each profiled function
         # costs yappi a tuple of its local names per request (docs/notes/yappi-leak.md).
+        began = self._began  # read while this request still holds the lock
         try:
             self._stop()
         finally:
-            self._finish(token, name, elapsed_ns, state)
+            try:
+                self._finish(token, name, elapsed_ns, state)
+            finally:
+                self.policy.charge(cost_ns(began))
 
     def _finish(self, token: Token, name: str, elapsed_ns: int, state: State) -> None:
         tag, ctx_token, kind, hint = token
@@ -144,7 +152,6 @@ class Profiler:
             return
         finally:
             tag_var.reset(ctx_token)
-            policy.charge(time.perf_counter_ns() - self._began_ns)
             try:
                 self._lock.release()
             except RuntimeError:  # a child forked during this request has a new lock
@@ -169,6 +176,9 @@ class Profiler:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        # A request profiled across the fork costs this process from the fork on (its
+        # thread's CPU clock started again: no thread matches, so the wall clock counts).
+        self._began = (0, 0, time.perf_counter_ns())
         self.dumps.clear()
         self.policy.after_fork_in_child()
         self.reader.after_fork_in_child()
@@ -193,3 +203,23 @@ class Profiler:
             return
         log.warning("callwatch: profiling every request of %s for %.0f s (trigger file)", handler, seconds)
         self.profile_now(handler, seconds)
+
+
+def cost_ns(began: tuple[int, int, int]) -> int:
+    """What one profiled request cost, for the budget: the CPU time of its thread from
+    ``begin`` to the end of ``end`` (yappi's start, every call it timed, the reading, the
+    rows and the dump), times ``1 + AFTER_SHARE`` for what the requests after it pay.
+
+    The request's own work is in it too: it cannot be told apart from yappi's, so the
+    charge is an upper bound (exact for the profiler's part, the request's unprofiled CPU
+    time over; for a handler that mostly waits, little).  CPU time, not wall time: time
+    spent waiting for I/O or for the GIL held by other threads costs the server nothing.
+    A request that ended on another thread than it began is charged its wall time.
+    """
+    thread, cpu0, wall0 = began
+    spent = time.perf_counter_ns() - wall0
+    if threading.get_ident() == thread:
+        cpu = time.thread_time_ns() - cpu0
+        if 0 <= cpu <= spent:
+            spent = cpu
+    return int(spent * (1.0 + AFTER_SHARE))
