@@ -1,41 +1,68 @@
-"""Handler-level cost of sampled profiling, at rates 0, 0.01 and 1.0, in one run.
+"""Cost of sampled profiling, and whether the budget holds: two tables, in one run.
 
-    python benchmarks/profiling.py [--requests N] [--rounds R]
+    python benchmarks/profiling.py [--requests N] [--rounds R] [--pairs P] [--seconds S]
 
 The workload is the demo's ``deal`` handler on a real sqlite database with a table of 7
-players (its DB and cache methods watched as in the demo).  Rows: profiling not
-configured; configured with rate 0 (the per-request check only); 0.01; 1.0 (every
-request) -- these three with the budget control off, so the rate stays where it is set --
-and the defaults, rate 0.01 with a 2 % budget, where the rate adapts at every flush
-(simulated every 200 requests).  The last row is the defaults (min_interval 60 s too)
-under a scan: every request has a never-seen handler name, so every one is due under
-min_interval, and only the budget keeps them from all being profiled.  Best round of R,
-rounds of all rows interleaved; the ratio is against "not configured" in the same run
-(for the scan, against the same scan not configured).
+players (its DB and cache methods watched as in the demo); ``deal x10`` deals ten times
+per request (a handler ten times longer).  Times are this thread's CPU time (time spent
+preempted by other processes on a busy machine is not counted; the profiler's cost is CPU).
+
+**Cost per row.**  Profiling not configured; configured with rate 0 (the per-request check
+only); 0.01; 1.0 (every request) -- these three with the budget off (1.0), so the rate
+stays where it is set -- and the defaults, rate 0.01 with a 2 % budget.  The last two rows
+are the defaults (min_interval 60 s too) under a scan: every request has a never-seen
+handler name, so every one is due under min_interval, and only the budget keeps them from
+all being profiled.  R rounds of N requests, rows interleaved; the ratio is the median of
+the per-round ratios to "not configured" (for the scan: to the same scan not configured),
+with the spread [min..max] of those ratios.
+
+**Measured vs configured budget.**  What profiling costs is two numbers, each measured on
+its own: what one profiled request costs (``extra``), and how many requests the policy
+profiles under a budget.  ``extra`` is measured in pairs: P pairs of sequences of K
+requests, the first request profiled in one sequence of each pair and not in the other,
+in random order; ``extra`` is the difference of the mean CPU time of the sequences (what
+the profiled request and the requests after it paid more).  Then each (rate, budget) runs
+for S seconds with the policy deciding (a flush every 0.1 s, as the flush thread does every
+interval; after S/3 seconds of warm-up that spends the credit held at the start), and the
+measured cost is ``profiled share x extra / (per-request time + profiled share x extra)``:
+the share of the CPU time spent because of profiling.  ``charged`` is what the policy
+charged per profiled request (``callwatch.profiling.cost_ns``).  ``after`` is the share of
+``extra`` paid by the requests after the profiled one: ``AFTER_SHARE`` in
+``callwatch/profiling/_policy.py`` must stay above it.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import random
+import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import callwatch
 from callwatch import _core, _request
 from callwatch.demo import game
 from callwatch.demo.run import CONFIG
+from callwatch.profiling._policy import AFTER_SHARE
 
 ROWS: list[tuple[str, Any]] = [
     ("profiling not configured", None),
     ("profile rate 0", (0.0, 1.0)),
     ("profile rate 0.01", (0.01, 1.0)),
     ("profile rate 1.0", (1.0, 1.0)),
-    ("rate 0.01, budget 2 %", (0.01, 0.02)),  # the defaults: the rate adapts at each flush
+    ("rate 0.01, budget 2 %", (0.01, 0.02)),  # the defaults
     ("not configured, never-seen names", "scan-off"),
     ("defaults, never-seen names", "scan"),
 ]
+
+#: (rate, budget) rows of the budget table: high rates, so that the budget decides.
+BUDGETS = [(0.01, 0.02), (0.05, 0.02), (0.05, 0.01), (0.2, 0.05), (0.2, 0.005)]
+
+clock = time.thread_time_ns
+FLUSH_S = 0.1
+K = 10  # requests per sequence in the paired measurement
 
 
 def setup() -> game.Server:
@@ -61,12 +88,31 @@ def configure(rate: Any) -> None:
                         start_thread=False, strict=True)
 
 
+def done() -> None:
+    callwatch.shutdown()
+    _core.collector.reset()
+
+
+def handlers(server: game.Server) -> dict[str, Callable[[], Any]]:
+    deal = game.deal.__wrapped__  # type: ignore[attr-defined]
+
+    @callwatch.handler("deal_x10")
+    def deal_x10() -> None:
+        for _ in range(10):
+            deal(server, 1)
+
+    return {"deal": lambda: game.deal(server, 1), "deal x10": deal_x10}
+
+
+# -- cost per row ----------------------------------------------------------------------
+
+
 def measure(server: game.Server, rate: Any, n: int) -> float:
     configure(rate)
     scan = rate in ("scan", "scan-off")
     try:
         p = _request.profiler
-        t = time.perf_counter_ns()
+        t = clock()
         for i in range(n):
             if scan:
                 with callwatch.request(f"scan{i}"):
@@ -75,30 +121,126 @@ def measure(server: game.Server, rate: Any, n: int) -> float:
                 game.deal(server, 1)
             if p is not None and i % 200 == 199:
                 p.on_flush()  # what the flush thread does every interval (here: every 200 requests)
-        return (time.perf_counter_ns() - t) / n
+        return (clock() - t) / n
     finally:
-        callwatch.shutdown()
-        _core.collector.reset()
+        done()
+
+
+def cost_table(server: game.Server, n: int, rounds: int) -> None:
+    times: dict[str, list[float]] = {name: [] for name, _ in ROWS}
+    for _ in range(rounds):
+        for name, rate in ROWS:
+            times[name].append(measure(server, rate, n))
+    print(f"| {'row':<32} | {'us/request':>10} | {'x not configured':>16} | {'spread':>13} |")
+    print(f"|{'-' * 34}|{'-' * 11}:|{'-' * 17}:|{'-' * 15}|")
+    for name, rate in ROWS:
+        against = times["not configured, never-seen names" if rate == "scan" else ROWS[0][0]]
+        ratios = [t / a for t, a in zip(times[name], against)]
+        print(f"| {name:<32} | {statistics.median(times[name]) / 1000:>10.1f} | "
+              f"{statistics.median(ratios):>16.3f} | {min(ratios):.3f}..{max(ratios):.3f} |")
+
+
+# -- measured vs configured budget -------------------------------------------------------
+
+
+def extra_per_profiled(fn: Callable[[], Any], pairs: int) -> tuple[float, float, float]:
+    """(CPU ns per unprofiled request, extra CPU ns per profiled request, share of that
+    extra paid by the requests after it), from paired sequences (see module docstring)."""
+    configure((0.0, 1.0))  # the profiler is there, the countdown never picks
+    policy = _request.profiler.policy  # type: ignore[union-attr]
+    try:
+        def sequence(profiled: bool) -> list[int]:
+            policy.skip = 1 if profiled else sys.maxsize
+            out = []
+            for _ in range(K):
+                t = clock()
+                fn()
+                out.append(clock() - t)
+            return out
+
+        for _ in range(10):
+            sequence(True), sequence(False)
+        with_, without = [], []
+        for i in range(pairs):
+            order = [True, False]
+            random.shuffle(order)
+            for profiled in order:
+                (with_ if profiled else without).append(sequence(profiled))
+            if i % 50 == 49:
+                _core.collector.swap(0)
+        per_pos = [statistics.mean(s[j] for s in with_) - statistics.mean(s[j] for s in without) for j in range(K)]
+        base = statistics.mean(statistics.mean(s) for s in without)
+        extra = sum(per_pos)
+        return base, extra, sum(per_pos[1:]) / extra if extra > 0 else 0.0
+    finally:
+        done()
+
+
+def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float) -> tuple[float, float]:
+    """(share of requests profiled, mean charge per profiled request in ns) over
+    ``seconds`` with the policy deciding, after a warm-up of a third of that."""
+    configure((rate, budget))
+    p = _request.profiler
+    assert p is not None
+    charges: list[int] = []
+    charge = p.policy.charge
+
+    def counting(ns: int) -> None:
+        charges.append(ns)
+        charge(ns)
+
+    p.policy.charge = counting  # type: ignore[method-assign]
+    try:
+        counted = 0
+        for stretch, measured in ((seconds / 3, False), (seconds, True)):
+            charges.clear()
+            n, end, flush = 0, time.monotonic() + stretch, time.monotonic() + FLUSH_S
+            while (now := time.monotonic()) < end:
+                fn()
+                n += 1
+                if now >= flush:
+                    p.on_flush()
+                    flush = now + FLUSH_S
+            if measured:
+                counted = n
+        return len(charges) / counted, (statistics.mean(charges) if charges else 0.0)
+    finally:
+        done()
+
+
+def budget_table(fns: dict[str, Callable[[], Any]], pairs: int, seconds: float) -> bool:
+    print(f"| {'handler':<9} | {'rate':>5} | {'budget':>6} | {'us/req':>7} | {'extra us':>8} | {'after':>5} | "
+          f"{'charged us':>10} | {'profiled':>8} | {'measured':>8} | within |")
+    print(f"|{'-' * 11}|{'-' * 6}:|{'-' * 7}:|{'-' * 8}:|{'-' * 9}:|{'-' * 6}:|{'-' * 11}:|{'-' * 9}:|{'-' * 9}:|--------|")
+    ok = True
+    for label, fn in fns.items():
+        base, extra, after = extra_per_profiled(fn, pairs)
+        for rate, budget in BUDGETS:
+            share, charged = run_policy(fn, rate, budget, seconds)
+            cost = share * extra / (base + share * extra)
+            within = cost <= budget
+            ok = ok and within
+            print(f"| {label:<9} | {rate:>5} | {budget:>6.1%} | {base / 1e3:>7.1f} | {extra / 1e3:>8.0f} | "
+                  f"{after:>5.1%} | {charged / 1e3:>10.0f} | {share:>8.2%} | {cost:>8.2%} | "
+                  f"{'yes' if within else 'NO':>6} |")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--pairs", type=int, default=150, help="pairs of sequences measuring a profiled request")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per (rate, budget) row, after the warm-up")
     args = ap.parse_args(argv)
     server = setup()
-    best = {name: float("inf") for name, _ in ROWS}
-    for _ in range(args.rounds):
-        for name, rate in ROWS:
-            best[name] = min(best[name], measure(server, rate, args.requests))
-    base = best[ROWS[0][0]]
-    print(f"Python {platform.python_version()}, deal handler (7 players, sqlite), "
-          f"{args.rounds} rounds x {args.requests} requests, best round")
-    print(f"| {'row':<32} | {'us/request':>10} | {'x not configured':>16} |")
-    print(f"|{'-' * 34}|{'-' * 11}:|{'-' * 17}:|")
-    for name, rate in ROWS:
-        ratio = best[name] / (best["not configured, never-seen names"] if rate == "scan" else base)
-        print(f"| {name:<32} | {best[name] / 1000:>10.1f} | {ratio:>16.3f} |")
+    print(f"Python {platform.python_version()}, deal handler (7 players, sqlite), thread CPU time")
+    print(f"\nCost per row: {args.rounds} rounds x {args.requests} requests, median of per-round ratios")
+    cost_table(server, args.requests, args.rounds)
+    print(f"\nMeasured vs configured budget ({args.pairs} pairs of {K}-request sequences per handler, "
+          f"{args.seconds:g} s per row; AFTER_SHARE {AFTER_SHARE:.0%})")
+    ok = budget_table(handlers(server), args.pairs, args.seconds)
+    print("\nevery row within its budget" if ok else "\nNOT every row within its budget")
     return 0
 
 

@@ -19,7 +19,7 @@ import callwatch
 from callwatch import _core, _request
 from callwatch.aggregate import Snapshot
 from callwatch.profiling import func_label
-from callwatch.profiling._policy import SURE
+from callwatch.profiling._policy import AFTER_SHARE, BUDGET_CLOCK, SURE
 from callwatch.testing import RecordingSender
 
 TESTS = Path(__file__).resolve().parent
@@ -250,6 +250,66 @@ def test_budget_lowers_the_rate() -> None:
     assert pol.rate == pytest.approx(0.2, rel=1e-9)  # 1.0 x 2 % / 10 %
 
 
+def test_budget_raises_the_rate_no_further_than_the_budget_affords() -> None:
+    callwatch.configure({"profile": {"rate": 0.5, "min_interval": 0, "budget": 0.02}},
+                        start_thread=False, strict=True)
+    pol = _request.profiler.policy
+    pol.rate = 0.1
+    pol.window_start, pol.spent_ns = 10.0, 10_000_000  # 1 % of the last CPU second
+    pol.adjust_rate(11.0)
+    assert pol.rate == pytest.approx(0.125, rel=1e-9)  # 0.1 x 1.25: 2 % / 1 % would allow 2x
+    pol.window_start, pol.spent_ns = 11.0, 16_000_000  # 1.6 %: 2 % / 1.6 % allows 1.25x
+    pol.adjust_rate(12.0)
+    assert pol.rate == pytest.approx(0.15625, rel=1e-9)
+    pol.window_start, pol.spent_ns = 12.0, 19_000_000  # 1.9 %: only 2 / 1.9 more
+    pol.adjust_rate(13.0)
+    assert pol.rate == pytest.approx(0.15625 * 2 / 1.9, rel=1e-9)
+
+
+def test_a_countdown_pick_draws_on_the_credit() -> None:
+    """Every pick spends the credit, the countdown's too: the budget holds between flushes."""
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 0.02}},
+                        start_thread=False, strict=True)
+    p = _request.profiler
+    p.policy.credit_ns, p.policy.credit_at = -1e9, BUDGET_CLOCK()  # spent: 50 CPU-s to refill
+    assert p.begin("h") is None
+    p.policy.credit_ns = 1.0
+    token = p.begin("h")
+    assert token is not None
+    p.end(token, "h", 1, {-2: 0, -3: 0})
+    assert p.policy.credit_ns < 0  # the request spent it
+
+
+def test_the_charge_is_cpu_time_and_covers_the_rows_and_the_dump() -> None:
+    """A profiled request that waits 50 ms costs the process little CPU; what the profiler
+    does after the reading (the rows, the sink, the dump) is charged (here a sink that
+    burns 20 ms of CPU)."""
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}},
+                        start_thread=False, strict=True)
+    p = _request.profiler
+    charges: list[int] = []
+    charge = p.policy.charge
+    p.policy.charge = lambda ns: (charges.append(ns), charge(ns))  # type: ignore[method-assign]
+
+    @callwatch.handler("waits")
+    def waits() -> None:
+        time.sleep(0.05)
+
+    waits()
+    assert 0 < charges[0] < 20_000_000, charges  # the old charge: >= 50 ms of wall time
+    sink = p.sink
+
+    def burning_sink(req: Any) -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.02:
+            pass
+        sink(req)
+
+    p.sink = burning_sink
+    waits()
+    assert charges[1] >= 20_000_000 * (1 + AFTER_SHARE), charges
+
+
 def test_off_means_not_even_imported() -> None:
     code = ("import sys, callwatch\n"
             "@callwatch.handler('h')\ndef h(): pass\n"
@@ -452,7 +512,7 @@ def test_a_builtin_counts_the_calls_of_the_profiled_code_only() -> None:
 FORK_SCRIPT = textwrap.dedent("""
     import json, os, callwatch
     from callwatch import _request
-    from callwatch.profiling._policy import SURE
+    from callwatch.profiling._policy import AFTER_SHARE, BUDGET_CLOCK, SURE
     callwatch.configure({"profile": {"rate": 0.05, "min_interval": 0}}, start_thread=False, strict=True)
     outs = []
     for _ in range(2):

@@ -23,13 +23,14 @@ Which requests (``_policy``).  At most one request is profiled at a time per pro
   on-demand handler, is profiled *provisionally*; at the end, the profile is kept only if
   the final name qualifies (it is due, or on demand).  A discarded profile gives no
   metrics, no dump and no min_interval update, but its cost counts in the budget.
-- The budget: what profiling costs may take ``budget`` of the wall time.  A profiled
+- The budget: what profiling costs may take ``budget`` of the CPU time the process uses
+  (``_policy.BUDGET_CLOCK`` says why not of the wall time).  A profiled
   request is charged what it cost (``cost_ns``: its thread's CPU time from ``begin`` to the
   end of ``end``, plus a calibrated share for the requests after it).  At each flush the
   rate is lowered when the charges took more, raised towards ``rate`` when they took less;
   and every pick (the countdown's, and those of min_interval, on demand and hints, which a
   scan of never-seen names would otherwise buy for every request) draws on a credit that
-  grows by ``budget`` of the wall time, holds at most one second's worth, and is spent by
+  grows by ``budget`` of that CPU time, holds at most one second's worth, and is spent by
   every profiled request: picks are refused while it is spent, so the budget holds
   between flushes too.
 - After a fork, the child draws a new seed and countdown, so workers profile different

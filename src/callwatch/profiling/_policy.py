@@ -21,8 +21,8 @@ NO, SURE, PROVISIONAL = 0, 1, 2
 #: beyond them a hint's new names are not learned (its known ones still decide).
 NAMES_PER_HINT = 8
 
-#: The due picks draw on a credit that grows by ``budget`` of the wall time and is spent by
-#: every profiled request; it holds at most this many seconds' worth, so that a rare
+#: Every pick draws on a credit that grows by ``budget`` of the budget's clock and is spent
+#: by every profiled request; it holds at most this many seconds' worth, so that a rare
 #: handler can be profiled at once (at start, after a quiet spell) but a scan cannot
 #: borrow ahead.
 BURST_S = 1.0
@@ -35,6 +35,13 @@ BURST_S = 1.0
 #: unprofiled one), on 3.11 and 3.13; this is above what it printed there.
 AFTER_SHARE = 0.10
 
+#: The budget is a share of the CPU time the process uses, not of the wall time: what
+#: profiling costs is CPU, and the throughput it takes from a busy process is its share of
+#: the CPU the process gets (on a loaded machine, or under the GIL with several threads,
+#: the wall time runs far ahead of it, and a share of it would let profiling take more).
+#: An idle process profiles less; ``min_interval`` picks still draw on the credit held.
+BUDGET_CLOCK = time.process_time
+
 
 class SamplingPolicy:
     """Decides which requests to profile and keeps the profiled time within the budget."""
@@ -45,17 +52,18 @@ class SamplingPolicy:
         self.max_names = max_names
         self.rng = random.Random()
         self.min_on = cfg.min_interval > 0
-        self.window_start = time.monotonic()
+        #: the budget's clock: the process's CPU time (see ``BUDGET_CLOCK``)
+        self.window_start = BUDGET_CLOCK()
         #: a handler last profiled before this (monotonic) time is due again; moved on at
         #: each flush, so min_interval is kept to within one interval
-        self.due_before = self.window_start - cfg.min_interval
+        self.due_before = time.monotonic() - cfg.min_interval
         #: handler -> when it was last profiled; only names profiled within min_interval
         #: (older ones are due, the same as absent), so hostile names do not pile up
         self.last: dict[str, float] = {}
         #: hint -> final names seen at the end of its profiled requests
         self.hints: dict[str, list[str]] = {}
         self.on_demand: tuple[str, float] | None = None
-        self.spent_ns = 0  # profiling time in this window, the profiler's own cost included
+        self.spent_ns = 0  # what profiled requests cost in this window (``charge``)
         self.credit_ns = cfg.budget * BURST_S * 1e9
         self.credit_at = self.window_start
         self.skip = self.draw()
@@ -118,7 +126,7 @@ class SamplingPolicy:
     def affordable(self) -> bool:
         """May a pick start now?  Every pick spends the credit, so that the budget holds
         between flushes, and a scan of never-seen names cannot buy a profile per request."""
-        now = time.monotonic()
+        now = BUDGET_CLOCK()
         budget = self.cfg.budget
         self.credit_ns = min(self.credit_ns + (now - self.credit_at) * budget * 1e9, budget * BURST_S * 1e9)
         self.credit_at = now
@@ -161,23 +169,23 @@ class SamplingPolicy:
         self.rng = random.Random()
         self.skip = self.draw()
         self.spent_ns = 0
-        self.window_start = self.credit_at = time.monotonic()
+        self.window_start = self.credit_at = BUDGET_CLOCK()
         self.credit_ns = self.cfg.budget * BURST_S * 1e9  # a new process, a budget of its own
 
     # -- flush side ------------------------------------------------------------------
 
     def on_flush(self) -> None:
-        now = time.monotonic()
-        self.due_before = now - self.cfg.min_interval
+        self.due_before = time.monotonic() - self.cfg.min_interval
         due = self.due_before
         self.last = {k: t for k, t in self.last.items() if t >= due}
-        self.adjust_rate(now)
+        self.adjust_rate(BUDGET_CLOCK())
 
     def adjust_rate(self, now: float) -> None:
-        wall = now - self.window_start
-        if wall <= 0:
+        """``now``: the budget's clock."""
+        used = now - self.window_start
+        if used <= 0:
             return
-        share = self.spent_ns / (wall * 1e9)
+        share = self.spent_ns / (used * 1e9)
         budget = self.cfg.budget
         if share > budget:
             self.rate = self.rate * budget / share
