@@ -39,12 +39,13 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import callwatch
 from callwatch import _core, _request
 from callwatch.demo import game
 from callwatch.demo.run import CONFIG
+from callwatch.profiling import Profiler
 from callwatch.profiling._policy import AFTER_SHARE
 
 ROWS: list[tuple[str, Any]] = [
@@ -111,7 +112,7 @@ def measure(server: game.Server, rate: Any, n: int) -> float:
     configure(rate)
     scan = rate in ("scan", "scan-off")
     try:
-        p = _request.profiler
+        p = cast("Profiler | None", _request.profiler)
         t = clock()
         for i in range(n):
             if scan:
@@ -147,7 +148,7 @@ def extra_per_profiled(fn: Callable[[], Any], pairs: int) -> tuple[float, float,
     """(CPU ns per unprofiled request, extra CPU ns per profiled request, share of that
     extra paid by the requests after it), from paired sequences (see module docstring)."""
     configure((0.0, 1.0))  # the profiler is there, the countdown never picks
-    policy = _request.profiler.policy  # type: ignore[union-attr]
+    policy = cast(Profiler, _request.profiler).policy
     try:
         def sequence(profiled: bool) -> list[int]:
             policy.skip = 1 if profiled else sys.maxsize
@@ -160,7 +161,8 @@ def extra_per_profiled(fn: Callable[[], Any], pairs: int) -> tuple[float, float,
 
         for _ in range(10):
             sequence(True), sequence(False)
-        with_, without = [], []
+        with_: list[list[int]] = []
+        without: list[list[int]] = []
         for i in range(pairs):
             order = [True, False]
             random.shuffle(order)
@@ -180,8 +182,7 @@ def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float
     """(share of requests profiled, mean charge per profiled request in ns) over
     ``seconds`` with the policy deciding, after a warm-up of a third of that."""
     configure((rate, budget))
-    p = _request.profiler
-    assert p is not None
+    p = cast(Profiler, _request.profiler)
     charges: list[int] = []
     charge = p.policy.charge
 
@@ -189,7 +190,7 @@ def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float
         charges.append(ns)
         charge(ns)
 
-    p.policy.charge = counting  # type: ignore[method-assign]
+    p.policy.charge = counting  # type: ignore[method-assign]  # counts, then charges
     try:
         counted = 0
         for stretch, measured in ((seconds / 3, False), (seconds, True)):
