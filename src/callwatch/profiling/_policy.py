@@ -32,8 +32,9 @@ BURST_S = 1.0
 #: profile's rows are added to the table by a later fold.  Calibrated, not measured per
 #: request: ``python benchmarks/profiling.py --calibrate`` measures it (the CPU time of
 #: the requests that follow a profiled one, against the same requests after an
-#: unprofiled one), on 3.11 and 3.13; this is above what it printed there.
-AFTER_SHARE = 0.10
+#: unprofiled one), on 3.11 and 3.13; this is above what it printed there, with a margin
+#: for its noise.
+AFTER_SHARE = 0.20
 
 #: The budget is a share of the CPU time the process uses, not of the wall time: what
 #: profiling costs is CPU, and the throughput it takes from a busy process is its share of
