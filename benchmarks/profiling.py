@@ -25,8 +25,9 @@ the profiled request and the requests after it paid more).  Then each (rate, bud
 for S seconds with the policy deciding (a flush every 0.1 s, as the flush thread does every
 interval; after S/3 seconds of warm-up that spends the credit held at the start), and the
 measured cost is ``profiled share x extra / (per-request time + profiled share x extra)``:
-the share of the CPU time spent because of profiling.  ``charged`` is what the policy
-charged per profiled request (``callwatch.profiling.cost_ns``).  ``after`` is the share of
+the share of the CPU time spent because of profiling.  ``charged us`` is what the policy
+charged per profiled request (``callwatch.profiling.cost_ns``), ``charged`` the charges'
+share of the process's CPU time in the run (what the policy holds under the budget).  ``after`` is the share of
 ``extra`` paid by the requests after the profiled one: ``AFTER_SHARE`` in
 ``callwatch/profiling/_policy.py`` must stay above it.
 """
@@ -178,9 +179,10 @@ def extra_per_profiled(fn: Callable[[], Any], pairs: int) -> tuple[float, float,
         done()
 
 
-def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float) -> tuple[float, float]:
-    """(share of requests profiled, mean charge per profiled request in ns) over
-    ``seconds`` with the policy deciding, after a warm-up of a third of that."""
+def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float) -> tuple[float, float, float]:
+    """(share of requests profiled, mean charge per profiled request in ns, charges /
+    the process's CPU time) over ``seconds`` with the policy deciding, after a warm-up
+    of a third of that."""
     configure((rate, budget))
     p = cast(Profiler, _request.profiler)
     charges: list[int] = []
@@ -192,9 +194,10 @@ def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float
 
     p.policy.charge = counting  # type: ignore[method-assign]  # counts, then charges
     try:
-        counted = 0
+        counted, cpu = 0, 0.0
         for stretch, measured in ((seconds / 3, False), (seconds, True)):
             charges.clear()
+            cpu0 = time.process_time()
             n, end, flush = 0, time.monotonic() + stretch, time.monotonic() + FLUSH_S
             while (now := time.monotonic()) < end:
                 fn()
@@ -203,26 +206,27 @@ def run_policy(fn: Callable[[], Any], rate: float, budget: float, seconds: float
                     p.on_flush()
                     flush = now + FLUSH_S
             if measured:
-                counted = n
-        return len(charges) / counted, (statistics.mean(charges) if charges else 0.0)
+                counted, cpu = n, time.process_time() - cpu0
+        return len(charges) / counted, (statistics.mean(charges) if charges else 0.0), sum(charges) / (cpu * 1e9)
     finally:
         done()
 
 
 def budget_table(fns: dict[str, Callable[[], Any]], pairs: int, seconds: float) -> bool:
     print(f"| {'handler':<9} | {'rate':>5} | {'budget':>6} | {'us/req':>7} | {'extra us':>8} | {'after':>5} | "
-          f"{'charged us':>10} | {'profiled':>8} | {'measured':>8} | within |")
-    print(f"|{'-' * 11}|{'-' * 6}:|{'-' * 7}:|{'-' * 8}:|{'-' * 9}:|{'-' * 6}:|{'-' * 11}:|{'-' * 9}:|{'-' * 9}:|--------|")
+          f"{'charged us':>10} | {'profiled':>8} | {'charged':>7} | {'measured':>8} | within |")
+    print(f"|{'-' * 11}|{'-' * 6}:|{'-' * 7}:|{'-' * 8}:|{'-' * 9}:|{'-' * 6}:|{'-' * 11}:|{'-' * 9}:|{'-' * 8}:|"
+          f"{'-' * 9}:|--------|")
     ok = True
     for label, fn in fns.items():
         base, extra, after = extra_per_profiled(fn, pairs)
         for rate, budget in BUDGETS:
-            share, charged = run_policy(fn, rate, budget, seconds)
+            share, charged, charged_share = run_policy(fn, rate, budget, seconds)
             cost = share * extra / (base + share * extra)
             within = cost <= budget
             ok = ok and within
             print(f"| {label:<9} | {rate:>5} | {budget:>6.1%} | {base / 1e3:>7.1f} | {extra / 1e3:>8.0f} | "
-                  f"{after:>5.1%} | {charged / 1e3:>10.0f} | {share:>8.2%} | {cost:>8.2%} | "
+                  f"{after:>5.1%} | {charged / 1e3:>10.0f} | {share:>8.2%} | {charged_share:>7.2%} | {cost:>8.2%} | "
                   f"{'yes' if within else 'NO':>6} |")
     return ok
 
@@ -233,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--pairs", type=int, default=150, help="pairs of sequences measuring a profiled request")
     ap.add_argument("--seconds", type=float, default=3.0, help="per (rate, budget) row, after the warm-up")
+    ap.add_argument("--budget-only", action="store_true", help="only the measured vs configured table")
     args = ap.parse_args(argv)
     server = setup()
     print(f"Python {platform.python_version()}, deal handler (7 players, sqlite), thread CPU time")
-    print(f"\nCost per row: {args.rounds} rounds x {args.requests} requests, median of per-round ratios")
-    cost_table(server, args.requests, args.rounds)
+    if not args.budget_only:
+        print(f"\nCost per row: {args.rounds} rounds x {args.requests} requests, median of per-round ratios")
+        cost_table(server, args.requests, args.rounds)
     print(f"\nMeasured vs configured budget ({args.pairs} pairs of {K}-request sequences per handler, "
           f"{args.seconds:g} s per row; AFTER_SHARE {AFTER_SHARE:.0%})")
     ok = budget_table(handlers(server), args.pairs, args.seconds)
