@@ -125,11 +125,11 @@ def name_current(name: str) -> None:
 # configure() and FakeClock replace them after handlers are wrapped.  The profiler begins
 # before the context is entered, so that nothing is left set if it raises; it is ended by
 # a direct call (a Python call in between would itself be profiled), and the request is
-# flagged ``PROFILED`` for the collector, which keeps its inflated time out of the
-# handler's response time (``_table``): both inside the profiled branch, so an
-# unprofiled request pays nothing for them.  The state and the
-# hand-over to the collector (``Collector.record``) are written out: this runs on every
-# request (benchmarks/micro.py, the ``@handler`` rows).
+# flagged ``PROFILED``, so that its inflated time stays out of the handler's response
+# time (``HandlerStats.settle``): both inside the profiled branch, so an unprofiled
+# request pays nothing for them.  The state and the hand-over to the collector
+# (``Collector.record``) are written out: this runs on every request
+# (benchmarks/micro.py, the ``@handler`` rows).
 _HANDLER = """\
 def make(fn, name, enter, leave, push, pending, fold):
     {kw}def handler(*args, **kwargs):
