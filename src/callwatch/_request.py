@@ -39,7 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 __all__ = ["NullScope", "ProfilerHooks", "Request", "RoutedRequest", "UNNAMED", "add_dimension", "config_dimensions",
-           "dimension_functions", "make_handler", "name_current", "profiler"]
+           "dimension_functions", "is_wrapped", "make_handler", "name_current", "profiler"]
 
 
 class ProfilerHooks(Protocol):
@@ -180,6 +180,11 @@ def _compile_handler(kw: str, aw: str) -> Callable[..., Callable[..., Any]]:
 
 _make_sync = _compile_handler("", "")
 _make_async = _compile_handler("async ", "await ")
+
+
+def is_wrapped(fn: Callable[..., Any]) -> bool:
+    """Is ``fn`` already a wrapper of callwatch's (a handler, or a watched function)?"""
+    return getattr(fn, _core.MARK, None) is not None
 
 
 def make_handler(fn: F, name: str) -> F:

@@ -47,9 +47,8 @@ import callwatch
 from callwatch.config import Config
 from callwatch.naming import sanitize
 
-# The mark the core puts on every handler wrapper: a view the user already made a handler
-# keeps its own name, and is not counted twice.
-from .._core import MARK
+# A view the user already made a handler keeps its own name, and is not counted twice.
+from .._request import is_wrapped
 
 __all__ = ["instrument"]
 
@@ -108,7 +107,7 @@ def instrument(app: App, config: Source | None = None, *,
     def wrap(cmd: Any) -> None:
         rule = rules[cmd]
         fn = rule["view_func"]
-        if getattr(fn, MARK, None) is None:
+        if not is_wrapped(fn):
             rule["view_func"] = callwatch.handler(_unique(name_of(cmd, rule), cmd, commands))(fn)
 
     def add_route_rule(cmd: Any, view_func: Callable[..., Any], endpoint: str | None = None,
