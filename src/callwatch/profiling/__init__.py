@@ -4,8 +4,9 @@ Mechanism: yappi on the request's thread, with a *tag per request context*.  Whe
 is chosen, its context gets a tag (a ``ContextVar``) and yappi runs on that thread; yappi
 asks for the tag at every function entry, so each call is attributed to the context that
 made it.  The profile of the request is the stats filtered by its tag: other asyncio tasks
-and other greenlets running meanwhile on the thread are left out, because they run in
-other contexts, and other threads are not profiled at all (work a request hands to another
+running meanwhile on the thread are left out, because they run in other contexts; under
+gevent, other greenlets are not even hooked (``_gate``: yappi runs only while the request's
+greenlet does); and other threads are not profiled at all (work a request hands to another
 thread is therefore not in its profile).  cProfile cannot do that: it has no notion of
 context, and from Python 3.12 on it records every thread of the process (sys.monitoring),
 so a profile under a threaded server would mix requests.

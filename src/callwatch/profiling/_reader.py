@@ -20,6 +20,9 @@ counts come out wrong (a deal with 7 players read as 6.95 get_player calls) and 
 prints "Internal Error. [15]" on every event.  So there the reader asks for a context per
 thread, which keeps the other threads' calls apart (their tag is not the request's), and
 then takes yappi's hook off the other threads, so they do not pay for the profile.
+
+Under gevent, the other greenlets of the request's thread do not pay either: yappi runs
+only while the request's own greenlet does (``_gate``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import os
 import re
 import sys
 from typing import Any, Callable, NamedTuple
+
+from ._gate import GreenletGate, context_id
 
 #: The profiled request's tag: yappi asks for it at every function entry.
 tag_var: contextvars.ContextVar[int] = contextvars.ContextVar("callwatch_profile_tag", default=0)
@@ -100,22 +105,15 @@ class ProfileReader:
         self._labels: dict[tuple[str, str, int], str] = {}
         yappi.set_clock_type("wall")
         yappi.set_tag_callback(tag_var.get)
-        greenlets = False
-        try:
-            from gevent import monkey
-
-            if monkey.is_module_patched("threading"):
-                yappi.set_context_backend("greenlet")
-                greenlets = True
-        except ImportError:
-            pass
         hooks_all = sys.version_info >= (3, 12)
+        self._unhook_others = _unhook_other_threads() if hooks_all else None
+        self._gate = _greenlet_gate(yappi, self._unhook_others)
         # yappi.start's own flag, without the threading.setprofile it also sets (and
         # yappi.stop clears, even when the host had set it): new threads are not profiled.
-        self._contexts = greenlets or hooks_all
+        # Under the gate the context is the thread's, so one context per thread anyway.
+        self._contexts = hooks_all and self._gate is None
         self._start_yappi: Callable[[bool, bool], None] = yappi._yappi.start
-        self.stop: Callable[[], None] = yappi._yappi.stop
-        self._unhook_others = _unhook_other_threads() if hooks_all else None
+        self.stop: Callable[[], None] = yappi._yappi.stop if self._gate is None else self._gate.stop
         self._release = _yappi_keeps_names(yappi, self.start, self.stop)
         self._decref = _decref() if self._release else None
 
@@ -130,6 +128,8 @@ class ProfileReader:
             except BaseException:  # an audit hook refusing sys.setprofile, say
                 self.stop()
                 raise
+        if self._gate is not None:
+            self._gate.open()
 
     def after_fork_in_child(self) -> None:
         # A request profiled on another thread of the parent has no thread here to end it.
@@ -177,6 +177,19 @@ class ProfileReader:
                 callers.setdefault(idx, {})[t[_INDEX]] = (ncall, nactual, ttot, tsub)
         return [s for t in mine if t[_INDEX] not in own
                 for s in [_stats(t, labels, callers.get(t[_INDEX], {}), by_index)] if s is not None]
+
+
+def _greenlet_gate(yappi: Any, after_start: Callable[[], None] | None) -> GreenletGate | None:
+    """Under gevent (threading monkey-patched), the gate that hooks only the profiled
+    request's greenlet (``_gate``), with yappi's context set to the thread's; else None."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+    yappi._yappi.set_context_id_callback(context_id())
+    return GreenletGate(yappi._yappi, after_start)
 
 
 def _key(t: tuple[Any, ...]) -> tuple[str, int, str]:
