@@ -71,13 +71,19 @@ def test_other_greenlets_are_not_profiled_while_a_request_waits() -> None:
         gevent.joinall(gs)
         prof = _core.collector.swap(0).profiles["waits"]
         print(json.dumps({"other": seen.get("other_work", 0), "own": seen.get("own_work", 0),
-                          "requests": prof.requests}))
+                          "requests": prof.requests, "rows": prof.funcs}))
     """)
-    # 20 greenlets x 200 rounds ran, many of them during the profile: none recorded.
+    # 20 greenlets x 200 rounds x 20 calls ran, many of them during the profile: none recorded.
     assert got["other"] == 0, got
     # The request's own calls after each wait are recorded: yappi restarts on the way back.
     assert got["own"] == 5, got
     assert got["requests"] == 1, got
+    rows = got["rows"]
+    assert isinstance(rows, dict)
+    assert rows["<string>.own_work"][0] == 5, rows
+    assert "<string>.other_work" not in rows, rows
+    # Its wall time still holds the waits, switched out or not: 5 sleeps of 10 ms.
+    assert rows["<string>.waits"][2] >= 50_000_000, rows
 
 
 def test_the_hosts_greenlet_tracer_still_sees_switches_and_is_put_back() -> None:
@@ -113,7 +119,7 @@ def test_the_other_greenlets_keep_their_speed_during_a_profile() -> None:
     # the same process, interleaved, best of 3 each.  Hooked, it took several times as
     # long; unhooked, about the same: the bound is generous for 2 loaded cores.
     got = run("""
-        import callwatch.profiling as P
+        import gevent.event
         profiler = _request.profiler
 
         def timed(profiled):
@@ -131,7 +137,6 @@ def test_the_other_greenlets_keep_their_speed_during_a_profile() -> None:
             done.set(); r.join()
             return took
 
-        import gevent.event
         bare, profiled = [], []
         for _ in range(3):
             bare.append(timed(False)); profiled.append(timed(True))
