@@ -144,3 +144,36 @@ def test_the_other_greenlets_keep_their_speed_during_a_profile() -> None:
     """)
     assert got["profiled"] < 2.0 * got["bare"], got
     assert got["other"] == 0, got
+
+
+def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
+    # A profiled request waits while the others burn CPU on the same thread: that CPU is
+    # theirs, not the profile's (the charge used to hold it all, times 1 + AFTER_SHARE).
+    got = run("""
+        import gevent.event
+        profiler = _request.profiler
+        charged = []
+        charge = profiler.policy.charge
+        def spying_charge(ns):
+            charged.append(ns)
+            charge(ns)
+        profiler.policy.charge = spying_charge
+
+        done = gevent.event.Event()
+        def request():
+            token = profiler.begin("waits")
+            done.wait()
+            profiler.end(token, "waits", 0, _state.new_state())
+        r = gevent.spawn(request)
+        gevent.sleep(0)
+        t = time.thread_time_ns()
+        gevent.joinall(others(20, 300))
+        others_cpu = time.thread_time_ns() - t
+        done.set(); r.join()
+        print(json.dumps({"charged": charged, "others_cpu": others_cpu}))
+    """)
+    charged, others_cpu = got["charged"], got["others_cpu"]
+    assert isinstance(charged, list) and isinstance(others_cpu, int)
+    assert len(charged) == 1, got
+    assert others_cpu > 10_000_000, got  # the scenario did make the others work
+    assert charged[0] < others_cpu / 4, got

@@ -134,7 +134,7 @@ class Profiler:
             try:
                 self._finish(token, name, elapsed_ns, state)
             finally:
-                self.policy.charge(cost_ns(began))
+                self.policy.charge(cost_ns(began, self.reader.away_ns()))
 
     def _finish(self, token: Token, name: str, elapsed_ns: int, state: State) -> None:
         tag, ctx_token, kind, hint = token
@@ -207,7 +207,7 @@ class Profiler:
         self.profile_now(handler, seconds)
 
 
-def cost_ns(began: tuple[int, int, int]) -> int:
+def cost_ns(began: tuple[int, int, int], away_ns: int = 0) -> int:
     """What one profiled request cost, for the budget: the CPU time of its thread from
     ``begin`` to the end of ``end`` (yappi's start, every call it timed, the reading, the
     rows and the dump), times ``1 + AFTER_SHARE`` for what the requests after it pay.
@@ -217,11 +217,13 @@ def cost_ns(began: tuple[int, int, int]) -> int:
     time over; for a handler that mostly waits, little).  CPU time, not wall time: time
     spent waiting for I/O or for the GIL held by other threads costs the server nothing.
     A request that ended on another thread than it began is charged its wall time.
+    ``away_ns``: the thread's CPU time meanwhile spent on other greenlets (under gevent,
+    where waiting for I/O means running the others), left out.
     """
     thread, cpu0, wall0 = began
     spent = time.perf_counter_ns() - wall0
     if threading.get_ident() == thread:
-        cpu = time.thread_time_ns() - cpu0
+        cpu = time.thread_time_ns() - cpu0 - away_ns
         if 0 <= cpu <= spent:
             spent = cpu
     return int(spent * (1.0 + AFTER_SHARE))

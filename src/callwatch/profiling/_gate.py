@@ -13,11 +13,15 @@ while a profile is on.  yappi keeps its stats and call stacks across a stop and 
 greenlet calls its tracer with tracing off (its ``TracingGuard``), so none of the gate's
 frames are recorded, and the request's call stack stays the one yappi saw without the
 gate: the time the request spends switched out stays in the function that switched out.
+
+The gate also counts the thread's CPU time spent while the request is switched out
+(``away_ns``): the other greenlets' work, which is not the profile's cost.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any, Callable
 
 
@@ -45,11 +49,16 @@ class GreenletGate:
         self._working = False
         self._previous: Any = None  # the tracer the host had (gevent's monitor, say)
         self._tracer = self._switch  # one bound method: what settrace hands back is it
+        self._clock = time.thread_time_ns
+        self._left_at = 0
+        #: the thread's CPU time while the profiled greenlet was switched out, this profile
+        self.away_ns = 0
 
     def open(self) -> None:
         """From the profiled greenlet, right after yappi started."""
         self._profiled = self._getcurrent()
         self._working = True
+        self.away_ns = 0
         self._previous = self._settrace(self._tracer)
 
     def close(self) -> None:
@@ -72,13 +81,16 @@ class GreenletGate:
         origin, target = args
         if origin is self._profiled:
             self._yappi_stop()
+            self._left_at = self._clock()
         try:
             previous = self._previous
             if previous is not None:
                 previous(event, args)
         finally:
-            if target is self._profiled and self._working:
-                self._resume()
+            if target is self._profiled:
+                self.away_ns += self._clock() - self._left_at
+                if self._working:
+                    self._resume()
 
     def _resume(self) -> None:
         try:

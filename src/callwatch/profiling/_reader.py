@@ -131,6 +131,10 @@ class ProfileReader:
         if self._gate is not None:
             self._gate.open()
 
+    def away_ns(self) -> int:
+        """The thread's CPU time spent on other greenlets during this profile (``_gate``)."""
+        return 0 if self._gate is None else self._gate.away_ns
+
     def after_fork_in_child(self) -> None:
         # A request profiled on another thread of the parent has no thread here to end it.
         if self.yappi.is_running() and tag_var.get() == 0:
