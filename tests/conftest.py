@@ -112,6 +112,20 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[Any], log: Path, timeout: float = 30.0) -> None:
+    """Until a server answers on loopback ``port``; fails with its log if ``proc`` exits or
+    ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server on port {port} did not start: {log.read_text()}")
+            time.sleep(0.1)
+
+
 @dataclass
 class Graphite:
     base: Path
@@ -142,6 +156,23 @@ class Graphite:
             if done(pts) or time.monotonic() > deadline:
                 return pts
             time.sleep(0.2)
+
+    def totals(self, prefix: str, start: int, expected: dict[str, int]) -> dict[str, int]:
+        """Sum over all worker slots and all seconds of each metric path below the origin,
+        polled until it equals ``expected`` or 20 s pass."""
+        def read() -> dict[str, int]:
+            out = {}
+            for metric in expected:
+                pts = self.points(f"sumSeries({prefix}.*.handler.{metric})", start - 5, int(time.time()) + 5)
+                out[metric] = int(round(sum(pts.values())))
+            return out
+
+        deadline = time.monotonic() + 20
+        got = read()
+        while got != expected and time.monotonic() < deadline:
+            time.sleep(0.3)
+            got = read()
+        return got
 
     def series(self, target: str, start: int, end: int) -> dict[str, dict[int, float]]:
         return {s["target"]: {ts: v for v, ts in s["datapoints"] if v is not None}

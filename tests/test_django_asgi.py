@@ -21,7 +21,7 @@ import pytest
 
 from apps import config as app_config
 from conftest import Graphite, free_ports
-from test_servers import drive, server, totals
+from test_servers import drive, server
 
 # (path, times requested), interleaved and sent by 16 client threads at once
 MIX = [("/aitems/3/", 60), ("/a/gather/5/", 60), ("/a/thread/4/", 40), ("/a/stream/3/", 40),
@@ -57,7 +57,7 @@ def test_uvicorn_django_async_views_exact_totals(graphite: Graphite, tmp_path: P
     with server(cmd, port, cfg, tmp_path, exit_codes=(0, -signal.SIGTERM),
                 env={"DJANGO_SETTINGS_MODULE": "apps.djsite.asgi_settings"}):
         drive(port, paths, concurrency=16)
-    assert totals(graphite, prefix, start, EXPECTED) == EXPECTED
+    assert graphite.totals(prefix, start, EXPECTED) == EXPECTED
     slots = graphite.render(f"{prefix}.*.callwatch.points_sent", start - 5, int(time.time()) + 5)
     assert len(slots) == (2 if workers else 1), [s["target"] for s in slots]  # a slot per process serving
 

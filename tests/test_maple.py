@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,8 +32,7 @@ from apps import config as app_config
 from apps import maple_game as game
 from apps.maple_gateway import Gateway
 from callwatch.integrations.maple import instrument
-from conftest import Graphite, free_ports
-from test_servers import totals
+from conftest import Graphite, free_ports, wait_for_port
 
 TESTS = Path(__file__).resolve().parent
 # Long enough that a worker stopped mid-interval is replaced within the same interval.
@@ -137,7 +135,7 @@ def test_workshop_3_workers_restart_and_clean_stop_exact(graphite: Graphite, tmp
     answered = sorted(cmd for _, cmd, _, _ in first + second)
     assert answered == sorted(MIX * 2)
     assert sum(1 for _, _, ret, _ in first + second if ret == constants.RET_INTERNAL) == 10
-    assert totals(graphite, prefix, start, MAPLE_EXPECTED) == MAPLE_EXPECTED
+    assert graphite.totals(prefix, start, MAPLE_EXPECTED) == MAPLE_EXPECTED
     end = int(time.time()) + 5
     serving = {s["target"].split(".")[1] for s in graphite.render(f"{prefix}.*.handler.*.requests", start - 5, end)}
     sending = {s["target"].split(".")[1] for s in graphite.render(f"{prefix}.*.callwatch.points_sent", start - 5, end)}
@@ -173,21 +171,14 @@ def test_haven_ghaven_20_gevent_clients_exact(graphite: Graphite, tmp_path: Path
     log = tmp_path / "haven.log"
     start = int(time.time())
     with process(["-m", "apps.maple_haven", "serve", str(port)], cfg, log) as server:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        wait_for_port(port, server, log)
         clients = subprocess.run([sys.executable, "-m", "apps.maple_haven", "clients", str(port),
                                   str(HAVEN_CLIENTS), str(HAVEN_ROUNDS)], cwd=TESTS, capture_output=True,
                                  text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(TESTS)))
         assert clients.returncode == 0, clients.stderr
         stop(server, log)
     assert json.loads(clients.stdout) == {"1": 240, "2": 120, "10": 120, "20": 120}
-    assert totals(graphite, prefix, start, HAVEN_EXPECTED) == HAVEN_EXPECTED
+    assert graphite.totals(prefix, start, HAVEN_EXPECTED) == HAVEN_EXPECTED
 
 
 # --------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 
 from apps import config as app_config
-from conftest import Graphite, free_ports
+from conftest import Graphite, free_ports, wait_for_port
 
 pytestmark = pytest.mark.graphite
 
@@ -40,15 +40,7 @@ def server(cmd: list[str], port: int, config: Path, tmp_path: Path,
     log = open(tmp_path / "server.log", "wb")
     p = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if p.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start: {(tmp_path / 'server.log').read_text()}")
-                time.sleep(0.1)
+        wait_for_port(port, p, tmp_path / "server.log")
         yield p
     finally:
         p.send_signal(signal.SIGTERM)
@@ -74,23 +66,6 @@ def drive(port: int, paths: list[str], concurrency: int) -> None:
     with ThreadPoolExecutor(concurrency) as pool:
         statuses = list(pool.map(lambda p: get(port, p), paths))
     assert set(statuses) <= {200, 500}, statuses
-
-
-def totals(graphite: Graphite, prefix: str, start: int, expected: dict[str, int]) -> dict[str, int]:
-    """Sum over all worker slots and all seconds of each metric path below the origin."""
-    def read() -> dict[str, int]:
-        out = {}
-        for metric in expected:
-            pts = graphite.points(f"sumSeries({prefix}.*.handler.{metric})", start - 5, int(time.time()) + 5)
-            out[metric] = int(round(sum(pts.values())))
-        return out
-
-    deadline = time.monotonic() + 20
-    got = read()
-    while got != expected and time.monotonic() < deadline:
-        time.sleep(0.3)
-        got = read()
-    return got
 
 
 MIX = ["/items/3"] * 200 + ["/prices/2"] * 100 + ["/items/1"] * 100 + ["/boom"] * 10
@@ -130,7 +105,7 @@ def test_gunicorn_flask_exact_totals(graphite: Graphite, tmp_path: Path, args: l
     start = int(time.time())
     with server(gunicorn(port, "apps.flask_app:app", *args), port, cfg, tmp_path):
         drive(port, MIX, concurrency=16)
-    assert totals(graphite, prefix, start, EXPECTED) == EXPECTED
+    assert graphite.totals(prefix, start, EXPECTED) == EXPECTED
     if "--max-requests" in args:  # workers were replaced, yet the slots stay few
         slots = graphite.render(f"{prefix}.*.callwatch.points_sent", start - 5, int(time.time()) + 5)
         assert 1 < len(slots) <= 5, [s["target"] for s in slots]
@@ -144,7 +119,7 @@ def test_gunicorn_django_exact_totals(graphite: Graphite, tmp_path: Path) -> Non
         drive(port, ["/items/3/"] * 120 + ["/boom/"] * 5, concurrency=8)
     expected = {"item_list.requests": 120, "item_list.watch.get_item.calls": 360,
                 "item_list.watch.cache_get.calls": 120, "boom.errors": 5}
-    assert totals(graphite, prefix, start, expected) == expected
+    assert graphite.totals(prefix, start, expected) == expected
 
 
 def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
@@ -177,7 +152,7 @@ def test_uvicorn_200_in_flight_exact_totals(graphite: Graphite, tmp_path: Path) 
     expected = {"GET_items_n.requests": 240, "GET_items_n.watch.aget_item.calls": 600,
                 "GET_items_n.watch.cache_get.calls": 240, "GET_prices_n.requests": 60,
                 "GET_prices_n.watch.get_item.calls": 180}
-    assert totals(graphite, prefix, start, expected) == expected
+    assert graphite.totals(prefix, start, expected) == expected
     assert 200 <= in_flight_max <= 300
 
 
@@ -201,4 +176,4 @@ def test_gevent_game_server_command_router_exact_totals(graphite: Graphite, tmp_
     expected = {"login.requests": 250, "login.watch.get_item.calls": 250, "login.watch.cache_get.calls": 250,
                 "join_table.requests": 250, "join_table.watch.get_price.calls": 125 * 2 + 125 * 7,
                 "join_table.by.players.7.watch.get_price.calls": 125 * 7}
-    assert totals(graphite, prefix, start, expected) == expected
+    assert graphite.totals(prefix, start, expected) == expected
