@@ -80,6 +80,13 @@ def assert_time(got: dict[str, float], fn: str, outer_ns: int, min_ms_per_reques
     assert got[f"{fn}.ms_per_request.max"] <= got["response_ms.max"]
 
 
+def assert_execute_times(got: dict[str, float], iv: Any) -> None:
+    """``assert_time`` for execute (which slept on the server), executemany and their group."""
+    assert_time(got, "watch.db_execute", iv.outer_ns["execute"], SLEEP_S * 1000)
+    assert_time(got, "watch.db_executemany", iv.outer_ns["executemany"], 0.0)
+    assert_time(got, "group.db", iv.outer_ns["execute"] + iv.outer_ns["executemany"], SLEEP_S * 1000)
+
+
 # -- psycopg 3 on PostgreSQL --------------------------------------------------------------
 
 
@@ -120,9 +127,7 @@ def test_psycopg_sync_cursor_connection_and_server_cursor(pg_dsn: str, pg_tables
     got = iv.lines("pg_report")
     assert got["requests"] == N
     assert_calls(got, {"watch.db_execute": 4, "watch.db_executemany": 1, "group.db": 5})
-    assert_time(got, "watch.db_execute", iv.outer_ns["execute"], SLEEP_S * 1000)
-    assert_time(got, "watch.db_executemany", iv.outer_ns["executemany"], 0.0)
-    assert_time(got, "group.db", iv.outer_ns["execute"] + iv.outer_ns["executemany"], SLEEP_S * 1000)
+    assert_execute_times(got, iv)
     with psycopg.connect(pg_dsn) as c:  # the statements really ran
         assert c.execute("SELECT n FROM items WHERE id = 1").fetchone() == (N,)
         assert c.execute("SELECT count(*), sum(x) FROM log").fetchone() == (3 * N, 6 * N)
@@ -202,9 +207,7 @@ def test_pymysql_cursor_dict_cursor_and_both_executemany_paths(maria_conn: Any) 
     got = iv.lines("maria_report")
     assert got["requests"] == N
     assert_calls(got, {"watch.db_execute": 3, "watch.db_executemany": 2, "group.db": 5})
-    assert_time(got, "watch.db_execute", iv.outer_ns["execute"], SLEEP_S * 1000)
-    assert_time(got, "watch.db_executemany", iv.outer_ns["executemany"], 0.0)
-    assert_time(got, "group.db", iv.outer_ns["execute"] + iv.outer_ns["executemany"], SLEEP_S * 1000)
+    assert_execute_times(got, iv)
     with maria_conn.cursor() as c:  # the statements really ran
         c.execute("SELECT n FROM items WHERE id = 2")
         assert c.fetchone() == (N,)

@@ -16,7 +16,7 @@ import textwrap
 PRELUDE = textwrap.dedent("""
     from gevent import monkey; monkey.patch_all()
     import json, time
-    import gevent, greenlet
+    import gevent, gevent.event, greenlet
     import callwatch
     from callwatch import _core, _request, _state
 
@@ -34,6 +34,18 @@ PRELUDE = textwrap.dedent("""
                     other_work(i)
                 gevent.sleep(0)
         return [gevent.spawn(run) for _ in range(count)]
+
+    def waiting_request(profiled=True):
+        # A request that waits (profiled all along, or not) until the returned event is set.
+        done = gevent.event.Event()
+        def request():
+            token = _request.profiler.begin("waits") if profiled else None
+            done.wait()
+            if token is not None:
+                _request.profiler.end(token, "waits", 0, _state.new_state())
+        r = gevent.spawn(request)
+        gevent.sleep(0)
+        return done, r
 
     callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}},
                         start_thread=False, strict=True)
@@ -119,18 +131,8 @@ def test_the_other_greenlets_keep_their_speed_during_a_profile() -> None:
     # the same process, interleaved, best of 3 each.  Hooked, it took several times as
     # long; unhooked, about the same: the bound is generous for 2 loaded cores.
     got = run("""
-        import gevent.event
-        profiler = _request.profiler
-
         def timed(profiled):
-            done = gevent.event.Event()
-            def request():
-                token = profiler.begin("waits") if profiled else None
-                done.wait()
-                if token is not None:
-                    profiler.end(token, "waits", 0, _state.new_state())
-            r = gevent.spawn(request)
-            gevent.sleep(0)
+            done, r = waiting_request(profiled)
             t = time.perf_counter()
             gevent.joinall(others(20, 200))
             took = time.perf_counter() - t
@@ -150,7 +152,6 @@ def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
     # A profiled request waits while the others burn CPU on the same thread: that CPU is
     # theirs, not the profile's (the charge used to hold it all, times 1 + AFTER_SHARE).
     got = run("""
-        import gevent.event
         profiler = _request.profiler
         charged = []
         charge = profiler.policy.charge
@@ -159,13 +160,7 @@ def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
             charge(ns)
         profiler.policy.charge = spying_charge
 
-        done = gevent.event.Event()
-        def request():
-            token = profiler.begin("waits")
-            done.wait()
-            profiler.end(token, "waits", 0, _state.new_state())
-        r = gevent.spawn(request)
-        gevent.sleep(0)
+        done, r = waiting_request()
         t = time.thread_time_ns()
         gevent.joinall(others(20, 300))
         others_cpu = time.thread_time_ns() - t
