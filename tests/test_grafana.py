@@ -135,7 +135,7 @@ def test_every_panel_and_alert_query_returns_data(graphite: Graphite, tmp_path: 
     cfg = {"graphite": {"host": "127.0.0.1", "port": graphite.line_port, "prefix": prefix, "interval": 10},
            "naming": {"host": "h1"},
            "watch": [{"target": "cwsample.storage:Storage.get_*", "group": "db"}],
-           "profile": {"rate": 1.0, "min_interval": 0}}
+           "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}
     config = tmp_path / "cw.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "grafana"

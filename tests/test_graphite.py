@@ -225,7 +225,7 @@ def test_profile_metrics_in_graphite(graphite: Graphite) -> None:
     config = cfg(graphite, prefix)
     # top 1 is the handler function itself (the largest cumulative time); the C method
     # that no wrapper can reach is reported because a `mode: sampled` entry names it
-    config["profile"] = {"rate": 1.0, "min_interval": 0, "top": 1}
+    config["profile"] = {"rate": 1.0, "min_interval": 0, "budget": 1.0, "top": 1}
     config["watch"] = [{"target": "sqlite3.Connection.execute", "mode": "sampled"}]
     with clock:
         callwatch.configure(config, clock=clock, start_thread=False, strict=True)

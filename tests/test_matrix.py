@@ -466,7 +466,7 @@ def profiled(m: dict[str, float], handler: str) -> float:
 
 
 def test_profiling_at_rate_1_profiles_every_request(h: Harness, ep: EntryPoint) -> None:
-    h.configure(profile={"rate": 1.0, "min_interval": 0})
+    h.configure(profile={"rate": 1.0, "min_interval": 0, "budget": 1.0})
     for _ in range(3):
         ep.run("work", 1)
     m = h.interval()

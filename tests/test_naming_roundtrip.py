@@ -73,7 +73,7 @@ def send_one_interval(graphite: Graphite, tmp_path: Path, prefix: str, tags: boo
            "naming": {"host": "h1"},
            "watch": [{"target": "cwsample.storage:Storage.get_player", "group": "db"},
                      {"target": "cwsample.storage:Storage.get_table", "group": "db"}],
-           "profile": {"rate": 1.0, "min_interval": 0}}
+           "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}
     config = tmp_path / "cw.yaml"
     config.write_text(yaml.safe_dump(cfg))
     t0 = (int(time.time()) - 300) // 10 * 10

@@ -38,7 +38,7 @@ def b_only(n: int) -> int:
 
 
 def test_asyncio_interleaved_handlers_get_clean_profiles() -> None:
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
 
     @callwatch.handler("ha")
     async def ha() -> None:
@@ -72,7 +72,7 @@ def test_threads_get_clean_profiles(capfd: pytest.CaptureFixture[str]) -> None:
     """cProfile on 3.12+ would record every thread; the tags keep requests apart, and the
     counts stay exact (yappi on 3.12+ filed the other thread's calls on the request's call
     stack: "Internal Error. [15]", and calls went missing)."""
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     stop = threading.Event()
 
     def other_thread() -> None:  # busy outside any profiled request, all along
@@ -154,7 +154,7 @@ GEVENT_SCRIPT = textwrap.dedent("""
         for _ in range(4):
             b_only(100); time.sleep(0.001)
 
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     for i in range(6):
         gevent.joinall([gevent.spawn(f) for f in ((ga, gb, gb, ga) if i % 2 else (gb, ga, ga, gb))])
     s = _core.collector.swap(0)
@@ -182,7 +182,7 @@ def test_profile_metrics_top_functions() -> None:
             a_only(10)
 
     callwatch.configure({"graphite": {"host": "x", "prefix": "cw", "interval": 10}, "naming": {"host": "h"},
-                         "profile": {"rate": 1.0, "min_interval": 0, "top": 3}},
+                         "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0, "top": 3}},
                         sender=sender, clock=clock, start_thread=False, strict=True)
     for _ in range(4):
         deal(7)
@@ -205,7 +205,7 @@ def test_dumps_for_calls_over_budget(tmp_path: Path) -> None:
         for _ in range(players):
             get_db_user()
 
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path),
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0, "dump_dir": str(tmp_path),
                                      "call_budget": {"get_db_user": 5}, "keep_per_handler": 2}},
                         start_thread=False, strict=True)
     table(2)  # within budget: no dump
@@ -463,7 +463,7 @@ def test_dumps_hold_the_profiled_code_only(tmp_path: Path) -> None:
         for _ in range(3):
             leaf()
 
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path)}},
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0, "dump_dir": str(tmp_path)}},
                         start_thread=False, strict=True)
     table()
     callwatch.shutdown()
@@ -485,7 +485,7 @@ def test_dump_counts_read_as_pstats_reads_them(tmp_path: Path) -> None:
     def deep() -> None:
         rec(3)
 
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "dump_dir": str(tmp_path)}},
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0, "dump_dir": str(tmp_path)}},
                         start_thread=False, strict=True)
     deep()
     callwatch.shutdown()
@@ -501,7 +501,7 @@ def test_a_builtin_counts_the_calls_of_the_profiled_code_only() -> None:
         time.perf_counter_ns()
         time.perf_counter_ns()
 
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     for _ in range(3):
         clocked()
     ps = _core.collector.swap(0).profiles["clocked"]
@@ -563,7 +563,7 @@ FORK_INSIDE_SCRIPT = textwrap.dedent("""
     @callwatch.handler("after")
     def after():
         leaf()
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     pid = forks()  # the child ends the request that was being profiled when it forked
     if pid == 0:
         after()    # and goes on profiling

@@ -85,7 +85,7 @@ def test_a_profiled_handler_reports_the_p99_of_unprofiled_requests(cpu_clock: No
 
 def test_profiled_requests_are_flagged_by_the_decorator_and_by_blocks() -> None:
     """Read before the swap settles them: the table holds the profiled requests apart."""
-    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     try:
         callwatch.handler("h")(cpu_bound)()
         with callwatch.request("r"):

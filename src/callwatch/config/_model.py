@@ -189,13 +189,16 @@ class HandlersConfig:
 class ProfileConfig:
     """``profile:``: sampled full profiles of requests (absent: off, at no cost)."""
 
-    rate: float = key(0.01, "fraction of requests fully profiled (one at a time per process).", "fraction",
+    rate: float = key(0.01, "at most this fraction of requests fully profiled (one at a time per process); "
+                      "the budget usually allows fewer.", "fraction",
                       fix="write e.g. 'rate: 0.01' (1 %)")
     min_interval: float = key(60.0, "seconds: a handler not profiled for this long gets its next request "
                               "profiled, so rare handlers show up too (0: off).", "seconds",
                               fix="write e.g. 'min_interval: 60' (0 turns it off)")
-    budget: float = key(0.02, "at most this fraction of the process's CPU time spent on profiling; "
-                        "callwatch lowers the rate and refuses picks past it.", "fraction", fix="write e.g. 'budget: 0.01' (1 %)")
+    budget: float = key(0.005, "at most this fraction of the process's CPU time spent on profiling; "
+                        "callwatch lowers the rate and refuses picks past it. The default leaves room for "
+                        "the rest of callwatch within a 1-percent total (benchmarks/macro.py) and keeps "
+                        "profiled requests out of the p99 (benchmarks/latency.py).", "fraction", fix="write e.g. 'budget: 0.01' (1 %)")
     top: int = key(10, "functions per handler pushed as metrics (handler.<h>.profile.<function>...).", "int",
                    lo=1, hi=1000, fix="give a count, e.g. top: 10")
     dump_dir: str | None = key(None, "where pstats dumps of profiled requests go "
