@@ -1,6 +1,9 @@
 """What each of callwatch's features costs, added one at a time, in one run (issue 13).
 
     python benchmarks/features.py [--rounds 9] [--seconds 2] [--players 7]
+    CALLWATCH_PURE_PYTHON=1 python benchmarks/features.py   # the pure-Python watched wrapper
+
+benchmarks/ must be on sys.path (it is when the script is run as above).
 
 The handler is benchmarks/macro.py's (with 7 players: 8 redis round trips over loopback
 and 8 sqlite queries per request), its redis-server and its interleaved measurement
@@ -9,7 +12,8 @@ machine's drift hits every row alike).  Each row adds one feature to the row abo
 
   bare             no instrumentation
   @handler         the handler wrapper only
-  + watched        the four data functions watched with ``@callwatch.watch`` (16 calls
+  + 4 watched functions
+                   the four data functions watched with ``@callwatch.watch`` (16 calls
                    per request), no group
   + groups         the same functions in the groups redis and db
   + dimension      a dimension ``players`` computed by a function of ours, configured in
@@ -20,10 +24,13 @@ machine's drift hits every row alike).  Each row adds one feature to the row abo
                    on and off cannot be rows of one run; this row's step is the noise
                    between two identical rows, and the line under the table gives the
                    flush thread's CPU time spent judging spikes, which every row shares
-  + profiling      sampled profiling at its defaults (``profile: {}``), the only row with
+  + profiling (defaults)
+                   sampled profiling at its defaults (``profile: {}``), the only row with
                    the profiler on; the profiler's budget clock runs in its turns only
                    (``macro.BUDGET_CLOCK``)
-  mode: count      (Python 3.12+) ``+ spikes`` with the four functions watched by
+  + spikes, mode: count
+                   (Python 3.12+; on 3.11 ``mode: count`` falls back to the
+                   wrapper, so no row) ``+ spikes`` with the four functions watched by
                    ``mode: count`` (sys.monitoring, calls only) instead of the wrapper; its
                    step is against ``+ spikes``
 
@@ -34,8 +41,12 @@ installed by the rows that have them).  ``mode: count`` hooks a function's code 
 which every row calling the function would then run through, so that row calls copies of
 macro.py's four functions with code objects of their own (``count_get_session`` ...,
 watched as ``features:count_get_session``).  Not separable: the batched hand-over of
-finished requests to the aggregates (every 256 requests of any handler) is paid by the
-request that fills the batch, whichever callwatch row it is.
+finished requests to the aggregates (once per ``aggregate.FOLD_BATCH`` requests of any
+handler) is paid by the request that fills the batch, whichever callwatch row it is.
+
+The last column shows what callwatch recorded for each row's handler over the run (watched
+and group calls per request, dimension values, profiled requests): each row has its
+features on and no other.
 """
 
 from __future__ import annotations
@@ -276,6 +287,7 @@ def report(args: argparse.Namespace, rows: list[Row], out: Outcome) -> None:
           f"CPU in {spikes.calls} flushes ({1e6 * spikes.cpu / max(spikes.calls, 1):.0f} µs per flush), "
           f"{100 * spikes.cpu / out.seconds:.3f} % of the {out.seconds:.0f} s measured, "
           f"{1e6 * spikes.cpu / sum(out.recorded.requests.values()):.2f} µs per request of callwatch's rows")
+    print("+ spikes runs the very requests of + dimension: its step is this run's noise between two identical rows")
     if not _monitor.AVAILABLE:
         print("mode: count: no row on this Python (sys.monitoring needs 3.12+; here it falls back to the wrapper)")
 
