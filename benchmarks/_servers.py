@@ -266,12 +266,13 @@ def mix(i: int) -> int:
     return TABLE_VIEW if i % 2 == 0 else LOGIN
 
 
-def closed_loop(port: int, clients: int, seconds: float) -> tuple[int, float]:
-    """``clients`` connections each sending its next request as soon as the last is
-    answered, for ``seconds``; -> (answers, elapsed seconds)."""
+def closed_loop(port: int, clients: int | list[Conn], seconds: float) -> tuple[int, float]:
+    """``clients`` connections (a count: opened here and closed after; or open ones, left
+    open) each sending its next request as soon as the last is answered, for ``seconds``;
+    -> (answers, elapsed seconds)."""
     import gevent
 
-    conns = [Conn(port) for _ in range(clients)]
+    conns = clients if isinstance(clients, list) else [Conn(port) for _ in range(clients)]
     done = [0]
     end = time.perf_counter() + seconds
 
@@ -285,8 +286,9 @@ def closed_loop(port: int, clients: int, seconds: float) -> tuple[int, float]:
     jobs = [gevent.spawn(run, c) for c in conns]
     gevent.joinall(jobs, timeout=seconds + 30, raise_error=True)
     elapsed = time.perf_counter() - t
-    for c in conns:
-        c.close()
+    if not isinstance(clients, list):
+        for c in conns:
+            c.close()
     return done[0], elapsed
 
 

@@ -13,8 +13,9 @@ servers run side by side, identical except for callwatch:
                     the four data functions watched in groups redis and db
   callwatch-noprof  the same without profiling: what profiling costs is the difference
 
-Each round drives each server once (the order rotating), closed loop: ``--clients``
-connections, each sending its next command when the last is answered.  A row's cost is
+Each round drives each server for ``--seconds``, in turns of ``--turn`` seconds taken in
+an order shuffled per turn, closed loop: ``--clients`` connections per server (kept open),
+each sending its next command when the last is answered.  A row's cost is
 the median over rounds of (1 - its rate / bare's rate in the same round).  The
 servers are pinned to one CPU, redis, MariaDB and this client to the other; "server CPU"
 says how busy a server's CPU was (near 100 %: the server, not the client or the data
@@ -26,11 +27,11 @@ Target: callwatch at defaults costs at most 1 % of throughput.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
-import time
 from statistics import median
 
-from _servers import Servers, closed_loop, cpu_seconds, header, rounds_order
+from _servers import Conn, Servers, closed_loop, cpu_seconds, header
 
 
 MODES = ("bare", "callwatch", "callwatch-noprof")
@@ -39,22 +40,41 @@ Rounds = dict[str, dict[str, list[float]]]  # mode -> {"rate", "cpu", "us", "oth
 
 def measure(servers: Servers, args: argparse.Namespace) -> Rounds:
     """Per mode and round: requests/s, the server's CPU use, its CPU µs per request, and
-    the CPU use of everything on the other CPU (redis, MariaDB, this client)."""
+    the CPU use of everything on the other CPU (redis, MariaDB, this client).
+
+    In a round the servers take turns of ``--turn`` seconds, in an order shuffled per
+    turn, until each had ``--seconds``; a mode's figures are over all its turns of the
+    round.  Short turns: the machine's drift (tens of % from second to second on a shared
+    VM) then hits every server alike.
+    """
     out: Rounds = {m: {"rate": [], "cpu": [], "us": [], "other": []} for m in MODES}
+    conns = {m: [Conn(servers.ports[m]) for _ in range(args.clients)] for m in MODES}
     for mode in MODES:  # warm up: connections, caches, callwatch's first profiles
-        closed_loop(servers.ports[mode], args.clients, min(1.0, args.seconds))
-    for r in range(args.rounds):
-        for mode in rounds_order(MODES, r):
-            pid = servers.pids[mode]
-            cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
-            n, elapsed = closed_loop(servers.ports[mode], args.clients, args.seconds)
-            cpu = cpu_seconds(pid) - cpu
+        closed_loop(servers.ports[mode], conns[mode], min(1.0, args.seconds))
+    rng = random.Random(1)
+    order = list(MODES)
+    for _ in range(args.rounds):
+        tot = {m: [0, 0.0, 0.0, 0.0] for m in MODES}  # answers, seconds, server CPU, other CPU
+        for _ in range(max(1, round(args.seconds / args.turn))):
+            rng.shuffle(order)
+            for mode in order:
+                pid = servers.pids[mode]
+                cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
+                n, elapsed = closed_loop(servers.ports[mode], conns[mode], args.turn)
+                t = tot[mode]
+                t[0] += n
+                t[1] += elapsed
+                t[2] += cpu_seconds(pid) - cpu
+                t[3] += sum(map(cpu_seconds, servers.others)) - other
+        for mode, (n, elapsed, cpu, other) in tot.items():
             row = out[mode]
             row["rate"].append(n / elapsed)
             row["cpu"].append(100 * cpu / elapsed)
             row["us"].append(1e6 * cpu / n)
-            row["other"].append(100 * (sum(map(cpu_seconds, servers.others)) - other) / elapsed)
-            time.sleep(0.2)  # let the last server's flush and profiler settle
+            row["other"].append(100 * other / elapsed)
+    for cs in conns.values():
+        for c in cs:
+            c.close()
     return out
 
 
@@ -64,7 +84,7 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
     cpu_cost = {m: [100 * (c / b - 1) for c, b in zip(out[m]["us"], bare["us"])] for m in MODES}
     print(header(f"gevent command server (haven GHaven), database {args.db}; {args.clients} clients, closed "
                  f"loop; table view (8 redis round trips + 8 queries) and login (1 + 1) in turn; {args.rounds} "
-                 f"rounds x {args.seconds:g} s per server; {servers.pinned}"))
+                 f"rounds x {args.seconds:g} s per server in turns of {args.turn:g} s; {servers.pinned}"))
     print("Medians over rounds; costs: of per-round ratios to bare. server CPU: its CPU's busy share; "
           "other CPU: redis, database and client (near 100 %: they, not the server, limit the rate).")
     print("| server | requests/s | cost vs bare | server CPU | server CPU µs/request | CPU µs cost vs bare "
@@ -89,13 +109,14 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="per server per round")
+    ap.add_argument("--turn", type=float, default=0.25, help="seconds per turn of a server")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--clients", type=int, default=32, help="connections, each one request at a time")
     ap.add_argument("--db", choices=["mysql", "sqlite"], default="mysql",
                     help="MariaDB on loopback through PyMySQL, or sqlite in the server")
     args = ap.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0 or args.clients < 1:
-        ap.error("--rounds, --seconds and --clients must be positive")
+    if args.rounds < 1 or args.seconds <= 0 or args.turn <= 0 or args.clients < 1:
+        ap.error("--rounds, --seconds, --turn and --clients must be positive")
     with Servers(args.db, MODES) as servers:
         out = measure(servers, args)
     report(out, servers, args)
