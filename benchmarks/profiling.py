@@ -231,6 +231,56 @@ def budget_table(fns: dict[str, Callable[[], Any]], pairs: int, seconds: float) 
     return ok
 
 
+def switch_cost(rounds: int = 5, n: int = 100_000) -> None:
+    """What a greenlet switch costs with the gate's tracer on (between two greenlets it
+    does not profile), against none: ``_gate.SWITCH_NS`` must be above the difference
+    (greenlet ping-pong, thread CPU time, best of ``rounds``)."""
+    import greenlet
+
+    from callwatch.profiling._gate import SWITCH_NS, GreenletGate
+
+    clock = time.thread_time_ns
+    gate = GreenletGate(_NoYappi, None)
+    gate._profiled = object()  # a profile is on, of a greenlet that is not switching here
+
+    def pingpong() -> float:
+        def ping() -> None:
+            for _ in range(n):
+                b.switch()
+
+        def pong() -> None:
+            while True:
+                a.switch()
+        a, b = greenlet.greenlet(ping), greenlet.greenlet(pong)
+        t = clock()
+        a.switch()
+        return (clock() - t) / (2 * n)
+
+    bare, traced = [], []
+    for _ in range(rounds):
+        bare.append(pingpong())
+        greenlet.settrace(gate._switch)
+        try:
+            traced.append(pingpong())
+        finally:
+            greenlet.settrace(None)
+    extra = min(traced) - min(bare)
+    print(f"greenlet switch: {min(bare):.0f} ns bare, {min(traced):.0f} ns with the gate's tracer: +{extra:.0f} ns "
+          f"(SWITCH_NS {SWITCH_NS}: {'above' if SWITCH_NS >= extra else 'BELOW'})")
+
+
+class _NoYappi:
+    """What the gate calls of yappi, doing nothing (``switch_cost`` traces no profiled greenlet)."""
+
+    @staticmethod
+    def start(builtins: int, threads: int) -> None:
+        pass
+
+    @staticmethod
+    def stop() -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -238,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=150, help="pairs of sequences measuring a profiled request")
     ap.add_argument("--seconds", type=float, default=3.0, help="per (rate, budget) row, after the warm-up")
     ap.add_argument("--budget-only", action="store_true", help="only the measured vs configured table")
+    ap.add_argument("--switch-cost", action="store_true", help="only calibrate _gate.SWITCH_NS (gevent)")
     args = ap.parse_args(argv)
+    if args.switch_cost:
+        switch_cost()
+        return 0
     server = setup()
     print(f"Python {platform.python_version()}, deal handler (7 players, sqlite), thread CPU time")
     if not args.budget_only:

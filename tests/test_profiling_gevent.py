@@ -26,12 +26,12 @@ PRELUDE = textwrap.dedent("""
     def other_work(n):
         return sum(range(n))
 
-    def others(count, rounds):
+    def others(count, rounds, work=1):
         # Greenlets outside any request, switching with the profiled one all along.
         def run():
             for _ in range(rounds):
                 for i in range(20):  # Python calls: what yappi's hook costs most on
-                    other_work(i)
+                    other_work(i * work)
                 gevent.sleep(0)
         return [gevent.spawn(run) for _ in range(count)]
 
@@ -151,6 +151,8 @@ def test_the_other_greenlets_keep_their_speed_during_a_profile() -> None:
 def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
     # A profiled request waits while the others burn CPU on the same thread: that CPU is
     # theirs, not the profile's (the charge used to hold it all, times 1 + AFTER_SHARE).
+    # Only the gate's call on each of their switches is the profile's (``_gate.SWITCH_NS``
+    # each): they work far longer than that between switches here.
     got = run("""
         profiler = _request.profiler
         charged = []
@@ -162,7 +164,7 @@ def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
 
         done, r = waiting_request()
         t = time.thread_time_ns()
-        gevent.joinall(others(20, 300))
+        gevent.joinall(others(20, 30, work=100))
         others_cpu = time.thread_time_ns() - t
         done.set(); r.join()
         print(json.dumps({"charged": charged, "others_cpu": others_cpu}))
@@ -172,3 +174,29 @@ def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
     assert len(charged) == 1, got
     assert others_cpu > 10_000_000, got  # the scenario did make the others work
     assert charged[0] < others_cpu / 4, got
+
+
+def test_the_gates_call_on_the_others_switches_is_charged() -> None:
+    # While a profile is on, each switch between two other greenlets runs the gate's
+    # tracer: a cost of the profile, though the request is away.  Each of the others'
+    # sleep(0) is a switch to the hub at least, so at least 20 x 50 switches are charged
+    # SWITCH_NS each; the request itself only waits (its own CPU is far below that).
+    got = run("""
+        from callwatch.profiling._gate import SWITCH_NS
+        profiler = _request.profiler
+        charged = []
+        charge = profiler.policy.charge
+        def spying_charge(ns):
+            charged.append(ns)
+            charge(ns)
+        profiler.policy.charge = spying_charge
+
+        done, r = waiting_request()
+        gevent.joinall(others(20, 50))
+        done.set(); r.join()
+        print(json.dumps({"charged": charged, "switch_ns": SWITCH_NS}))
+    """)
+    charged, switch_ns = got["charged"], got["switch_ns"]
+    assert isinstance(charged, list) and isinstance(switch_ns, int)
+    assert len(charged) == 1, got
+    assert charged[0] >= 20 * 50 * switch_ns, got

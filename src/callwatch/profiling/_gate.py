@@ -35,6 +35,14 @@ def context_id() -> Callable[[], int]:
     return get_ident
 
 
+#: A switch between two other greenlets while a profile is on costs the host the tracer's
+#: call (greenlet's call of it, and its code), which the profile must pay: charged at this
+#: many ns per switch, a constant rather than two more clock reads on every switch of the
+#: server.  Calibrated: ``python benchmarks/profiling.py --switch-cost`` measures a traced
+#: switch against an untraced one; this is above what it printed on 3.11 and 3.13.
+SWITCH_NS = 2_000
+
+
 class GreenletGate:
     """Keeps yappi running only while one greenlet (the profiled request's) runs."""
 
@@ -91,6 +99,10 @@ class GreenletGate:
                 self.away_ns += self._clock() - self._left_at
                 if self._working:
                     self._resume()
+            elif origin is not self._profiled:
+                # Between two other greenlets: this call is the profile's cost, though it
+                # runs while the request is away (``away_ns`` would leave it out).
+                self.away_ns -= SWITCH_NS
 
     def _resume(self) -> None:
         try:

@@ -30,8 +30,8 @@ BURST_S = 1.0
 #: What the requests after a profiled one pay, as a share of the profiled request's own
 #: cost (``cost_ns``): caches and the interpreter's specialised code warm up again, and the
 #: profile's rows are added to the table by a later fold.  Calibrated, not measured per
-#: request: ``python benchmarks/profiling.py --calibrate`` measures it (the CPU time of
-#: the requests that follow a profiled one, against the same requests after an
+#: request: ``python benchmarks/profiling.py`` measures it (its ``after`` column: the CPU
+#: time of the requests that follow a profiled one, against the same requests after an
 #: unprofiled one), on 3.11 and 3.13; this is above what it printed there, with a margin
 #: for its noise.
 AFTER_SHARE = 0.20
