@@ -161,7 +161,35 @@ def hooks(row: Row, dims: Any, profiler: Any) -> tuple[Hook, Hook]:
     return setup, teardown
 
 
-def build(rows: list[Row]) -> Rows:
+class CpuMeter:
+    """This thread's CPU time per row: ``macro.measure`` calls a row's set up and tear down
+    right around each of its turns, so the meter reads the clock there, outside the timed
+    block.  CPU time is not moved by the wake-up latencies of waiting on redis, which move
+    the rates of a shared VM by tens of %."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.ns: collections.Counter[str] = collections.Counter()
+        self.turns: collections.Counter[str] = collections.Counter()
+        self._since = 0
+
+    def around(self, label: str, setup: Hook, teardown: Hook) -> tuple[Hook, Hook]:
+        def start() -> None:
+            setup()
+            self._since = time.thread_time_ns()
+
+        def stop() -> None:
+            self.ns[label] += time.thread_time_ns() - self._since
+            self.turns[label] += 1
+            teardown()
+        return start, stop
+
+    def per_request(self, label: str) -> float:
+        """µs of CPU per request of row ``label``."""
+        return self.ns[label] / 1e3 / max(self.turns[label] * self.block, 1)
+
+
+def build(rows: list[Row], meter: CpuMeter) -> Rows:
     """Take the dimension functions and the profiler that configure() installed for every
     handler, and give each row its handler with its set up and tear down."""
     dims, profiler = _request.dimension_functions, _request.profiler
@@ -172,7 +200,7 @@ def build(rows: list[Row]) -> Rows:
         handler = make_handler(row.wrap)
         if row.handler is not None:
             handler = callwatch.handler(row.handler)(handler)
-        out[row.label] = (handler, *hooks(row, dims, profiler))
+        out[row.label] = (handler, *meter.around(row.label, *hooks(row, dims, profiler)))
     return out
 
 
@@ -237,6 +265,7 @@ class Outcome(NamedTuple):
     rates: dict[str, list[float]]  # row -> its rate (requests/s) in each round
     spikes: Timed
     recorded: Recorded
+    cpu: CpuMeter
     seconds: float  # measured, all rows
     pinned: str
 
@@ -250,7 +279,8 @@ def run(args: argparse.Namespace, rows: list[Row]) -> Outcome:
     try:
         spikes = time_spikes(rt)
         app = App(port, args.players)
-        table = build(rows)
+        cpu = CpuMeter(args.block)
+        table = build(rows, cpu)
         t = time.perf_counter()
         rates = measure(app, table, args)
         seconds = time.perf_counter() - t
@@ -258,7 +288,7 @@ def run(args: argparse.Namespace, rows: list[Row]) -> Outcome:
         callwatch.shutdown()  # the last flush: ``recorded`` is complete
         server.terminate()
         server.wait()
-    return Outcome(rates, spikes, recorded, seconds, pinned)
+    return Outcome(rates, spikes, recorded, cpu, seconds, pinned)
 
 
 def per_round(rates: dict[str, list[float]], row: str, base: str) -> tuple[list[float], list[float]]:
@@ -275,13 +305,14 @@ def report(args: argparse.Namespace, rows: list[Row], out: Outcome) -> None:
           f"{args.players + 1} redis round trips and {args.players + 1} SQL queries per request; {args.rounds} "
           f"rounds of ~{args.seconds * len(rows):g} s, rows taking turns request by request; {out.pinned}")
     print("| row | requests/s (median) | cost vs bare (median of per-round ratios) | step vs row above: % | "
-          "step: µs per request | spread of step (quartiles) | spread of cost (quartiles) | what callwatch "
-          "recorded |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+          "step: µs per request | spread of step (quartiles) | spread of cost (quartiles) | CPU µs per request "
+          "(this thread) | CPU step µs | what callwatch recorded |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         cost, _ = per_round(out.rates, row.label, "bare")
         print(f"| {row.label} | {median(out.rates[row.label]):,.0f} | {median(cost):+.1f} % | "
-              f"{step_cells(out.rates, rows, row)} | {quartiles(cost)} | {out.recorded.describe(row.handler)} |")
+              f"{step_cells(out.rates, rows, row)} | {quartiles(cost)} | {out.cpu.per_request(row.label):.1f} | "
+              f"{cpu_step(out.cpu, row)} | {out.recorded.describe(row.handler)} |")
     spikes = out.spikes
     print(f"spike detection (in the flush thread, once per 1-s flush, all rows alike): {1e3 * spikes.cpu:.1f} ms "
           f"CPU in {spikes.calls} flushes ({1e6 * spikes.cpu / max(spikes.calls, 1):.0f} µs per flush), "
@@ -290,6 +321,12 @@ def report(args: argparse.Namespace, rows: list[Row], out: Outcome) -> None:
     print("+ spikes runs the very requests of + dimension: its step is this run's noise between two identical rows")
     if not _monitor.AVAILABLE:
         print("mode: count: no row on this Python (sys.monitoring needs 3.12+; here it falls back to the wrapper)")
+
+
+def cpu_step(cpu: CpuMeter, row: Row) -> str:
+    if row.base == row.label:
+        return "—"
+    return f"{cpu.per_request(row.label) - cpu.per_request(row.base):+.1f}"
 
 
 def step_cells(rates: dict[str, list[float]], rows: list[Row], row: Row) -> str:
