@@ -28,11 +28,15 @@ machine's drift hits every row alike).  Each row adds one feature to the row abo
                    sampled profiling at its defaults (``profile: {}``), the only row with
                    the profiler on; the profiler's budget clock runs in its turns only
                    (``macro.BUDGET_CLOCK``)
+  + spikes, on copies
+                   (Python 3.12+, as the next row) ``+ spikes`` calling copies of the four
+                   functions (see below), watched with the wrapper: the control of the
+                   next row, its step against ``+ spikes`` what fresh copies change
   + spikes, mode: count
-                   (Python 3.12+; on 3.11 ``mode: count`` falls back to the
-                   wrapper, so no row) ``+ spikes`` with the four functions watched by
+                   (Python 3.12+; on 3.11 ``mode: count`` falls back to the wrapper, so no
+                   row) ``+ spikes`` with the four functions (other copies) watched by
                    ``mode: count`` (sys.monitoring, calls only) instead of the wrapper; its
-                   step is against ``+ spikes``
+                   step is against ``+ spikes, on copies``
 
 callwatch is configured once for the whole run, as a server would be.  What the
 configuration makes process-wide, and each row takes for its own turns only: the
@@ -75,19 +79,21 @@ def players(app: App) -> int:
     return app.players
 
 
-def _clone(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _clone(fn: Callable[..., Any], prefix: str) -> Callable[..., Any]:
     """``fn`` with a code object of its own (sys.monitoring hooks code objects)."""
-    name = "count_" + fn.__name__
+    name = prefix + fn.__name__
     code = fn.__code__.replace(co_name=name, co_qualname=name)
     clone = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
     clone.__module__ = MODULE
     return clone
 
 
+DATA = (macro.get_session, macro.get_profile, macro.load_table, macro.load_player)
 #: macro.py's function name -> its copy for the ``mode: count`` row, a global of this module
-COUNTED = {f.__name__: _clone(f) for f in (macro.get_session, macro.get_profile, macro.load_table,
-                                           macro.load_player)}
+COUNTED = {f.__name__: _clone(f, "count_") for f in DATA}
 globals().update({f.__name__: f for f in COUNTED.values()})
+#: ... and for the row that watches copies with the wrapper (the count row's control)
+COPIES = {f.__name__: _clone(f, "copy_") for f in DATA}
 
 
 def _watched(fn: Callable[..., Any], name: str, group: str) -> Callable[..., Any]:
@@ -96,6 +102,10 @@ def _watched(fn: Callable[..., Any], name: str, group: str) -> Callable[..., Any
 
 def _grouped(fn: Callable[..., Any], name: str, group: str) -> Callable[..., Any]:
     return callwatch.watch(name=name, group=group)(fn)
+
+
+def _copied(fn: Callable[..., Any], name: str, group: str) -> Callable[..., Any]:
+    return callwatch.watch(name=name, group=group)(COPIES[fn.__name__])
 
 
 def _counted(fn: Callable[..., Any], name: str, group: str) -> Callable[..., Any]:
@@ -120,7 +130,8 @@ def specs() -> list[Row]:
             Row("+ spikes", "f_spikes", _grouped, True, False, "+ dimension"),
             Row("+ profiling (defaults)", "f_profiled", _grouped, True, True, "+ spikes")]
     if _monitor.AVAILABLE:
-        rows.append(Row("+ spikes, mode: count", "f_count", _counted, True, False, "+ spikes"))
+        rows += [Row("+ spikes, on copies", "f_copies", _copied, True, False, "+ spikes"),
+                 Row("+ spikes, mode: count", "f_count", _counted, True, False, "+ spikes, on copies")]
     return rows
 
 
