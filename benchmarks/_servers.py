@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from _cmdserver import HUB_LAG, LOGIN, MODES, PLAYERS, SCHEMA, TABLE_VIEW
 
@@ -290,11 +290,3 @@ def closed_loop(port: int, clients: int | list[Conn], seconds: float) -> tuple[i
         for c in conns:
             c.close()
     return done[0], elapsed
-
-
-def rounds_order(modes: tuple[str, ...], r: int) -> Iterator[str]:
-    """The modes in round r: rotated by one each round, so that none always runs first,
-    or always right after the same other one."""
-    k = r % len(modes)
-    return iter(modes[k:] + modes[:k])
-

@@ -18,8 +18,10 @@ requests are sent open loop at ``--load`` x that rate: request i is due at start
 rate and is sent then whatever happened to the earlier ones (a pool of connections; a
 request that finds none free waits for one, and that wait is part of its latency).
 Latency is measured from the *due* time to the answer, so a stall delays every request
-due during it (no coordinated omission).  Each round sends to each server once, the order
-rotating; a mode's percentiles are over all its requests of all rounds.
+due during it (no coordinated omission).  In each round the servers take turns of ``--turn``
+seconds, in an order shuffled per turn, until each had ``--seconds`` (short turns: the
+machine's hiccups then fall on every server alike); a mode's percentiles are over all its
+requests of all rounds.
 
 Target: p99 at defaults within +5 % of bare's.
 """
@@ -28,12 +30,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import sys
 import time
 from statistics import median
 from typing import NamedTuple
 
-from _servers import Conn, Servers, closed_loop, header, mix, rounds_order
+from _servers import Conn, Servers, closed_loop, header, mix
 
 CONNECTIONS = 64  # open, per server: far more than are busy at half the capacity
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
@@ -108,10 +111,17 @@ def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str
     rounds: dict[str, list[Round]] = {m: [] for m in modes}
     for m in modes:  # warm up at the same rate: connections, caches, first profiles
         open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
-    for r in range(args.rounds):
-        for m in rounds_order(modes, r):
-            rounds[m].append(open_loop(servers.ports[m], rate, args.seconds, conns[m]))
-            time.sleep(0.2)
+    rng = random.Random(1)
+    order = list(modes)
+    for _ in range(args.rounds):
+        turns: dict[str, list[Round]] = {m: [] for m in modes}
+        for _ in range(max(1, round(args.seconds / args.turn))):
+            rng.shuffle(order)
+            for m in order:
+                turns[m].append(open_loop(servers.ports[m], rate, args.turn, conns[m]))
+        for m, ts in turns.items():
+            rounds[m].append(Round([x for t in ts for x in t.latencies], [x for t in ts for x in t.late],
+                                   sum(t.missing for t in ts)))
     for cs in conns.values():
         for c in cs:
             c.close()
@@ -121,7 +131,7 @@ def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str
 def report(rate: float, rounds: dict[str, list[Round]], servers: Servers, args: argparse.Namespace) -> None:
     print(header(f"gevent command server (haven GHaven), database {args.db}; open loop at {rate:,.0f} "
                  f"requests/s ({args.load:g} x the bare server's closed-loop capacity measured first); "
-                 f"{args.rounds} rounds x {args.seconds:g} s per server; {servers.pinned}"))
+                 f"{args.rounds} rounds x {args.seconds:g} s per server in turns of {args.turn:g} s; {servers.pinned}"))
     print("Latency from each request's due time to its answer, ms; percentiles over all rounds; "
           "ratio: to bare's same percentile.")
     lat = {m: sorted(x for r in rs for x in r.latencies) for m, rs in rounds.items()}
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="per server per round")
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--turn", type=float, default=0.5, help="seconds per turn of a server within a round")
     ap.add_argument("--load", type=float, default=0.5, help="fraction of the measured capacity to send")
     ap.add_argument("--capacity-seconds", type=float, default=3.0, help="closed-loop measurement of capacity")
     ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
@@ -164,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hub-lag", action="store_true",
                     help="each server also measures how long its gevent hub is held (a greenlet waking each ms)")
     args = ap.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
-        ap.error("--rounds, --seconds and --capacity-seconds must be positive, --load between 0 and 1")
+    if args.rounds < 1 or args.seconds <= 0 or args.turn <= 0 or not 0 < args.load < 1 or args.capacity_seconds <= 0:
+        ap.error("--rounds, --seconds, --turn and --capacity-seconds must be positive, --load between 0 and 1")
     modes = ("bare", "callwatch", "callwatch-noprof") if args.noprof else ("bare", "callwatch")
     with Servers(args.db, modes, hub_lag=args.hub_lag) as servers:
         rate, rounds = measure(servers, args)
