@@ -323,8 +323,8 @@ def test_watch_mode_messages(tmp_path: Path) -> None:
           - {target: "m:f", mode: fast}
           - {target: "sqlite3.Cursor.execute", mode: sampled}
         """) == [
-        "F:2: watch[0].mode: expected wrap, count or sampled, got 'fast'. Fix: write 'mode: count' (calls only, "
-        "cheaper on Python 3.12+), 'mode: sampled' (a pattern over profiled functions), or leave it out",
+        "F:2: watch[0].mode: expected wrap, count or sampled, got 'fast'. Fix: write 'mode: count' (calls only), "
+        "'mode: sampled' (a pattern over profiled functions), or leave it out",
         "F:3: mode: 'mode: sampled' reads the sampled profiles, but there is no profile section. "
         "Fix: add 'profile: {rate: 0.01}'",
     ]

@@ -4,8 +4,11 @@ sys.monitoring calls one callback at the start of the code objects we enable
 (``set_local_events``), so the function itself is not replaced: no wrapper frame, and
 copies bound anywhere (``from x import f``, callbacks, closures) are counted too.  The
 callback attributes the call to the current request like a wrapper does, but only counts:
-it cannot time the call (that would need a second event per return); what that saves
-against the counting and timing wrapper: benchmarks/monitoring.py.  On Python 3.10/3.11
+it cannot time the call (that would need a second event per return).  It is not the
+cheaper way to count: the callback is a Python call per event, which in a hot loop costs
+less than the counting and timing wrapper (benchmarks/monitoring.py) but in a server,
+right after I/O, more than the C wrapper (benchmarks/features.py, its mode: count row);
+what it buys is reach.  On Python 3.10/3.11
 ``mode: count`` falls back to the wrapper.
 """
 

@@ -143,11 +143,13 @@ class WatchTarget:
     where: str = "<config>"
     preset: str | None = key(None, "instead of a target, the usual functions of a library: "
                              + ", ".join(PRESET_NAMES) + " (see callwatch.presets).", "custom")
-    mode: str = key("wrap", "wrap (count and time), count (calls only, through sys.monitoring on Python "
-                    "3.12+, cheaper), or sampled (the target is a pattern over profiled functions' names, "
+    mode: str = key("wrap", "wrap (count and time), count (calls only; on Python 3.12+ through "
+                    "sys.monitoring, which counts every reference to the function, even ones taken before "
+                    "configure, but costs more per call than the C wrapper in a server: "
+                    "benchmarks/features.py), or sampled (the target is a pattern over profiled functions' names, "
                     "reported from the sampled profiles; needs the profile section).", "choice",
                     choices=("wrap", "count", "sampled"),
-                    fix="write 'mode: count' (calls only, cheaper on Python 3.12+), 'mode: sampled' (a "
+                    fix="write 'mode: count' (calls only), 'mode: sampled' (a "
                         "pattern over profiled functions), or leave it out")
 
     @property
