@@ -35,6 +35,16 @@ PRELUDE = textwrap.dedent("""
                 gevent.sleep(0)
         return [gevent.spawn(run) for _ in range(count)]
 
+    def spy_charges():
+        # -> the list of what the budget is charged, one entry per profile
+        charged = []
+        charge = _request.profiler.policy.charge
+        def spying_charge(ns):
+            charged.append(ns)
+            charge(ns)
+        _request.profiler.policy.charge = spying_charge
+        return charged
+
     def waiting_request(profiled=True):
         # A request that waits (profiled all along, or not) until the returned event is set.
         done = gevent.event.Event()
@@ -154,13 +164,7 @@ def test_the_budget_is_not_charged_for_the_other_greenlets_cpu() -> None:
     # Only the gate's call on each of their switches is the profile's (``_gate.SWITCH_NS``
     # each): they work far longer than that between switches here.
     got = run("""
-        profiler = _request.profiler
-        charged = []
-        charge = profiler.policy.charge
-        def spying_charge(ns):
-            charged.append(ns)
-            charge(ns)
-        profiler.policy.charge = spying_charge
+        charged = spy_charges()
 
         done, r = waiting_request()
         t = time.thread_time_ns()
@@ -183,13 +187,7 @@ def test_the_gates_call_on_the_others_switches_is_charged() -> None:
     # SWITCH_NS each; the request itself only waits (its own CPU is far below that).
     got = run("""
         from callwatch.profiling._gate import SWITCH_NS
-        profiler = _request.profiler
-        charged = []
-        charge = profiler.policy.charge
-        def spying_charge(ns):
-            charged.append(ns)
-            charge(ns)
-        profiler.policy.charge = spying_charge
+        charged = spy_charges()
 
         done, r = waiting_request()
         gevent.joinall(others(20, 50))
