@@ -9,6 +9,7 @@ import socketserver
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ def wait_for_port(port: int, proc: subprocess.Popen[Any], log: Path, timeout: fl
             time.sleep(0.1)
 
 
+RENDER_TRIES = 5
+
+
 @dataclass
 class Graphite:
     base: Path
@@ -134,8 +138,19 @@ class Graphite:
 
     def render(self, target: str, start: int, end: int) -> list[dict[str, Any]]:
         q = urllib.parse.urlencode({"target": target, "from": start, "until": end, "format": "json"})
-        with urllib.request.urlopen(f"{self.web_url}/render?{q}", timeout=10) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
+        for attempt in range(RENDER_TRIES):
+            try:
+                with urllib.request.urlopen(f"{self.web_url}/render?{q}", timeout=10) as r:
+                    return json.loads(r.read())  # type: ignore[no-any-return]
+            except urllib.error.HTTPError as e:
+                # graphite-web answers 500 when it reads a whisper file that carbon is still
+                # creating (CorruptWhisperFile: "Unable to read archive1 metadata" in its
+                # exception.log): the file is whole a moment later, so a 500 is retried; one
+                # that persists is raised.
+                if e.code != 500 or attempt == RENDER_TRIES - 1:
+                    raise
+                time.sleep(0.3)
+        raise AssertionError("unreachable")
 
     def points(self, target: str, start: int, end: int) -> dict[int, float]:
         """{timestamp: value} of the non-null points of a single-series target."""

@@ -493,7 +493,7 @@ def test_min_interval_profiles_a_rare_handler_once_then_waits(h: Harness, ep: En
 
 def test_the_trigger_file_profiles_a_handler_on_demand(h: Harness, ep: EntryPoint, tmp_path: Path) -> None:
     trigger = tmp_path / "profile-now"
-    h.configure(profile={"rate": 0.0, "min_interval": 0, "trigger_file": str(trigger)})
+    h.configure(profile={"rate": 0.0, "min_interval": 0, "budget": 1.0, "trigger_file": str(trigger)})
     w = ep.name("work")
     ep.run("work", 1)
     assert profiled(h.interval(), w) == 0

@@ -222,7 +222,7 @@ def test_dumps_for_calls_over_budget(tmp_path: Path) -> None:
 
 def test_trigger_file_profiles_one_handler_on_demand(tmp_path: Path) -> None:
     trigger = tmp_path / "profile-now"
-    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0, "trigger_file": str(trigger)}},
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0, "budget": 1.0, "trigger_file": str(trigger)}},
                         start_thread=False, strict=True)
 
     @callwatch.handler("rare")
@@ -358,7 +358,7 @@ def test_the_countdown_picks_about_rate_of_the_requests() -> None:
 
 
 def test_min_interval_profiles_a_rare_handler_then_waits() -> None:
-    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60, "budget": 1.0}}, start_thread=False, strict=True)
 
     @callwatch.handler("rare")
     def rare() -> None:
@@ -384,7 +384,7 @@ def _profiled(handler: str) -> int:
 
 
 def test_a_hint_profiles_a_due_handler_and_discards_one_that_is_not() -> None:
-    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60, "budget": 1.0}}, start_thread=False, strict=True)
     p = _request.profiler
     tok = p.begin(None, "GET_x")  # an unknown hint: provisional
     assert tok is not None
@@ -409,7 +409,7 @@ def test_a_hint_profiles_a_due_handler_and_discards_one_that_is_not() -> None:
 
 
 def test_a_hint_follows_the_on_demand_handler() -> None:
-    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0}}, start_thread=False, strict=True)
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
     p = _request.profiler
     assert p.begin(None, "GET_x") is None  # nothing due, nothing on demand
     p.profile_now("x", 60)
