@@ -12,13 +12,14 @@ client) to the other, and on exit stops all it started and prints what callwatch
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from _cmdserver import HUB_LAG, LOGIN, MODES, PLAYERS, SCHEMA, TABLE_VIEW
 
@@ -290,3 +291,13 @@ def closed_loop(port: int, clients: int | list[Conn], seconds: float) -> tuple[i
         for c in conns:
             c.close()
     return done[0], elapsed
+
+
+def turns(modes: tuple[str, ...], seconds: float, turn: float, rng: random.Random) -> Iterator[str]:
+    """One round's turns: each mode ``seconds / turn`` times (at least once), the modes'
+    order shuffled per turn, so that none always runs first or right after the same
+    other one, and the machine's drift falls on every mode alike."""
+    order = list(modes)
+    for _ in range(max(1, round(seconds / turn))):
+        rng.shuffle(order)
+        yield from order

@@ -36,7 +36,7 @@ import time
 from statistics import median
 from typing import NamedTuple
 
-from _servers import Conn, Servers, closed_loop, header, mix
+from _servers import Conn, Servers, closed_loop, header, mix, turns
 
 CONNECTIONS = 64  # open, per server: far more than are busy at half the capacity
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
@@ -112,14 +112,11 @@ def measure(servers: Servers, args: argparse.Namespace) -> tuple[float, dict[str
     for m in modes:  # warm up at the same rate: connections, caches, first profiles
         open_loop(servers.ports[m], rate, min(1.0, args.seconds), conns[m])
     rng = random.Random(1)
-    order = list(modes)
     for _ in range(args.rounds):
-        turns: dict[str, list[Round]] = {m: [] for m in modes}
-        for _ in range(max(1, round(args.seconds / args.turn))):
-            rng.shuffle(order)
-            for m in order:
-                turns[m].append(open_loop(servers.ports[m], rate, args.turn, conns[m]))
-        for m, ts in turns.items():
+        parts: dict[str, list[Round]] = {m: [] for m in modes}
+        for m in turns(modes, args.seconds, args.turn, rng):
+            parts[m].append(open_loop(servers.ports[m], rate, args.turn, conns[m]))
+        for m, ts in parts.items():
             rounds[m].append(Round([x for t in ts for x in t.latencies], [x for t in ts for x in t.late],
                                    sum(t.missing for t in ts)))
     for cs in conns.values():

@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable
 
 import callwatch
-from callwatch import _core, _request
+from callwatch import _request
 from callwatch.profiling import _policy
 
 

@@ -31,7 +31,7 @@ import random
 import sys
 from statistics import median
 
-from _servers import Conn, Servers, closed_loop, cpu_seconds, header
+from _servers import Conn, Servers, closed_loop, cpu_seconds, header, turns
 
 
 MODES = ("bare", "callwatch", "callwatch-noprof")
@@ -52,20 +52,17 @@ def measure(servers: Servers, args: argparse.Namespace) -> Rounds:
     for mode in MODES:  # warm up: connections, caches, callwatch's first profiles
         closed_loop(servers.ports[mode], conns[mode], min(1.0, args.seconds))
     rng = random.Random(1)
-    order = list(MODES)
     for _ in range(args.rounds):
         tot = {m: [0, 0.0, 0.0, 0.0] for m in MODES}  # answers, seconds, server CPU, other CPU
-        for _ in range(max(1, round(args.seconds / args.turn))):
-            rng.shuffle(order)
-            for mode in order:
-                pid = servers.pids[mode]
-                cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
-                n, elapsed = closed_loop(servers.ports[mode], conns[mode], args.turn)
-                t = tot[mode]
-                t[0] += n
-                t[1] += elapsed
-                t[2] += cpu_seconds(pid) - cpu
-                t[3] += sum(map(cpu_seconds, servers.others)) - other
+        for mode in turns(MODES, args.seconds, args.turn, rng):
+            pid = servers.pids[mode]
+            cpu, other = cpu_seconds(pid), sum(map(cpu_seconds, servers.others))
+            n, elapsed = closed_loop(servers.ports[mode], conns[mode], args.turn)
+            t = tot[mode]
+            t[0] += n
+            t[1] += elapsed
+            t[2] += cpu_seconds(pid) - cpu
+            t[3] += sum(map(cpu_seconds, servers.others)) - other
         for mode, (n, elapsed, cpu, other) in tot.items():
             row = out[mode]
             row["rate"].append(n / elapsed)
