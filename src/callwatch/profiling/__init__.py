@@ -218,7 +218,8 @@ def cost_ns(began: tuple[int, int, int], away_ns: int = 0) -> int:
     spent waiting for I/O or for the GIL held by other threads costs the server nothing.
     A request that ended on another thread than it began is charged its wall time.
     ``away_ns``: the thread's CPU time meanwhile spent on other greenlets (under gevent,
-    where waiting for I/O means running the others), left out.
+    where waiting for I/O means running the others), left out; the gate's own calls on
+    their switches are not in it (``_gate.SWITCH_NS``), so they are charged.
     """
     thread, cpu0, wall0 = began
     spent = time.perf_counter_ns() - wall0

@@ -15,7 +15,8 @@ frames are recorded, and the request's call stack stays the one yappi saw withou
 gate: the time the request spends switched out stays in the function that switched out.
 
 The gate also counts the thread's CPU time spent while the request is switched out
-(``away_ns``): the other greenlets' work, which is not the profile's cost.
+(``away_ns``): the other greenlets' work, which is not the profile's cost, less
+``SWITCH_NS`` for each of their switches, which is (the gate's own call on it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class GreenletGate:
         self._tracer = self._switch  # one bound method: what settrace hands back is it
         self._clock = time.thread_time_ns
         self._left_at = 0
-        #: the thread's CPU time while the profiled greenlet was switched out, this profile
+        #: the thread's CPU time while the profiled greenlet was switched out, this profile,
+        #: less ``SWITCH_NS`` per switch between two other greenlets meanwhile
         self.away_ns = 0
 
     def open(self) -> None:
