@@ -19,6 +19,7 @@ when there are two.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -71,6 +72,10 @@ def pieces() -> dict[str, Callable[[], Any]]:
         "@handler request, no calls": handler,
         "add 256 requests to the table (fold)": add_batch,
     }
+    # The floor of any C wrapper: a C call layer that only passes the call on.
+    passthrough = functools.partial(noop)
+    out["noop(1, 2), not watched"] = lambda: noop(1, 2)
+    out["noop(1, 2) through functools.partial (a C layer, no counting)"] = lambda: passthrough(1, 2)
     if _core._speedups is not None:
         out["watched call, C wrapper"] = lambda: c_watched(1, 2)
     out["watched call, pure Python"] = lambda: py_watched(1, 2)

@@ -51,22 +51,17 @@ _bg_fold = collector.fold
 #: The clock for durations.  Wrappers look it up as a module global on each call so
 #: that ``callwatch.testing.FakeClock`` can replace it.
 _now = time.perf_counter_ns
-#: A fresh request state (see ``_state``).
+#: A fresh request state, and a fresh record in it (see ``_state``).
 new_state = _state.new_state
+_new_record = _state.new_record
 
 #: Set on every wrapper callwatch makes: the watched entry (or handler name).
 MARK = "__callwatch__"
 
 # The watched-call wrapper in C (src/callwatch/_speedups.c), when it was built: same
-# numbers, far less CPU per call around real I/O.  CALLWATCH_PURE_PYTHON=1 turns it off;
-# ``use_speedups`` is read when a function is wrapped.
-_speedups: Any
-try:
-    if _env.flag("CALLWATCH_PURE_PYTHON"):
-        raise ImportError("CALLWATCH_PURE_PYTHON is set")
-    from . import _speedups
-except ImportError:
-    _speedups = None
+# numbers, far less CPU per call around real I/O.  CALLWATCH_PURE_PYTHON=1 turns it off
+# (``_state`` imports it); ``use_speedups`` is read when a function is wrapped.
+_speedups: Any = _state.speedups
 use_speedups = _speedups is not None
 
 
@@ -267,7 +262,7 @@ _LEAVE_GROUP = (
     "        _cw_g[{NS}] += _cw_t\n"
     "    _cw_g[{ACTIVE}] = _cw_gn\n"
 )
-_LAYOUT = {"CALLS": CALLS, "NS": NS, "ACTIVE": ACTIVE, "RECORD": repr([0] * _state.RECORD_SIZE)}
+_LAYOUT = {"CALLS": CALLS, "NS": NS, "ACTIVE": ACTIVE, "RECORD": "_new_record()"}
 
 
 def _generated_watched(fn: Callable[..., Any], entry: Entry) -> Callable[..., Any]:

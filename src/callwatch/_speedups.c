@@ -44,56 +44,132 @@ now_ns(long long *out)
     return 0;
 }
 
-/* list[i] += delta, for a list of ints (exact ints, checked by the caller or here). */
-static int
-slot_add(PyObject *list, Py_ssize_t i, long long delta)
+/* A record (_state.py): a fixed number of int64 slots, stored in the object itself.  The
+ * wrapper adds to them in place: no int object is made or freed per call, and a state
+ * whose records are all of this type holds no container, so the GC never tracks it.
+ * Python code reads and writes the slots like a list's (rec[CALLS] += 1). */
+#define RECORD_MAX 4
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    long long v[RECORD_MAX];
+} Record;
+
+static PyTypeObject RecordType;
+
+static PyObject *
+record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *old = PyList_GET_ITEM(list, i);
-    PyObject *new;
-    int overflow = 0;
-    long long v = PyLong_CheckExact(old) ? PyLong_AsLongLongAndOverflow(old, &overflow) : 0;
-    if (PyLong_CheckExact(old) && !overflow && !(v == -1 && PyErr_Occurred())
-        && !(delta > 0 && v > LLONG_MAX - delta)) {
-        new = PyLong_FromLongLong(v + delta);
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n:Record", &n))
+        return NULL;
+    if (n < 1 || n > RECORD_MAX) {
+        PyErr_Format(PyExc_ValueError, "Record: 1 to %d slots", RECORD_MAX);
+        return NULL;
     }
-    else {
-        PyErr_Clear();
-        PyObject *d = PyLong_FromLongLong(delta);
-        if (d == NULL)
-            return -1;
-        new = PyNumber_Add(old, d);
-        Py_DECREF(d);
+    Record *r = (Record *)type->tp_alloc(type, 0);
+    if (r != NULL)
+        r->n = n;  /* tp_alloc zeroed the slots */
+    return (PyObject *)r;
+}
+
+static Py_ssize_t
+record_len(Record *r)
+{
+    return r->n;
+}
+
+static PyObject *
+record_item(Record *r, Py_ssize_t i)
+{
+    if (i < 0 || i >= r->n) {
+        PyErr_SetString(PyExc_IndexError, "record index out of range");
+        return NULL;
     }
-    if (new == NULL)
-        return -1;
-    PyList_SET_ITEM(list, i, new);
-    Py_DECREF(old);
-    return 0;
+    return PyLong_FromLongLong(r->v[i]);
 }
 
 static int
-slot_set(PyObject *list, Py_ssize_t i, long long value)
+record_ass_item(Record *r, Py_ssize_t i, PyObject *value)
 {
-    PyObject *new = PyLong_FromLongLong(value);
-    if (new == NULL)
+    if (i < 0 || i >= r->n) {
+        PyErr_SetString(PyExc_IndexError, "record index out of range");
         return -1;
-    PyObject *old = PyList_GET_ITEM(list, i);
-    PyList_SET_ITEM(list, i, new);
-    Py_DECREF(old);
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "record slots cannot be deleted");
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(value);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    r->v[i] = x;
     return 0;
 }
 
-/* The slot's value as a C long long; -1 with an error set when it is not a small int. */
-static long long
-slot_get(PyObject *list, Py_ssize_t i)
+static PyObject *
+record_copy(Record *r, PyObject *unused)
 {
-    PyObject *v = PyList_GET_ITEM(list, i);
-    if (!PyLong_CheckExact(v)) {
-        PyErr_SetString(PyExc_TypeError, "callwatch: state slot is not an int");
-        return -1;
-    }
-    return PyLong_AsLongLong(v);
+    Record *c = (Record *)RecordType.tp_alloc(&RecordType, 0);
+    if (c == NULL)
+        return NULL;
+    c->n = r->n;
+    memcpy(c->v, r->v, sizeof(c->v));
+    return (PyObject *)c;
 }
+
+static PyObject *
+record_repr(Record *r)
+{
+    PyObject *list = PySequence_List((PyObject *)r);
+    if (list == NULL)
+        return NULL;
+    PyObject *out = PyUnicode_FromFormat("Record(%R)", list);
+    Py_DECREF(list);
+    return out;
+}
+
+/* Equal to a list or a tuple of the same ints, and to an equal record: tests and
+ * callers compare records with literals. */
+static PyObject *
+record_richcompare(PyObject *a, PyObject *b, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || !PySequence_Check(b))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *la = PySequence_List(a), *lb = PySequence_List(b);
+    PyObject *out = NULL;
+    if (la != NULL && lb != NULL)
+        out = PyObject_RichCompare(la, lb, op);
+    Py_XDECREF(la);
+    Py_XDECREF(lb);
+    return out;
+}
+
+static PySequenceMethods record_as_sequence = {
+    .sq_length = (lenfunc)record_len,
+    .sq_item = (ssizeargfunc)record_item,
+    .sq_ass_item = (ssizeobjargproc)record_ass_item,
+};
+
+static PyMethodDef record_methods[] = {
+    {"__copy__", (PyCFunction)record_copy, METH_NOARGS, "a record with the same slots"},
+    {NULL},
+};
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "callwatch._speedups.Record",
+    .tp_doc = "Record(n): n int64 slots, all 0 (a request's record of one entry).",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = record_new,
+    .tp_as_sequence = &record_as_sequence,
+    .tp_methods = record_methods,
+    .tp_repr = (reprfunc)record_repr,
+    .tp_richcompare = record_richcompare,
+    .tp_hash = PyObject_HashNotImplemented,
+};
 
 typedef struct {
     PyObject_HEAD
@@ -103,31 +179,32 @@ typedef struct {
     PyObject *key;    /* the entry's index in the state */
     PyObject *gkey;   /* its group's index, or NULL */
     Py_ssize_t calls, ns, active;  /* offsets in a record */
-    Py_ssize_t need;  /* len(record) needed for these offsets */
+    Py_ssize_t need;  /* slots a record needs for these offsets */
     /* The last state this wrapper counted in, and its records there (group's: NULL until
      * needed): a request calls the same function again and again, and this saves the
      * dict lookups.  Strong references, so the state's address cannot be reused while
      * cached; records are never removed from a state. */
-    PyObject *cst, *crec, *cgrec;
+    PyObject *cst;
+    Record *crec, *cgrec;
     PyObject *dict;
     PyObject *weakreflist;
     vectorcallfunc vectorcall;
 } Watched;
 
 /* The entry's record in the state (a new reference), made on first touch; NULL with an
- * error set when the state holds something else there. */
-static PyObject *
+ * error set when the state holds something else there (a list: a record made while the C
+ * wrapper was off; the Python wrapper counts that state). */
+static Record *
 get_record(Watched *w, PyObject *st, PyObject *key)
 {
     PyObject *rec = PyDict_GetItemWithError(st, key);
     if (rec == NULL) {
         if (PyErr_Occurred())
             return NULL;
-        rec = PyList_New(w->need);
+        rec = RecordType.tp_alloc(&RecordType, 0);
         if (rec == NULL)
             return NULL;
-        for (Py_ssize_t i = 0; i < w->need; i++)
-            PyList_SET_ITEM(rec, i, PyLong_FromLong(0));
+        ((Record *)rec)->n = w->need;
         /* setdefault: the allocation may have run a finalizer that made the record
          * already (a watched call in the same request); keep that one. */
         PyObject *kept = PyDict_SetDefault(st, key, rec);
@@ -136,18 +213,19 @@ get_record(Watched *w, PyObject *st, PyObject *key)
         if (rec == NULL)
             return NULL;
     }
-    if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < w->need) {
+    if (!Py_IS_TYPE(rec, &RecordType) || ((Record *)rec)->n < w->need) {
         PyErr_SetString(PyExc_TypeError, "callwatch: not a state record");
         return NULL;
     }
-    return Py_NewRef(rec);
+    return (Record *)Py_NewRef(rec);
 }
 
 static PyObject *
 watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Watched *w = (Watched *)op;
-    PyObject *st = NULL, *rec = NULL, *grec = NULL;
+    PyObject *st = NULL;
+    Record *rec = NULL, *grec = NULL;
     if (PyContextVar_Get(w->var, NULL, &st) < 0)
         return NULL;
     if (st == NULL || !PyDict_Check(st)) {
@@ -155,76 +233,75 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         return PyObject_Vectorcall(w->slow, args, nargsf, kwnames);
     }
     /* st, rec, grec: strong references held until the end (the ContextVar may be reset
-     * meanwhile). */
-    long long active, g = 0;
-    long long t0 = 0, t1 = 0;
-    int timed = 0;
+     * meanwhile, and the call may count in another state and replace the cache). */
     if (st == w->cst) {
-        rec = Py_NewRef(w->crec);
-        grec = Py_XNewRef(w->cgrec);
+        rec = (Record *)Py_NewRef(w->crec);
+        grec = (Record *)Py_XNewRef(w->cgrec);
     }
     else {
         rec = get_record(w, st, w->key);
         if (rec == NULL)
-            goto count_failed;
+            goto slow;
         Py_XSETREF(w->cst, Py_NewRef(st));
-        Py_XSETREF(w->crec, Py_NewRef(rec));
+        Py_XSETREF(w->crec, (Record *)Py_NewRef(rec));
         Py_CLEAR(w->cgrec);
     }
     if (w->gkey != NULL && grec == NULL) {  /* st is the cached state by now */
         grec = get_record(w, st, w->gkey);
         if (grec == NULL)
-            goto count_failed;
-        Py_XSETREF(w->cgrec, Py_NewRef(grec));
+            goto slow;
+        Py_XSETREF(w->cgrec, (Record *)Py_NewRef(grec));
     }
-    active = slot_get(rec, w->active);
-    if (active == -1 && PyErr_Occurred())
-        goto count_failed;
-    if (slot_add(rec, w->calls, 1) < 0)
-        goto count_failed;
+    long long *r = rec->v, *gr = grec != NULL ? grec->v : NULL;
+    long long g = 0, t0 = 0, t1;
+    int timed = 0;
+    r[w->calls] += 1;
     /* A group's calls are its members' calls, every one of them. */
-    if (grec != NULL && slot_add(grec, w->calls, 1) < 0)
-        goto count_failed;
-    if (!active) {
-        if (grec != NULL) {
-            g = slot_get(grec, w->active);
-            if (g == -1 && PyErr_Occurred())
-                goto count_failed;
-            if (slot_set(grec, w->active, g + 1) < 0)
-                goto count_failed;
+    if (gr != NULL)
+        gr[w->calls] += 1;
+    if (!r[w->active]) {
+        if (now_ns(&t0) == 0) {
+            if (gr != NULL) {
+                g = gr[w->active];
+                gr[w->active] = g + 1;
+            }
+            r[w->active] = 1;
+            timed = 1;
         }
-        if (slot_set(rec, w->active, 1) < 0 || now_ns(&t0) < 0)
-            goto count_failed;
-        timed = 1;
+        else
+            PyErr_Clear();  /* a broken clock override: the call is counted, not timed */
     }
-    goto call;
-
-count_failed:
-    PyErr_Clear();
-    timed = 0;
-
-call:;
     PyObject *result = PyObject_Vectorcall(w->fn, args, nargsf, kwnames);
     if (timed) {
-        /* Keep the call's own exception (if any) across the bookkeeping below. */
+        /* The clock override (tests) is Python code: keep the call's own exception. */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         if (now_ns(&t1) == 0) {
             long long t = t1 - t0;
-            if (slot_add(rec, w->ns, t) == 0 && grec != NULL) {
-                if (!g)
-                    (void)(slot_add(grec, w->ns, t) == 0);
-                (void)(slot_set(grec, w->active, g) == 0);
-            }
+            r[w->ns] += t;
+            if (gr != NULL && !g)
+                gr[w->ns] += t;
         }
-        (void)(slot_set(rec, w->active, 0) == 0);
-        PyErr_Clear();
+        else
+            PyErr_Clear();
+        if (gr != NULL)
+            gr[w->active] = g;
+        r[w->active] = 0;
         PyErr_Restore(et, ev, tb);
     }
     Py_XDECREF(grec);
-    Py_XDECREF(rec);
+    Py_DECREF(rec);
     Py_DECREF(st);
     return result;
+
+slow:
+    /* Not a state of records (made while the C wrapper was off, or broken): the Python
+     * wrapper counts it as it can, and never breaks the call. */
+    PyErr_Clear();
+    Py_XDECREF(grec);
+    Py_XDECREF(rec);
+    Py_DECREF(st);
+    return PyObject_Vectorcall(w->slow, args, nargsf, kwnames);
 }
 
 static PyObject *
@@ -248,6 +325,13 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "Watched: bad entry or offsets");
         return NULL;
     }
+    Py_ssize_t need = calls;
+    if (ns > need) need = ns;
+    if (active > need) need = active;
+    if (need >= RECORD_MAX) {
+        PyErr_SetString(PyExc_ValueError, "Watched: offsets beyond a record");
+        return NULL;
+    }
     Watched *w = (Watched *)type->tp_alloc(type, 0);
     if (w == NULL)
         return NULL;
@@ -263,9 +347,6 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     w->calls = calls;
     w->ns = ns;
     w->active = active;
-    Py_ssize_t need = calls;
-    if (ns > need) need = ns;
-    if (active > need) need = active;
     w->need = need + 1;
     w->vectorcall = watched_vectorcall;
     return (PyObject *)w;
@@ -417,13 +498,18 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&WatchedType) < 0)
+    if (PyType_Ready(&WatchedType) < 0 || PyType_Ready(&RecordType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObject(m, "Watched", Py_NewRef((PyObject *)&WatchedType)) < 0) {
         Py_DECREF(&WatchedType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "Record", Py_NewRef((PyObject *)&RecordType)) < 0) {
+        Py_DECREF(&RecordType);
         Py_DECREF(m);
         return NULL;
     }

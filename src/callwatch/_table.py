@@ -15,7 +15,7 @@ Every method here runs under the collector's lock.
 
 from __future__ import annotations
 
-from itertools import chain, groupby, islice, repeat
+from itertools import chain, compress, groupby, islice, repeat
 from operator import itemgetter
 from typing import Any, Iterable
 
@@ -51,6 +51,31 @@ class IntervalTable:
         self.internal_errors = 0
 
     def add(self, batch: list[Item]) -> None:
+        for handler, items in self._by_handler(batch).items():
+            try:
+                self._add_requests(handler, items)
+            except Exception:
+                self.internal_errors += len(items)
+
+    def _by_handler(self, batch: list[Item]) -> dict[str, list[Item]]:
+        """The batch's requests by handler name (a name given during the request wins).
+
+        The common batch (states as ``new_state`` makes them, none renamed, no background
+        state reported in part) is split with C-level ``map``/``sorted`` only: this runs
+        for every request (benchmarks/in_situ.py, the fold row); anything else goes
+        request by request (``_by_handler_checked``)."""
+        try:
+            states = list(map(_STATE, batch))
+            plain = not self.reported and set(map(type, states)) == {dict} and not any(map(_NAME_OF, states))
+        except (KeyError, TypeError, IndexError):
+            plain = False
+        if not plain:
+            return self._by_handler_checked(batch)
+        if len(set(map(_HANDLER, batch))) == 1:
+            return {batch[0][0]: batch}
+        return {h: list(run) for h, run in groupby(sorted(batch, key=_HANDLER), _HANDLER)}
+
+    def _by_handler_checked(self, batch: list[Item]) -> dict[str, list[Item]]:
         by_handler: dict[str, list[Item]] = {}
         for item in batch:
             state = item[3]
@@ -71,11 +96,7 @@ class IntervalTable:
                 by_handler[key] = [item]
             else:
                 items.append(item)
-        for handler, items in by_handler.items():
-            try:
-                self._add_requests(handler, items)
-            except Exception:
-                self.internal_errors += len(items)
+        return by_handler
 
     def _add_requests(self, handler: str, items: list[Item]) -> None:
         # Requests of one handler; those with dimensions are also added to their split
@@ -85,7 +106,7 @@ class IntervalTable:
             hs, handler = self._new_handler(handler)
         _add_batch(hs, items)
         splits: dict[tuple[str, str, str], list[Item]] = {}
-        for item in items:
+        for item in compress(items, map(_DIMS_OF, map(_STATE, items))):
             dims = item[3][DIMS]
             if dims:
                 for key, value in dims.items():
@@ -201,12 +222,14 @@ def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns:
 
 def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
     """Add finished requests ``(handler, ns, flags, state)`` to one handler's table."""
-    flags = sum([it[2] for it in items])  # background calls: 0
-    if flags > ERROR and max([it[2] for it in items]) >= PROFILED:  # rare: 1 request in 1/rate
+    flags = sum(map(_FLAGS, items))  # background calls: 0
+    if flags > ERROR and max(map(_FLAGS, items)) >= PROFILED:  # rare: 1 request in 1/rate
         _add_profiled(hs, [it for it in items if it[2] >= PROFILED])
         items = [it for it in items if it[2] < PROFILED]
-        flags = sum([it[2] for it in items])
-    timed = [it[1] for it in items if it[1] >= 0]  # not background calls
+        flags = sum(map(_FLAGS, items))
+    timed = list(map(_NS_OF, items))
+    if timed and min(timed) < 0:
+        timed = [t for t in timed if t >= 0]  # not background calls
     if timed:
         hs.requests += len(timed)
         hs.errors += flags
@@ -228,7 +251,7 @@ def _add_profiled(hs: HandlerStats, items: list[Item]) -> None:
 
 def _add_columns(hs: HandlerStats, items: list[Item], profiled: bool) -> None:
     funcs = hs.funcs
-    for k, recs in _records_by_entry([it[3] for it in items]):
+    for k, recs in _records_by_entry(list(map(_STATE, items))):
         _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)), profiled)
 
 
@@ -251,6 +274,12 @@ def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]
         yield k, list(map(_RECORD, run))
 
 
+_HANDLER = itemgetter(0)
+_NS_OF = itemgetter(1)
+_FLAGS = itemgetter(2)
+_STATE = itemgetter(3)
+_NAME_OF = itemgetter(NAME)
+_DIMS_OF = itemgetter(DIMS)
 _SKIP = repeat(HEADER_SIZE)
 _TO_END = repeat(None)
 _KEY = itemgetter(0)
