@@ -186,15 +186,27 @@ def test_requests_are_added_in_batches_and_none_is_lost_across_threads() -> None
     assert col.pending == [] and col.internal_errors == 0
 
 
-def test_adding_a_batch_to_a_sketch_gives_the_same_sketch_as_one_by_one() -> None:
+@pytest.mark.parametrize("keys", ["C", "Python"])
+def test_adding_a_batch_to_a_sketch_gives_the_same_sketch_as_one_by_one(keys: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
     from ddsketch import DDSketch
 
+    from callwatch import _stats
     from callwatch.aggregate import SKETCH_ACCURACY, sketch_add_many
 
+    if keys == "C" and _stats._c_sketch_keys is None:
+        pytest.skip("the C extension is not in use (CALLWATCH_PURE_PYTHON=1, or not built)")
+    if keys == "Python":
+        monkeypatch.setattr(_stats, "_c_sketch_keys", None)
     rng = random.Random(3)
-    values = [0, 1, 2, 999, 1000, 1001] + [int(rng.lognormvariate(13, 2)) for _ in range(5000)]
+    # Bin edges, exact powers of two, and ints beyond a double's 53 bits.
+    mapping = DDSketch(SKETCH_ACCURACY)._mapping
+    edges = [int(mapping._pow_gamma(k)) + d for k in range(1, 2200) for d in (-1, 0, 1, 2)]
+    values = [0, 1, 2, 999, 1000, 1001, 2 ** 40, 2 ** 53 + 1, 2 ** 64 + 3] + edges
+    values += [int(rng.lognormvariate(13, 2)) for _ in range(5000)]
+    rng.shuffle(values)
     one, many = DDSketch(SKETCH_ACCURACY), DDSketch(SKETCH_ACCURACY)
     for v in values:
         one.add(v)

@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <math.h>
 #include <time.h>
 
 /* None: CLOCK_MONOTONIC (what time.perf_counter_ns reads on Linux); else a callable
@@ -481,7 +482,146 @@ set_clock(PyObject *module, PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* columns(states, calls, ns) -> {entry: Record [calls, max calls, ns, max ns]}: what the
+ * fold adds per entry for a batch of requests' states (_table._add_columns), in one pass.
+ * Header keys (<= 0) are skipped; a negative time (an async call still running) counts 0.
+ * A state that is not a dict of records (or of int sequences) raises, and the fold does
+ * it in Python.  No Python code runs in the loop, so no state can change under it. */
+static PyObject *
+columns(PyObject *module, PyObject *args)
+{
+    PyObject *states;
+    Py_ssize_t co, no;
+    if (!PyArg_ParseTuple(args, "O!nn:columns", &PyList_Type, &states, &co, &no))
+        return NULL;
+    if (co < 0 || no < 0 || co >= RECORD_MAX || no >= RECORD_MAX) {
+        PyErr_SetString(PyExc_ValueError, "columns: bad offsets");
+        return NULL;
+    }
+    Py_ssize_t need = (co > no ? co : no) + 1;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(states); i++) {
+        PyObject *st = PyList_GET_ITEM(states, i);
+        if (!PyDict_CheckExact(st)) {
+            PyErr_SetString(PyExc_TypeError, "columns: not a state");
+            goto fail;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(st, &pos, &k, &v)) {
+            if (!PyLong_CheckExact(k)) {
+                PyErr_SetString(PyExc_TypeError, "columns: not an entry");
+                goto fail;
+            }
+            int overflow;
+            long key = PyLong_AsLongAndOverflow(k, &overflow);
+            if (!overflow && key <= 0)
+                continue;  /* a header key */
+            long long c, n;
+            if (Py_IS_TYPE(v, &RecordType) && ((Record *)v)->n >= need) {
+                c = ((Record *)v)->v[co];
+                n = ((Record *)v)->v[no];
+            }
+            else {
+                PyErr_SetString(PyExc_TypeError, "columns: not a record");
+                goto fail;
+            }
+            if (n < 0)
+                n = 0;
+            PyObject *acc = PyDict_GetItemWithError(out, k);
+            if (acc == NULL) {
+                if (PyErr_Occurred())
+                    goto fail;
+                acc = RecordType.tp_alloc(&RecordType, 0);
+                if (acc == NULL)
+                    goto fail;
+                ((Record *)acc)->n = 4;
+                int rc = PyDict_SetItem(out, k, acc);
+                Py_DECREF(acc);  /* out holds it */
+                if (rc < 0)
+                    goto fail;
+            }
+            long long *a = ((Record *)acc)->v;
+            a[0] += c;
+            if (c > a[1])
+                a[1] = c;
+            a[2] += n;
+            if (n > a[3])
+                a[3] = n;
+        }
+    }
+    return out;
+
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* sketch_keys(values, multiplier, offset) -> ({key: count}, zeros): the DDSketch bins of
+ * values (ints >= 0; zeros only counted), with the very operations ddsketch's LogarithmicMapping.key does in Python
+ * (math.log(v, 2) is log(v) / log(2.0) on the same libm; then * multiplier, ceil, and
+ * + offset truncated by int()), so the keys are the same; _stats.sketch_add_many. */
+static PyObject *
+sketch_keys(PyObject *module, PyObject *args)
+{
+    PyObject *values;
+    double multiplier, offset;
+    if (!PyArg_ParseTuple(args, "O!dd:sketch_keys", &PyList_Type, &values, &multiplier, &offset))
+        return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    double log2 = log(2.0);
+    Py_ssize_t zeros = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        PyObject *item = PyList_GET_ITEM(values, i);
+        if (!PyLong_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "sketch_keys: not an int");
+            goto fail;
+        }
+        double x = PyLong_AsDouble(item);
+        if (x == -1.0 && PyErr_Occurred())
+            goto fail;
+        if (x == 0.0) {
+            zeros++;
+            continue;
+        }
+        if (!(x > 0.0) || !isfinite(x)) {
+            PyErr_SetString(PyExc_ValueError, "sketch_keys: a negative or huge int");
+            goto fail;
+        }
+        double k = ceil(log(x) / log2 * multiplier);
+        if (offset != 0.0)
+            k = trunc(k + offset);
+        PyObject *key = PyLong_FromDouble(k);
+        if (key == NULL)
+            goto fail;
+        PyObject *n = PyDict_GetItemWithError(out, key);
+        if (n == NULL && PyErr_Occurred()) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *n1 = PyLong_FromLongLong(n == NULL ? 1 : PyLong_AsLongLong(n) + 1);
+        int rc = n1 == NULL ? -1 : PyDict_SetItem(out, key, n1);
+        Py_XDECREF(n1);
+        Py_DECREF(key);
+        if (rc < 0)
+            goto fail;
+    }
+    return Py_BuildValue("Nn", out, zeros);
+
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"columns", columns, METH_VARARGS,
+     "columns(states, calls, ns): per entry, [calls, max calls, ns, max ns] over the states."},
+    {"sketch_keys", sketch_keys, METH_VARARGS,
+     "sketch_keys(values, multiplier, offset): ({DDSketch key: count}, zeros) of the values."},
     {"set_clock", set_clock, METH_O,
      "set_clock(fn or None): read durations from fn() instead of CLOCK_MONOTONIC (tests)."},
     {NULL},

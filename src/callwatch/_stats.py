@@ -17,6 +17,10 @@ from typing import Any, Iterable, Mapping, Tuple, Union
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 
+from ._state import speedups
+
+_c_sketch_keys = speedups.sketch_keys if speedups is not None else None
+
 #: Handler name for watched calls made outside any handler (cron jobs, startup code...).
 BACKGROUND = "_background"
 #: Handler name that collects requests once ``handlers.max_handlers`` names are in use.
@@ -207,24 +211,20 @@ def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
     """``sketch.add(v)`` for each of ``values`` (ints >= 0), with the same bins.
 
     DDSketch.add is a Python call per value (benchmarks/in_situ.py times the fold); here the
-    keys are computed with C-level ``map`` over the very expression LogarithmicMapping.key
-    uses (``ceil(log(v, 2) * multiplier) + offset``), then counted, then added per bin.
+    keys are computed over all values at once with the very operations
+    LogarithmicMapping.key does (``ceil(log(v, 2) * multiplier) + offset``): by the C
+    extension's ``sketch_keys`` when built, else with C-level ``map``; then counted, then
+    added per bin.
     """
     mapping = sketch._mapping
     if type(mapping) is not LogarithmicMapping or not values or min(values) < 0:
         for v in values:
             sketch.add(v)
         return
-    low = mapping.min_possible
-    positive = [v for v in values if v > low]
-    keys: Iterable[int] = map(math.ceil, map(mapping._multiplier.__rmul__, map(math.log, positive, repeat(2))))
-    offset = mapping._offset
-    if offset:
-        keys = (int(k + offset) for k in keys)
+    counted, zeros = _sketch_keys(values, mapping)
     store_add = sketch._store.add
-    for key, n in Counter(keys).items():
+    for key, n in counted.items():
         store_add(key, float(n))
-    zeros = len(values) - len(positive)
     if zeros:
         sketch._zero_count += float(zeros)
     sketch._count += float(len(values))
@@ -234,6 +234,22 @@ def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
         sketch._min = lo
     if hi > sketch._max:
         sketch._max = hi
+
+
+def _sketch_keys(values: list[int], mapping: LogarithmicMapping) -> tuple[Mapping[int, int], int]:
+    """({bin key: values in it}, zeros) for ``values`` (ints >= 0)."""
+    if _c_sketch_keys is not None and type(values) is list:
+        try:
+            return _c_sketch_keys(values, mapping._multiplier, mapping._offset)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError):
+            pass  # not all small ints: the same in Python
+    low = mapping.min_possible
+    positive = [v for v in values if v > low]
+    keys: Iterable[int] = map(math.ceil, map(mapping._multiplier.__rmul__, map(math.log, positive, repeat(2))))
+    offset = mapping._offset
+    if offset:
+        keys = (int(k + offset) for k in keys)
+    return Counter(keys), len(values) - len(positive)
 
 
 def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:

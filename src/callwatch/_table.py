@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import Any, Iterable
 
 from ._limits import Limiter
-from ._state import CALLS, DIMS, HEADER_SIZE, NAME, NS, State, new_state, records
+from ._state import CALLS, DIMS, HEADER_SIZE, NAME, NS, State, new_record, new_state, records, speedups
 from ._stats import BACKGROUND, OTHER_VALUE, OVERFLOW, FuncStats, HandlerKey, HandlerStats, sketch_add_many
 
 #: A finished request: (handler, ns, flags, state); ns < 0: background calls.  Flags:
@@ -193,31 +193,29 @@ def unreported(state: State, before: dict[int, tuple[int, int]]) -> tuple[State,
             ns = b_ns
         now[k] = (calls, ns)
         if calls != b_calls or ns != b_ns:
-            delta[k] = [calls - b_calls, ns - b_ns, 0]
+            d = delta[k] = new_record()
+            d[CALLS], d[NS] = calls - b_calls, ns - b_ns
     return delta, now
 
 
-def _add_column(funcs: dict[int, FuncStats], k: int, calls: tuple[int, ...], ns: tuple[int, ...],
+def _add_column(funcs: dict[int, FuncStats], k: int, calls: int, calls_max: int, ns: int, ns_max: int,
                 profiled: bool) -> None:
-    """Add entry ``k``'s calls and time over a batch of requests (one value per request);
-    the time of profiled requests apart (``FuncStats.profiled_ns``)."""
+    """Add entry ``k``'s calls and time over a batch of requests (sums and maxima; a time
+    read while an async call still ran counts 0); the time of profiled requests apart
+    (``FuncStats.profiled_ns``)."""
     fs = funcs.get(k)
     if fs is None:
         fs = funcs[k] = FuncStats()
-    fs.calls += sum(calls)
-    m = max(calls)
-    if m > fs.calls_max:
-        fs.calls_max = m
-    if min(ns) < 0:  # a state read while an async call was still running: count 0 for it
-        ns = tuple([t if t > 0 else 0 for t in ns])
+    fs.calls += calls
+    if calls_max > fs.calls_max:
+        fs.calls_max = calls_max
     if profiled:
-        fs.profiled_ns += sum(ns)
-        fs.profiled_max = max(fs.profiled_max, *ns)
+        fs.profiled_ns += ns
+        fs.profiled_max = max(fs.profiled_max, ns_max)
         return
-    fs.ns += sum(ns)
-    m = max(ns)
-    if m > fs.ns_max:
-        fs.ns_max = m
+    fs.ns += ns
+    if ns_max > fs.ns_max:
+        fs.ns_max = ns_max
 
 
 def _add_batch(hs: HandlerStats, items: list[Item]) -> None:
@@ -251,8 +249,22 @@ def _add_profiled(hs: HandlerStats, items: list[Item]) -> None:
 
 def _add_columns(hs: HandlerStats, items: list[Item], profiled: bool) -> None:
     funcs = hs.funcs
-    for k, recs in _records_by_entry(list(map(_STATE, items))):
-        _add_column(funcs, k, tuple(map(_CALLS, recs)), tuple(map(_NS, recs)), profiled)
+    states = list(map(_STATE, items))
+    if _columns is not None:  # the C extension's one pass over the records
+        try:
+            summed = _columns(states, CALLS, NS)
+        except (TypeError, ValueError, OverflowError):
+            pass  # records it does not know (lists): the same in Python below
+        else:
+            for k, (calls, calls_max, ns, ns_max) in summed.items():
+                _add_column(funcs, k, calls, calls_max, ns, ns_max, profiled)
+            return
+    for k, recs in _records_by_entry(states):
+        calls = tuple(map(_CALLS, recs))
+        ns = tuple(map(_NS, recs))
+        if min(ns) < 0:  # a state read while an async call was still running: count 0 for it
+            ns = tuple([t if t > 0 else 0 for t in ns])
+        _add_column(funcs, k, sum(calls), max(calls), sum(ns), max(ns), profiled)
 
 
 def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]]]]:
@@ -274,6 +286,7 @@ def _records_by_entry(states: list[State]) -> Iterable[tuple[int, list[list[int]
         yield k, list(map(_RECORD, run))
 
 
+_columns = speedups.columns if speedups is not None else None
 _HANDLER = itemgetter(0)
 _NS_OF = itemgetter(1)
 _FLAGS = itemgetter(2)
