@@ -7,6 +7,7 @@ profiler is a recording fake, to pin down the exact calls of the agreed interfac
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterator
 
 import pytest
@@ -15,6 +16,8 @@ import callwatch
 from callwatch import _core, _request
 from callwatch.integrations.wsgi import WSGIMiddleware
 from callwatch.testing import FakeClock
+
+from conftest import WRAPPERS
 
 
 class RecordingProfiler:
@@ -32,6 +35,25 @@ class RecordingProfiler:
 
     def after_fork_in_child(self) -> None:
         pass
+
+
+@pytest.fixture(autouse=True, params=WRAPPERS)
+def wrapper_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the C handler wrapper and with the generated one (in the
+    pure-Python run of the suite, with that one only)."""
+    monkeypatch.setattr(_core, "use_speedups", request.param == "C")
+    return str(request.param)
+
+
+def test_a_sync_handler_gets_the_c_wrapper_when_it_is_in_use(wrapper_kind: str) -> None:
+    @callwatch.handler("h")
+    def h(x: int) -> int:
+        """Doc."""
+        return x
+
+    assert type(h).__name__ == ("Handler" if wrapper_kind == "C" else "function")
+    assert (h.__name__, h.__doc__, list(inspect.signature(h).parameters), h(3)) == ("h", "Doc.", ["x"], 3)
+    assert handlers()["h"][:2] == (1, 0)
 
 
 @pytest.fixture

@@ -188,11 +188,25 @@ def is_wrapped(fn: Callable[..., Any]) -> bool:
 
 
 def make_handler(fn: F, name: str) -> F:
-    """Return a wrapper that makes each call of ``fn`` one request of handler ``name``."""
-    make = _make_async if inspect.iscoroutinefunction(fn) else _make_sync
+    """Return a wrapper that makes each call of ``fn`` one request of handler ``name``.
+
+    A sync handler gets the C extension's wrapper when it is in use (``_speedups.c``,
+    ``Handler``: the same lifecycle, with the generated one as its fallback), for what a
+    request costs around real I/O (benchmarks/in_situ.py, the ``@handler`` rows)."""
+    is_async = inspect.iscoroutinefunction(fn)
+    make = _make_async if is_async else _make_sync
     pending = _core.collector.pending  # never rebound
     wrapper = make(fn, name, _enter, _leave, pending.append, pending, _core.collector.fold)
     functools.update_wrapper(wrapper, fn)
+    speedups = _core._speedups
+    if not is_async and _core.use_speedups and speedups is not None:
+        try:
+            wrapper = speedups.Handler(fn, wrapper, name, _core._current, globals(), pending, _core.collector.fold,
+                                       DIMS, NAME, FOLD_BATCH, PROFILED)
+        except TypeError:  # e.g. a name that is not a str: keep the generated wrapper
+            pass
+        else:
+            functools.update_wrapper(wrapper, fn)
     setattr(wrapper, _core.MARK, name)
     return cast(F, wrapper)
 

@@ -71,9 +71,14 @@ class IntervalTable:
             plain = False
         if not plain:
             return self._by_handler_checked(batch)
-        if len(set(map(_HANDLER, batch))) == 1:
-            return {batch[0][0]: batch}
-        return {h: list(run) for h, run in groupby(sorted(batch, key=_HANDLER), _HANDLER)}
+        names = list(map(_HANDLER, batch))
+        # In the order of first appearance: new names are admitted (capped) in that order.
+        by_handler: dict[str, list[Item]] = {h: [] for h in dict.fromkeys(names)}
+        if len(by_handler) == 1:
+            return {names[0]: batch}
+        for h, item in zip(names, batch):
+            by_handler[h].append(item)
+        return by_handler
 
     def _by_handler_checked(self, batch: list[Item]) -> dict[str, list[Item]]:
         by_handler: dict[str, list[Item]] = {}
