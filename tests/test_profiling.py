@@ -273,11 +273,46 @@ def test_a_countdown_pick_draws_on_the_credit() -> None:
     p = _request.profiler
     p.policy.credit_ns, p.policy.credit_at = -1e9, BUDGET_CLOCK()  # spent: 50 CPU-s to refill
     assert p.begin("h") is None
-    p.policy.credit_ns = 1.0
+    p.policy.credit_ns = 1.0  # earned back: seen at the next flush
+    assert p.begin("h") is None
+    p.policy.on_flush()
     token = p.begin("h")
     assert token is not None
     p.end(token, "h", 1, {-2: 0, -3: 0})
     assert p.policy.credit_ns < 0  # the request spent it
+
+
+def test_a_spent_credit_is_not_looked_at_again_until_a_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A due handler asks for a pick on every request while the credit is spent (for
+    seconds after one costly profile): those refusals must not each read the budget's
+    clock (a system call).  The next flush sees the credit earned back."""
+    from callwatch.profiling import _policy
+
+    reads: list[float] = []
+    cpu = [100.0]
+
+    def clock() -> float:
+        reads.append(cpu[0])
+        return cpu[0]
+
+    monkeypatch.setattr(_policy, "BUDGET_CLOCK", clock)
+    callwatch.configure({"profile": {"rate": 0.0001, "min_interval": 60, "budget": 0.01}},
+                        start_thread=False, strict=True)
+    p = _request.profiler
+    pol = p.policy
+    pol.skip = 10**9  # no countdown pick: only min_interval asks
+    pol.credit_ns, pol.credit_at = -5e6, cpu[0]  # spent: 0.5 CPU-s at 1 % to earn back
+    reads.clear()
+    assert [p.begin("due_handler") for _ in range(1000)] == [None] * 1000
+    assert len(reads) == 1  # the first refusal only
+    cpu[0] += 0.2  # not yet earned back
+    pol.on_flush()
+    assert p.begin("due_handler") is None and len(reads) == 2  # the flush's
+    cpu[0] += 0.4  # earned back
+    pol.on_flush()
+    token = p.begin("due_handler")
+    assert token is not None
+    p.end(token, "due_handler", 1, {-2: 0, -3: 0})
 
 
 def test_the_charge_is_cpu_time_and_covers_the_rows_and_the_dump() -> None:

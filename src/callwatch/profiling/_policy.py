@@ -67,6 +67,9 @@ class SamplingPolicy:
         self.spent_ns = 0  # what profiled requests cost in this window (``charge``)
         self.credit_ns = cfg.budget * BURST_S * 1e9
         self.credit_at = self.window_start
+        #: the credit was found spent: picks are refused without reading the budget's
+        #: clock until a flush finds it earned back (see ``affordable``)
+        self.broke = False
         self.skip = self.draw()
 
     # -- request side (any thread) ----------------------------------------------------
@@ -126,17 +129,33 @@ class SamplingPolicy:
 
     def affordable(self) -> bool:
         """May a pick start now?  Every pick spends the credit, so that the budget holds
-        between flushes, and a scan of never-seen names cannot buy a profile per request."""
-        now = BUDGET_CLOCK()
+        between flushes, and a scan of never-seen names cannot buy a profile per request.
+
+        Once the credit is found spent, picks are refused without reading the clock until
+        the next flush finds it earned back (``on_flush``): the budget's clock is a system
+        call, and a handler that is due (``min_interval``) asks on every request while the
+        credit is spent, which after one costly profile lasts seconds (under gevent, a
+        profile costs tens of requests).  A pick may wait up to one flush interval longer."""
+        if self.broke:
+            return False
+        self._earn(BUDGET_CLOCK())
+        if self.credit_ns > 0:
+            return True
+        self.broke = True
+        return False
+
+    def _earn(self, now: float) -> None:
+        """The credit earned since the last look: ``budget`` of the CPU time, up to a cap."""
         budget = self.cfg.budget
         self.credit_ns = min(self.credit_ns + (now - self.credit_at) * budget * 1e9, budget * BURST_S * 1e9)
         self.credit_at = now
-        return self.credit_ns > 0
 
     def charge(self, ns: int) -> None:
         """A profiled request's cost (kept or discarded): ``cost_ns``."""
         self.spent_ns += ns
         self.credit_ns -= ns
+        if self.credit_ns <= 0:
+            self.broke = True
 
     def learn(self, hint: str, name: str) -> None:
         names = self.hints.get(hint)
@@ -172,6 +191,7 @@ class SamplingPolicy:
         self.spent_ns = 0
         self.window_start = self.credit_at = BUDGET_CLOCK()
         self.credit_ns = self.cfg.budget * BURST_S * 1e9  # a new process, a budget of its own
+        self.broke = False
 
     # -- flush side ------------------------------------------------------------------
 
@@ -179,7 +199,10 @@ class SamplingPolicy:
         self.due_before = time.monotonic() - self.cfg.min_interval
         due = self.due_before
         self.last = {k: t for k, t in self.last.items() if t >= due}
-        self.adjust_rate(BUDGET_CLOCK())
+        now = BUDGET_CLOCK()
+        self._earn(now)
+        self.broke = self.credit_ns <= 0
+        self.adjust_rate(now)
 
     def adjust_rate(self, now: float) -> None:
         """``now``: the budget's clock."""
