@@ -56,6 +56,27 @@ def test_a_sync_handler_gets_the_c_wrapper_when_it_is_in_use(wrapper_kind: str) 
     assert handlers()["h"][:2] == (1, 0)
 
 
+def test_the_hosts_interrupt_in_callwatchs_bookkeeping_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt (or a signal handler's SystemExit) raised while the wrapper does
+    its own work after the handler (here: in a dimension function) reaches the host, as
+    it would without callwatch; an Exception there is callwatch's, and is dropped."""
+    def interrupted(*args: Any) -> str:
+        raise KeyboardInterrupt
+
+    def broken(*args: Any) -> str:
+        raise ValueError("a dimension function's bug")
+
+    @callwatch.handler("h")
+    def h(x: int) -> int:
+        return x
+
+    monkeypatch.setattr(_request, "dimension_functions", {"h": [("k", interrupted)]})
+    with pytest.raises(KeyboardInterrupt):
+        h(1)
+    monkeypatch.setattr(_request, "dimension_functions", {"h": [("k", broken)]})
+    assert h(2) == 2
+
+
 @pytest.fixture
 def prof(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProfiler]:
     p = RecordingProfiler()

@@ -193,10 +193,10 @@ typedef struct {
 } Watched;
 
 /* The entry's record in the state (a new reference), made on first touch; NULL with an
- * error set when the state holds something else there (a list: a record made while the C
- * wrapper was off; the Python wrapper counts that state). */
+ * error set when it cannot be, and *odd set when the state holds something else there (a
+ * list: a record made while the C wrapper was off; the Python wrapper counts that state). */
 static Record *
-get_record(Watched *w, PyObject *st, PyObject *key)
+get_record(Watched *w, PyObject *st, PyObject *key, int *odd)
 {
     PyObject *rec = PyDict_GetItemWithError(st, key);
     if (rec == NULL) {
@@ -215,6 +215,7 @@ get_record(Watched *w, PyObject *st, PyObject *key)
             return NULL;
     }
     if (!Py_IS_TYPE(rec, &RecordType) || ((Record *)rec)->n < w->need) {
+        *odd = 1;
         PyErr_SetString(PyExc_TypeError, "callwatch: not a state record");
         return NULL;
     }
@@ -227,6 +228,7 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     Watched *w = (Watched *)op;
     PyObject *st = NULL;
     Record *rec = NULL, *grec = NULL;
+    int odd = 0;
     if (PyContextVar_Get(w->var, NULL, &st) < 0)
         return NULL;
     if (st == NULL || !PyDict_Check(st)) {
@@ -240,7 +242,7 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         grec = (Record *)Py_XNewRef(w->cgrec);
     }
     else {
-        rec = get_record(w, st, w->key);
+        rec = get_record(w, st, w->key, &odd);
         if (rec == NULL)
             goto slow;
         Py_XSETREF(w->cst, Py_NewRef(st));
@@ -248,7 +250,7 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         Py_CLEAR(w->cgrec);
     }
     if (w->gkey != NULL && grec == NULL) {  /* st is the cached state by now */
-        grec = get_record(w, st, w->gkey);
+        grec = get_record(w, st, w->gkey, &odd);
         if (grec == NULL)
             goto slow;
         Py_XSETREF(w->cgrec, (Record *)Py_NewRef(grec));
@@ -297,12 +299,13 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
 
 slow:
     /* Not a state of records (made while the C wrapper was off, or broken): the Python
-     * wrapper counts it as it can, and never breaks the call. */
+     * wrapper counts it as it can, and never breaks the call.  Out of memory for a record:
+     * the call runs uncounted (the Python wrapper would need memory too, outside its try). */
     PyErr_Clear();
     Py_XDECREF(grec);
     Py_XDECREF(rec);
     Py_DECREF(st);
-    return PyObject_Vectorcall(w->slow, args, nargsf, kwnames);
+    return PyObject_Vectorcall(odd ? w->slow : w->fn, args, nargsf, kwnames);
 }
 
 static PyObject *
@@ -504,6 +507,25 @@ typedef struct {
 
 _Static_assert(offsetof(Handler, fn) == offsetof(Watched, fn), "watched_getattro reads fn of both");
 
+/* An error left by a bookkeeping step (which runs Python code): an Exception is
+ * callwatch's, and is dropped; anything else (KeyboardInterrupt, or SystemExit from a
+ * signal handler that ran meanwhile) is the host's, kept to be raised when the request
+ * has been recorded, as the Python wrapper's `finally` would raise it (the first one). */
+typedef struct {
+    PyObject *type, *value, *tb;
+} Raised;
+
+static void
+settle(Raised *host)
+{
+    if (!PyErr_Occurred())
+        return;
+    if (host->type != NULL || PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear();
+    else
+        PyErr_Fetch(&host->type, &host->value, &host->tb);
+}
+
 /* config_dimensions(name, state, args, kwargs), with the call's arguments as Python has them. */
 static void
 handler_dimensions(Handler *h, PyObject *st, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -514,6 +536,7 @@ handler_dimensions(Handler *h, PyObject *st, PyObject *const *args, size_t nargs
     PyObject *fn = PyDict_GetItemWithError(h->globals, str_config_dimensions);
     if (fn == NULL)
         return;
+    Py_INCREF(fn);  /* held across the call: the module's globals may change meanwhile */
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *a = PyTuple_New(nargs), *kw = PyDict_New();
     if (a != NULL && kw != NULL) {
@@ -528,24 +551,35 @@ handler_dimensions(Handler *h, PyObject *st, PyObject *const *args, size_t nargs
     }
     Py_XDECREF(a);
     Py_XDECREF(kw);
+    Py_DECREF(fn);
 }
 
 /* The profiler's end(token, final name, ns, state); the final name is a name given
- * during the request, else the handler's. */
+ * during the request, else the handler's (also when the given one cannot be read). */
 static void
-handler_end_profile(Handler *h, PyObject *p, PyObject *prof, PyObject *st, PyObject *ns)
+handler_end_profile(Handler *h, PyObject *p, PyObject *prof, PyObject *st, PyObject *ns, Raised *host)
 {
-    PyObject *given = PyDict_GetItemWithError(st, h->name_key);
-    PyObject *name = given != NULL && PyObject_IsTrue(given) == 1 ? PyObject_Str(given) : Py_NewRef(h->name);
-    if (name != NULL)
-        Py_XDECREF(PyObject_CallMethodObjArgs(p, str_end, prof, name, ns, st, NULL));
-    Py_XDECREF(name);
+    PyObject *name = NULL, *given = PyDict_GetItemWithError(st, h->name_key);
+    if (given != NULL) {
+        Py_INCREF(given);
+        int named = PyObject_IsTrue(given);
+        if (named == 1)
+            name = PyObject_Str(given);
+        Py_DECREF(given);
+    }
+    settle(host);
+    if (name == NULL)
+        name = Py_NewRef(h->name);
+    Py_XDECREF(PyObject_CallMethodObjArgs(p, str_end, prof, name, ns, st, NULL));
+    Py_DECREF(name);
+    settle(host);
 }
 
 static PyObject *
 handler_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Handler *h = (Handler *)op;
+    Raised host = {NULL, NULL, NULL};
     PyObject *st = PyDict_New();
     if (st == NULL || PyDict_SetItem(st, h->dims_key, zero) < 0
             || PyDict_SetItem(st, h->name_key, zero) < 0) {
@@ -554,7 +588,8 @@ handler_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         return PyObject_Vectorcall(h->slow, args, nargsf, kwnames);
     }
     /* The profiler begins before the state is current, so that nothing is left set if
-     * it fails; an error of its own is dropped (the request goes unprofiled). */
+     * it fails; an error of its own is dropped (the request goes unprofiled), the host's
+     * is raised before the handler runs (as the Python wrapper does). */
     PyObject *p = PyDict_GetItemWithError(h->globals, str_profiler), *prof = NULL;
     if (p != NULL && p != Py_None) {
         Py_INCREF(p);
@@ -564,10 +599,25 @@ handler_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     }
     else
         p = NULL;
-    PyErr_Clear();
+    settle(&host);
+    if (host.type != NULL) {
+        if (prof != NULL)
+            handler_end_profile(h, p, prof, st, zero, &host);
+        Py_XDECREF(prof);
+        Py_XDECREF(p);
+        Py_DECREF(st);
+        PyErr_Restore(host.type, host.value, host.tb);
+        return NULL;
+    }
     PyObject *tok = PyContextVar_Set(h->var, st);
     if (tok == NULL) {  /* out of memory: the call runs, uncounted */
         PyErr_Clear();
+        if (prof != NULL) {
+            handler_end_profile(h, p, prof, st, zero, &host);
+            Py_XDECREF(host.type);
+            Py_XDECREF(host.value);
+            Py_XDECREF(host.tb);
+        }
         Py_XDECREF(prof);
         Py_XDECREF(p);
         Py_DECREF(st);
@@ -583,32 +633,43 @@ handler_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     PyErr_Fetch(&et, &ev, &tb);
     long flags = result == NULL && et != NULL && PyErr_GivenExceptionMatches(et, PyExc_Exception);
     if (now_ns(&t1) < 0) {
-        PyErr_Clear();
+        settle(&host);
         t1 = t0;
     }
     PyObject *ns = PyLong_FromLongLong(t1 - t0);
-    if (prof != NULL && ns != NULL) {
-        handler_end_profile(h, p, prof, st, ns);
+    if (ns == NULL) {
         PyErr_Clear();
+        ns = Py_NewRef(zero);
+    }
+    if (prof != NULL) {
+        handler_end_profile(h, p, prof, st, ns, &host);
         flags |= h->profiled;
     }
     if (PyContextVar_Reset(h->var, tok) < 0)
         PyErr_Clear();
     handler_dimensions(h, st, args, nargsf, kwnames);
-    PyErr_Clear();
+    settle(&host);
     PyObject *fl = PyLong_FromLong(flags);
-    PyObject *item = ns != NULL && fl != NULL ? PyTuple_Pack(4, h->name, ns, fl, st) : NULL;
+    PyObject *item = fl != NULL ? PyTuple_Pack(4, h->name, ns, fl, st) : NULL;
     if (item != NULL && PyList_Append(h->pending, item) == 0
             && PyList_GET_SIZE(h->pending) >= h->batch)
         Py_XDECREF(PyObject_CallNoArgs(h->fold));
-    PyErr_Clear();
+    settle(&host);
     Py_XDECREF(item);
     Py_XDECREF(fl);
-    Py_XDECREF(ns);
+    Py_DECREF(ns);
     Py_DECREF(tok);
     Py_XDECREF(prof);
     Py_XDECREF(p);
     Py_DECREF(st);
+    if (host.type != NULL) {  /* the host's own interrupt wins, as in the Python wrapper */
+        Py_XDECREF(result);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        PyErr_Restore(host.type, host.value, host.tb);
+        return NULL;
+    }
     PyErr_Restore(et, ev, tb);
     return result;
 }
@@ -652,9 +713,13 @@ handler_traverse(Handler *h, visitproc visit, void *arg)
 {
     Py_VISIT(h->fn);
     Py_VISIT(h->slow);
+    Py_VISIT(h->name);
+    Py_VISIT(h->var);
     Py_VISIT(h->globals);
     Py_VISIT(h->pending);
     Py_VISIT(h->fold);
+    Py_VISIT(h->dims_key);
+    Py_VISIT(h->name_key);
     Py_VISIT(h->dict);
     return 0;
 }

@@ -33,8 +33,9 @@ Which requests (``_policy``).  At most one request is profiled at a time per pro
   scan of never-seen names would otherwise buy for every request) draws on a credit that
   grows by ``budget`` of that CPU time, holds at most one second's worth, and is spent by
   every profiled request: picks are refused while it is spent, so the budget holds
-  between flushes too.  Once found spent, it is looked at again only at the next flush
-  (refusing then costs no clock read, on every request of a due handler).
+  between flushes too.  Once found spent, it is looked at again only after
+  ``_policy.RECHECK`` refusals or at the next flush (a due handler asks on every request;
+  a refusal then costs no clock read).
 - After a fork, the child draws a new seed and countdown, so workers profile different
   requests.
 

@@ -27,6 +27,10 @@ NAMES_PER_HINT = 8
 #: borrow ahead.
 BURST_S = 1.0
 
+#: Picks refused without a look at the budget's clock once its credit is found spent
+#: (``SamplingPolicy.affordable``): one system call per this many requests of a due handler.
+RECHECK = 256
+
 #: What the requests after a profiled one pay, as a share of the profiled request's own
 #: cost (``cost_ns``): caches and the interpreter's specialised code warm up again, and the
 #: profile's rows are added to the table by a later fold.  Calibrated, not measured per
@@ -67,9 +71,9 @@ class SamplingPolicy:
         self.spent_ns = 0  # what profiled requests cost in this window (``charge``)
         self.credit_ns = cfg.budget * BURST_S * 1e9
         self.credit_at = self.window_start
-        #: the credit was found spent: picks are refused without reading the budget's
-        #: clock until a flush finds it earned back (see ``affordable``)
-        self.broke = False
+        #: the credit was found spent: this many more picks are refused without reading
+        #: the budget's clock, or fewer if a flush finds it earned back (``affordable``)
+        self.broke = 0
         self.skip = self.draw()
 
     # -- request side (any thread) ----------------------------------------------------
@@ -131,17 +135,18 @@ class SamplingPolicy:
         """May a pick start now?  Every pick spends the credit, so that the budget holds
         between flushes, and a scan of never-seen names cannot buy a profile per request.
 
-        Once the credit is found spent, picks are refused without reading the clock until
-        the next flush finds it earned back (``on_flush``): the budget's clock is a system
-        call, and a handler that is due (``min_interval``) asks on every request while the
-        credit is spent, which after one costly profile lasts seconds (under gevent, a
-        profile costs tens of requests).  A pick may wait up to one flush interval longer."""
+        Once the credit is found spent, the next ``RECHECK`` picks are refused without
+        reading the clock, unless a flush finds it earned back first (``on_flush``): the
+        budget's clock is a system call, and a handler that is due (``min_interval``) asks
+        on every request while the credit is spent, which after one costly profile lasts
+        seconds (under gevent, a profile costs tens of requests)."""
         if self.broke:
+            self.broke -= 1
             return False
         self._earn(BUDGET_CLOCK())
         if self.credit_ns > 0:
             return True
-        self.broke = True
+        self.broke = RECHECK
         return False
 
     def _earn(self, now: float) -> None:
@@ -155,7 +160,7 @@ class SamplingPolicy:
         self.spent_ns += ns
         self.credit_ns -= ns
         if self.credit_ns <= 0:
-            self.broke = True
+            self.broke = RECHECK
 
     def learn(self, hint: str, name: str) -> None:
         names = self.hints.get(hint)
@@ -191,7 +196,7 @@ class SamplingPolicy:
         self.spent_ns = 0
         self.window_start = self.credit_at = BUDGET_CLOCK()
         self.credit_ns = self.cfg.budget * BURST_S * 1e9  # a new process, a budget of its own
-        self.broke = False
+        self.broke = 0
 
     # -- flush side ------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class SamplingPolicy:
         self.last = {k: t for k, t in self.last.items() if t >= due}
         now = BUDGET_CLOCK()
         self._earn(now)
-        self.broke = self.credit_ns <= 0
+        self.broke = RECHECK if self.credit_ns <= 0 else 0
         self.adjust_rate(now)
 
     def adjust_rate(self, now: float) -> None:
