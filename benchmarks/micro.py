@@ -191,6 +191,38 @@ def measure_configured(requests: int, repeats: int) -> list[tuple[str, float]]:
     return out
 
 
+async def af(x: int) -> int:
+    return x
+
+
+def measure_async(calls: int, repeats: int) -> list[tuple[str, float]]:
+    """ns per ``await`` of an async function, bare and watched, inside one request."""
+    import asyncio
+
+    rows: list[tuple[str, Callable[[int], Any]]] = [("await, bare", af),
+                                                   ("await, callwatch watched", callwatch.watch(name="bench_async")(af))]
+    if _core._speedups is not None:
+        _core.use_speedups = False
+        rows.append(("  pure Python: await watched", callwatch.watch(name="bench_async_py")(af)))
+        _core.use_speedups = True
+
+    async def loop(fn: Callable[[int], Any]) -> int:
+        t = _clock()
+        for i in range(calls):
+            await fn(i)
+        return _clock() - t
+
+    async def main() -> dict[str, float]:
+        best = {name: float("inf") for name, _ in rows}
+        async with callwatch.request("bench_async"):
+            for _ in range(repeats):
+                for name, fn in rows:
+                    best[name] = min(best[name], await loop(fn) / calls)
+        return best
+
+    return list(asyncio.run(main()).items())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200_000)
@@ -207,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = dict(measure(args.calls, args.repeats))
         req_rows = dict(measure_requests(max(1, args.calls // 10), args.repeats))
         req_rows.update(measure_configured(max(1, args.calls // 10), args.repeats))
+        async_rows = dict(measure_async(max(1, args.calls // 10), args.repeats))
     finally:
         if gc_was:
             __import__("gc").enable()
@@ -224,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, ns in req_rows.items():
         bare = req_rows["request, bare (5 calls)" if "5" in name else "request, bare (0 calls)"]
         print(f"| {name:<36} | {ns:>10.0f} | {ns - bare:>11.0f} |")
+    print()
+    print(f"| {'async (per await)':<36} | {'ns/call':>10} | {'overhead ns':>11} |")
+    print(f"|{'-' * 38}|{'-' * 11}:|{'-' * 12}:|")
+    for name, ns in async_rows.items():
+        print(f"| {name:<36} | {ns:>10.0f} | {ns - async_rows['await, bare']:>11.0f} |")
     ratio = rows["callwatch watched"] / base
     verdict = "meets" if ratio <= TARGET else "MISSES"
     print(f"callwatch watched = {ratio:.2f} x floor+ContextVar ({verdict} the {TARGET} x target)")

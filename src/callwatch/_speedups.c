@@ -222,6 +222,34 @@ get_record(Watched *w, PyObject *st, PyObject *key, int *odd)
     return (Record *)Py_NewRef(rec);
 }
 
+/* The function's record and its group's (NULL without a group) in state `st`, as new
+ * references, through the cache of the last state; -1 with an error set (and *odd set
+ * when the state holds something else than records). */
+static int
+records_of(Watched *w, PyObject *st, Record **rec, Record **grec, int *odd)
+{
+    *rec = *grec = NULL;
+    if (st == w->cst) {
+        *rec = (Record *)Py_NewRef(w->crec);
+        *grec = (Record *)Py_XNewRef(w->cgrec);
+    }
+    else {
+        *rec = get_record(w, st, w->key, odd);
+        if (*rec == NULL)
+            return -1;
+        Py_XSETREF(w->cst, Py_NewRef(st));
+        Py_XSETREF(w->crec, (Record *)Py_NewRef(*rec));
+        Py_CLEAR(w->cgrec);
+    }
+    if (w->gkey != NULL && *grec == NULL) {  /* st is the cached state by now */
+        *grec = get_record(w, st, w->gkey, odd);
+        if (*grec == NULL)
+            return -1;
+        Py_XSETREF(w->cgrec, (Record *)Py_NewRef(*grec));
+    }
+    return 0;
+}
+
 static PyObject *
 watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -237,24 +265,8 @@ watched_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     }
     /* st, rec, grec: strong references held until the end (the ContextVar may be reset
      * meanwhile, and the call may count in another state and replace the cache). */
-    if (st == w->cst) {
-        rec = (Record *)Py_NewRef(w->crec);
-        grec = (Record *)Py_XNewRef(w->cgrec);
-    }
-    else {
-        rec = get_record(w, st, w->key, &odd);
-        if (rec == NULL)
-            goto slow;
-        Py_XSETREF(w->cst, Py_NewRef(st));
-        Py_XSETREF(w->crec, (Record *)Py_NewRef(rec));
-        Py_CLEAR(w->cgrec);
-    }
-    if (w->gkey != NULL && grec == NULL) {  /* st is the cached state by now */
-        grec = get_record(w, st, w->gkey, &odd);
-        if (grec == NULL)
-            goto slow;
-        Py_XSETREF(w->cgrec, (Record *)Py_NewRef(grec));
-    }
+    if (records_of(w, st, &rec, &grec, &odd) < 0)
+        goto slow;
     long long *r = rec->v, *gr = grec != NULL ? grec->v : NULL;
     long long g = 0, t0 = 0, t1;
     int timed = 0;
@@ -306,6 +318,63 @@ slow:
     Py_XDECREF(rec);
     Py_DECREF(st);
     return PyObject_Vectorcall(odd ? w->slow : w->fn, args, nargsf, kwnames);
+}
+
+/* The async wrapper's two steps (_core._async_watched), where concurrent awaits of one
+ * function in one request overlap: ACTIVE is a depth, and the time added is the union of
+ * the intervals (NS goes down by t0 when the first call starts, up by t1 when the last
+ * ends).  enter(state) -> False when the state is not one of records (the Python wrapper
+ * takes the call); leave(state) never fails. */
+static PyObject *
+watched_enter(Watched *w, PyObject *st)
+{
+    Record *rec = NULL, *grec = NULL;
+    int odd = 0;
+    long long t;
+    if (!PyDict_Check(st) || records_of(w, st, &rec, &grec, &odd) < 0 || now_ns(&t) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(rec);
+        Py_XDECREF(grec);
+        Py_RETURN_FALSE;
+    }
+    long long *r = rec->v;
+    r[w->calls] += 1;
+    if (r[w->active]++ == 0)
+        r[w->ns] -= t;
+    if (grec != NULL) {
+        long long *gr = grec->v;
+        gr[w->calls] += 1;
+        if (gr[w->active]++ == 0)
+            gr[w->ns] -= t;
+    }
+    Py_DECREF(rec);
+    Py_XDECREF(grec);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+watched_leave(Watched *w, PyObject *st)
+{
+    Record *rec = NULL, *grec = NULL;
+    int odd = 0;
+    long long t;
+    if (!PyDict_Check(st) || records_of(w, st, &rec, &grec, &odd) < 0 || now_ns(&t) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(rec);
+        Py_XDECREF(grec);
+        Py_RETURN_NONE;
+    }
+    long long *r = rec->v;
+    if (--r[w->active] == 0)
+        r[w->ns] += t;
+    if (grec != NULL) {
+        long long *gr = grec->v;
+        if (--gr[w->active] == 0)
+            gr[w->ns] += t;
+    }
+    Py_DECREF(rec);
+    Py_XDECREF(grec);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -444,6 +513,8 @@ watched_reduce(PyObject *self, PyObject *unused)
 
 static PyMethodDef watched_methods[] = {
     {"__reduce__", watched_reduce, METH_NOARGS, NULL},
+    {"_cw_enter", (PyCFunction)watched_enter, METH_O, "an async call starts in the state (False: not counted)"},
+    {"_cw_leave", (PyCFunction)watched_leave, METH_O, "an async call that entered ends"},
     {NULL},
 };
 
