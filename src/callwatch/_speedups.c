@@ -453,14 +453,14 @@ watched_clear(Watched *w)
     return 0;
 }
 
+/* Both wrapper types' dealloc: their own tp_clear drops what they hold. */
 static void
-watched_dealloc(Watched *w)
+wrapper_dealloc(PyObject *self)
 {
-    PyObject_GC_UnTrack(w);
-    if (w->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)w);
-    watched_clear(w);
-    Py_TYPE(w)->tp_free((PyObject *)w);
+    PyObject_GC_UnTrack(self);
+    PyObject_ClearWeakRefs(self);  /* a no-op without weak references */
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
 }
 
 /* Like a Python function: bound to an instance when looked up on one. */
@@ -532,7 +532,7 @@ static PyTypeObject WatchedType = {
     .tp_basicsize = sizeof(Watched),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = watched_new,
-    .tp_dealloc = (destructor)watched_dealloc,
+    .tp_dealloc = wrapper_dealloc,
     .tp_traverse = (traverseproc)watched_traverse,
     .tp_clear = (inquiry)watched_clear,
     .tp_call = PyVectorcall_Call,
@@ -811,16 +811,6 @@ handler_clear(Handler *h)
     return 0;
 }
 
-static void
-handler_dealloc(Handler *h)
-{
-    PyObject_GC_UnTrack(h);
-    if (h->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)h);
-    handler_clear(h);
-    Py_TYPE(h)->tp_free((PyObject *)h);
-}
-
 static PyObject *
 handler_repr(Handler *h)
 {
@@ -846,7 +836,7 @@ static PyTypeObject HandlerType = {
     .tp_basicsize = sizeof(Handler),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = handler_new,
-    .tp_dealloc = (destructor)handler_dealloc,
+    .tp_dealloc = wrapper_dealloc,
     .tp_traverse = (traverseproc)handler_traverse,
     .tp_clear = (inquiry)handler_clear,
     .tp_call = PyVectorcall_Call,

@@ -29,7 +29,9 @@ BURST_S = 1.0
 
 #: Picks refused without a look at the budget's clock once its credit is found spent
 #: (``SamplingPolicy.affordable``): one system call per this many requests of a due handler.
-RECHECK = 256
+#: Few, because the countdown's picks come 1/rate requests apart: a spent credit must be
+#: seen earned back soon without a flush (``configure(start_thread=False)``).
+RECHECK = 16
 
 #: What the requests after a profiled one pay, as a share of the profiled request's own
 #: cost (``cost_ns``): caches and the interpreter's specialised code warm up again, and the
