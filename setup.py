@@ -6,4 +6,7 @@ callwatch uses its pure-Python wrappers (same results, more CPU per watched call
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("callwatch._speedups", ["src/callwatch/_speedups.c"], optional=True)])
+SOURCES = [f"src/callwatch/{name}.c" for name in
+           ("_speedups", "_speedups_record", "_speedups_watched", "_speedups_handler")]
+
+setup(ext_modules=[Extension("callwatch._speedups", SOURCES, depends=["src/callwatch/_speedups.h"], optional=True)])

@@ -58,7 +58,7 @@ _new_record = _state.new_record
 #: Set on every wrapper callwatch makes: the watched entry (or handler name).
 MARK = "__callwatch__"
 
-# The watched-call wrapper in C (src/callwatch/_speedups.c), when it was built: same
+# The watched-call wrapper in C (src/callwatch/_speedups_watched.c), when it was built: same
 # numbers, far less CPU per call around real I/O.  CALLWATCH_PURE_PYTHON=1 turns it off
 # (``_state`` imports it); ``use_speedups`` is read when a function is wrapped.
 _speedups: Any = _state.speedups

@@ -190,7 +190,7 @@ def is_wrapped(fn: Callable[..., Any]) -> bool:
 def make_handler(fn: F, name: str) -> F:
     """Return a wrapper that makes each call of ``fn`` one request of handler ``name``.
 
-    A sync handler gets the C extension's wrapper when it is in use (``_speedups.c``,
+    A sync handler gets the C extension's wrapper when it is in use (``_speedups_handler.c``,
     ``Handler``: the same lifecycle, with the generated one as its fallback), for what a
     request costs around real I/O (benchmarks/in_situ.py, the ``@handler`` rows)."""
     is_async = inspect.iscoroutinefunction(fn)

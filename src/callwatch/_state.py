@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, MutableSequence
 
 from . import _env
 
-# The C extension (src/callwatch/_speedups.c), when it was built and not turned off with
+# The C extension (src/callwatch/_speedups*.c), when it was built and not turned off with
 # CALLWATCH_PURE_PYTHON=1: the records' type, and the watched-call wrapper (``_core``).
 speedups: Any
 try:
