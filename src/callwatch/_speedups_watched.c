@@ -153,8 +153,8 @@ slow:
  * the intervals (NS goes down by t0 when the first call starts, up by t1 when the last
  * ends).  enter(state) -> False when the state is not one of records (the Python wrapper
  * takes the call); leave(state) never fails. */
-static PyObject *
-watched_enter(Watched *w, PyObject *st)
+static int
+async_step(Watched *w, PyObject *st, int entering)
 {
     Record *rec = NULL, *grec = NULL;
     int odd = 0;
@@ -163,45 +163,36 @@ watched_enter(Watched *w, PyObject *st)
         PyErr_Clear();
         Py_XDECREF(rec);
         Py_XDECREF(grec);
-        Py_RETURN_FALSE;
+        return -1;
     }
-    long long *r = rec->v;
-    r[w->calls] += 1;
-    if (r[w->active]++ == 0)
-        r[w->ns] -= t;
-    if (grec != NULL) {
-        long long *gr = grec->v;
-        gr[w->calls] += 1;
-        if (gr[w->active]++ == 0)
-            gr[w->ns] -= t;
+    /* The function's record, then its group's: counted on entering; the outermost call
+     * (depth 0 -> 1) starts the time, the last to leave (1 -> 0) ends it. */
+    Record *recs[2] = {rec, grec};
+    for (int i = 0; i < 2 && recs[i] != NULL; i++) {
+        long long *r = recs[i]->v;
+        if (entering) {
+            r[w->calls] += 1;
+            if (r[w->active]++ == 0)
+                r[w->ns] -= t;
+        }
+        else if (--r[w->active] == 0)
+            r[w->ns] += t;
     }
     Py_DECREF(rec);
     Py_XDECREF(grec);
-    Py_RETURN_TRUE;
+    return 0;
+}
+
+static PyObject *
+watched_enter(Watched *w, PyObject *st)
+{
+    return PyBool_FromLong(async_step(w, st, 1) == 0);
 }
 
 static PyObject *
 watched_leave(Watched *w, PyObject *st)
 {
-    Record *rec = NULL, *grec = NULL;
-    int odd = 0;
-    long long t;
-    if (!PyDict_Check(st) || records_of(w, st, &rec, &grec, &odd) < 0 || cw_now_ns(&t) < 0) {
-        PyErr_Clear();
-        Py_XDECREF(rec);
-        Py_XDECREF(grec);
-        Py_RETURN_NONE;
-    }
-    long long *r = rec->v;
-    if (--r[w->active] == 0)
-        r[w->ns] += t;
-    if (grec != NULL) {
-        long long *gr = grec->v;
-        if (--gr[w->active] == 0)
-            gr[w->ns] += t;
-    }
-    Py_DECREF(rec);
-    Py_XDECREF(grec);
+    (void)async_step(w, st, 0);
     Py_RETURN_NONE;
 }
 
