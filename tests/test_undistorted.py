@@ -16,7 +16,7 @@ from callwatch import _core
 from callwatch.aggregate import ERROR, PROFILED, Collector, HandlerStats, Registry
 
 REQUESTS = 4000  # per mode
-BLOCKS = 10  # per mode, interleaved: profiled and unprofiled blocks share the machine's noise
+BLOCKS = 20  # per mode, interleaved: profiled and unprofiled blocks share the machine's noise
 
 
 def tiny(i: int) -> int:
@@ -70,15 +70,23 @@ def test_a_profiled_handler_reports_the_p99_of_unprofiled_requests(cpu_clock: No
     to the noise of a loaded machine (the bound: 1.3x)."""
     off, on = HandlerStats(), HandlerStats()
     per_block = REQUESTS // BLOCKS
+    p50_ratios = []
     for _ in range(BLOCKS):
-        off.merge(run_block(None, per_block))
-        on.merge(run_block({"rate": 0.02, "min_interval": 0, "budget": 1.0}, per_block))
+        block_off = run_block(None, per_block)
+        block_on = run_block({"rate": 0.02, "min_interval": 0, "budget": 1.0}, per_block)
+        p50_ratios.append(block_on.quantile_ns(0.5) / block_off.quantile_ns(0.5))
+        off.merge(block_off)
+        on.merge(block_on)
     assert off.requests == on.requests == REQUESTS  # every request counted
     assert on.funcs and all(fs.calls == 2 * REQUESTS for fs in on.funcs.values())  # every call too
     p99_off, p99_on = off.quantile_ns(0.99), on.quantile_ns(0.99)
     assert p99_on < 1.3 * p99_off, (p99_on, p99_off)
-    p50_off, p50_on = off.quantile_ns(0.5), on.quantile_ns(0.5)
-    assert p50_on < 1.3 * p50_off, (p50_on, p50_off)
+    # The p50 block by block, against the block right before: on this VM the request
+    # times can come in two clusters, by a machine state that holds for seconds, and the
+    # p50 of a whole run then flips between them while the mean barely moves (a CI
+    # failure); adjacent blocks share the state.
+    p50_ratio = sorted(p50_ratios)[len(p50_ratios) // 2]
+    assert p50_ratio < 1.3, p50_ratios
     mean_off, mean_on = off.ns / off.requests, on.ns / on.requests
     assert mean_on < 1.3 * mean_off, (mean_on, mean_off)
 
