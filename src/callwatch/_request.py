@@ -197,7 +197,6 @@ def make_handler(fn: F, name: str) -> F:
     make = _make_async if is_async else _make_sync
     pending = _core.collector.pending  # never rebound
     wrapper = make(fn, name, _enter, _leave, pending.append, pending, _core.collector.fold)
-    functools.update_wrapper(wrapper, fn)
     speedups = _core._speedups
     if not is_async and _core.use_speedups and speedups is not None:
         try:
@@ -205,8 +204,7 @@ def make_handler(fn: F, name: str) -> F:
                                        DIMS, NAME, FOLD_BATCH, PROFILED)
         except TypeError:  # e.g. a name that is not a str: keep the generated wrapper
             pass
-        else:
-            functools.update_wrapper(wrapper, fn)
+    functools.update_wrapper(wrapper, fn)
     setattr(wrapper, _core.MARK, name)
     return cast(F, wrapper)
 

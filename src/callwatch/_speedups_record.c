@@ -119,8 +119,8 @@ PyTypeObject cw_RecordType = {
 /* columns(states, calls, ns) -> {entry: Record [calls, max calls, ns, max ns]}: what the
  * fold adds per entry for a batch of requests' states (_table._add_columns), in one pass.
  * Header keys (<= 0) are skipped; a negative time (an async call still running) counts 0.
- * A state that is not a dict of records (or of int sequences) raises, and the fold does
- * it in Python.  No Python code runs in the loop, so no state can change under it. */
+ * A state that is not a dict of records (lists: the pure-Python records) raises, and the
+ * fold does it in Python.  No Python code runs in the loop, so no state can change under it. */
 PyObject *
 cw_columns(PyObject *module, PyObject *args)
 {
@@ -194,9 +194,10 @@ fail:
 }
 
 /* sketch_keys(values, multiplier, offset) -> ({key: count}, zeros): the DDSketch bins of
- * values (ints >= 0; zeros only counted), with the very operations ddsketch's LogarithmicMapping.key does in Python
- * (math.log(v, 2) is log(v) / log(2.0) on the same libm; then * multiplier, ceil, and
- * + offset truncated by int()), so the keys are the same; _stats.sketch_add_many. */
+ * values (ints >= 0; zeros only counted), with the very operations ddsketch's
+ * LogarithmicMapping.key does in Python (math.log(v, 2) is log(v) / log(2.0) on the same
+ * libm; then * multiplier, ceil, and + offset truncated by int()), so the keys are the
+ * same; _stats.sketch_add_many. */
 PyObject *
 cw_sketch_keys(PyObject *module, PyObject *args)
 {

@@ -61,9 +61,9 @@ class IntervalTable:
         """The batch's requests by handler name (a name given during the request wins).
 
         The common batch (states as ``new_state`` makes them, none renamed, no background
-        state reported in part) is split with C-level ``map``/``sorted`` only: this runs
-        for every request (benchmarks/in_situ.py, the fold row); anything else goes
-        request by request (``_by_handler_checked``)."""
+        state reported in part) is checked with C-level ``map`` only: this runs for every
+        request (benchmarks/in_situ.py, the fold row); anything else goes request by
+        request (``_by_handler_checked``)."""
         try:
             states = list(map(_STATE, batch))
             plain = not self.reported and set(map(type, states)) == {dict} and not any(map(_NAME_OF, states))
@@ -73,9 +73,10 @@ class IntervalTable:
             return self._by_handler_checked(batch)
         names = list(map(_HANDLER, batch))
         # In the order of first appearance: new names are admitted (capped) in that order.
-        by_handler: dict[str, list[Item]] = {h: [] for h in dict.fromkeys(names)}
-        if len(by_handler) == 1:
+        order = dict.fromkeys(names)
+        if len(order) == 1:
             return {names[0]: batch}
+        by_handler: dict[str, list[Item]] = {h: [] for h in order}
         for h, item in zip(names, batch):
             by_handler[h].append(item)
         return by_handler
@@ -111,11 +112,9 @@ class IntervalTable:
             hs, handler = self._new_handler(handler)
         _add_batch(hs, items)
         splits: dict[tuple[str, str, str], list[Item]] = {}
-        for item in compress(items, map(_DIMS_OF, map(_STATE, items))):
-            dims = item[3][DIMS]
-            if dims:
-                for key, value in dims.items():
-                    splits.setdefault((handler, key, value), []).append(item)
+        for item in compress(items, map(_DIMS_OF, map(_STATE, items))):  # those with dimensions
+            for key, value in item[3][DIMS].items():
+                splits.setdefault((handler, key, value), []).append(item)
         for dk, its in splits.items():
             ds = self.table.get(dk)
             if ds is None:
