@@ -59,8 +59,9 @@ class SamplingPolicy:
         self.max_names = max_names
         self.rng = random.Random()
         self.min_on = cfg.min_interval > 0
-        #: the budget's clock: the process's CPU time (see ``BUDGET_CLOCK``)
-        self.window_start = BUDGET_CLOCK()
+        #: the budget's clock: the process's CPU time (see ``BUDGET_CLOCK``), as it is now
+        self.clock = BUDGET_CLOCK
+        self.window_start = self.clock()
         #: a handler last profiled before this (monotonic) time is due again; moved on at
         #: each flush, so min_interval is kept to within one interval
         self.due_before = time.monotonic() - cfg.min_interval
@@ -145,7 +146,7 @@ class SamplingPolicy:
         if self.broke:
             self.broke -= 1
             return False
-        self._earn(BUDGET_CLOCK())
+        self._earn(self.clock())
         if self.credit_ns > 0:
             return True
         self.broke = RECHECK
@@ -196,7 +197,7 @@ class SamplingPolicy:
         self.rng = random.Random()
         self.skip = self.draw()
         self.spent_ns = 0
-        self.window_start = self.credit_at = BUDGET_CLOCK()
+        self.window_start = self.credit_at = self.clock()
         self.credit_ns = self.cfg.budget * BURST_S * 1e9  # a new process, a budget of its own
         self.broke = 0
 
@@ -206,7 +207,7 @@ class SamplingPolicy:
         self.due_before = time.monotonic() - self.cfg.min_interval
         due = self.due_before
         self.last = {k: t for k, t in self.last.items() if t >= due}
-        now = BUDGET_CLOCK()
+        now = self.clock()
         self._earn(now)
         self.broke = RECHECK if self.credit_ns <= 0 else 0
         self.adjust_rate(now)
