@@ -14,7 +14,7 @@ preempted by other processes on a busy machine is not counted; the profiler's co
 
 **Cost per row.**  Profiling not configured; configured with rate 0 (the per-request check
 only); 0.01; 1.0 (every request) -- these three with the budget off (1.0), so the rate
-stays where it is set -- and the defaults, rate 0.01 with a 0.5 % budget.  The last two rows
+stays where it is set -- and the defaults, rate 0.01 with a 0.2 % budget.  The last two rows
 are the defaults (min_interval 60 s too) under a scan: every request has a never-seen
 handler name, so every one is due under min_interval, and only the budget keeps them from
 all being profiled.  R rounds of N requests, rows interleaved; the ratio is the median of
@@ -65,13 +65,13 @@ ROWS: list[tuple[str, Any]] = [
     ("profile rate 0", (0.0, 1.0)),
     ("profile rate 0.01", (0.01, 1.0)),
     ("profile rate 1.0", (1.0, 1.0)),
-    ("rate 0.01, budget 0.5 %", (0.01, 0.005)),  # the defaults
+    ("rate 0.01, budget 0.2 %", (0.01, 0.002)),  # the defaults
     ("not configured, never-seen names", "scan-off"),
     ("defaults, never-seen names", "scan"),
 ]
 
 #: (rate, budget) rows of the budget table: high rates, so that the budget decides.
-BUDGETS = [(0.01, 0.005), (0.05, 0.02), (0.05, 0.01), (0.2, 0.05), (0.2, 0.005)]
+BUDGETS = [(0.01, 0.002), (0.01, 0.005), (0.05, 0.02), (0.05, 0.01), (0.2, 0.05), (0.2, 0.005)]
 
 clock = time.thread_time_ns
 FLUSH_S = 0.1

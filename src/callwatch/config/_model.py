@@ -197,10 +197,12 @@ class ProfileConfig:
     min_interval: float = key(60.0, "seconds: a handler not profiled for this long gets its next request "
                               "profiled, so rare handlers show up too (0: off).", "seconds",
                               fix="write e.g. 'min_interval: 60' (0 turns it off)")
-    budget: float = key(0.005, "at most this fraction of the process's CPU time spent on profiling; "
+    budget: float = key(0.002, "at most this fraction of the process's CPU time spent on profiling; "
                         "callwatch lowers the rate and refuses picks past it. The default leaves room for "
-                        "the rest of callwatch within a 1-percent total (benchmarks/macro.py) and keeps "
-                        "profiled requests out of the p99 (benchmarks/latency.py).", "fraction", fix="write e.g. 'budget: 0.01' (1 %)")
+                        "the rest of callwatch within a 1-percent total (benchmarks/macro.py); under gevent "
+                        "or asyncio, where a profiled request delays the ones queued behind it, the share "
+                        "of requests it delays grows with the budget (benchmarks/latency.py).", "fraction",
+                        fix="write e.g. 'budget: 0.01' (1 %)")
     top: int = key(10, "functions per handler pushed as metrics (handler.<h>.profile.<function>...).", "int",
                    lo=1, hi=1000, fix="give a count, e.g. top: 10")
     dump_dir: str | None = key(None, "where pstats dumps of profiled requests go "
