@@ -1,6 +1,6 @@
 # make demo   create .venv, install callwatch, run the card-game demo (about 30 s)
 # make test   everything the tests need (Debian Graphite packages, venvs), then the suite
-# make bench  every benchmark shown in the README (micro, alternatives, macro, in_situ, profiling, faults, soak)
+# make bench  every benchmark shown in the README (micro, alternatives, macro, in_situ, profiling, faults, soak, memory)
 # make graphite-demo   the demo pushing to a real carbon-cache; graphite-web stays up to browse
 
 PYTHON ?= python3
@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/profiling.py
 	$(VENV)/bin/python benchmarks/faults.py
 	$(VENV)/bin/python benchmarks/soak.py
+	$(VENV)/bin/python benchmarks/memory.py
 
 graphite-demo: $(VENV)/.installed
 	scripts/graphite-up $(STACK)

@@ -12,6 +12,9 @@ one thread; R rounds, each measuring every row once, right after each other):
                             sampled profiling at its defaults (profile: {}), flush thread running
   callwatch, profiling off  the same without sampled profiling
   callwatch @handler only   only the handler wrapper (no watched functions, no profiling)
+  with --memory:
+  callwatch defaults, memory on   the defaults row with ``memory: {}``'s gc hook (the gauges
+                            are read on the flush thread, which every row shares)
   with --alternatives:
   prometheus                a Histogram (handler) and a labelled Histogram per data function
   statsd                    a statsd timer per handler and per data function, UDP per call
@@ -167,7 +170,7 @@ _policy.BUDGET_CLOCK = BUDGET_CLOCK
 Rows = dict[str, tuple[Callable[[App], int], Callable[[], None], Callable[[], None]]]
 
 
-def variants(redis_port: int, alternatives: bool) -> Rows:
+def variants(redis_port: int, alternatives: bool, memory: bool = False) -> Rows:
     """name -> (handler, set up, tear down)"""
     nothing = lambda: None  # noqa: E731
     out: Rows = {}
@@ -193,6 +196,22 @@ def variants(redis_port: int, alternatives: bool) -> Rows:
     out["callwatch, profiling off"] = (cw, profiling_off, profiling_back)
     out["callwatch @handler only"] = (callwatch.handler("table_view_h")(make_handler(plain)), profiling_off,
                                       profiling_back)
+    if memory:
+        from callwatch import _core
+        from callwatch.memory import GcMeter
+
+        # The hook is the process's: on only during this row's turns (it would count the
+        # other rows' collections too, and they would pay for it).
+        meter = GcMeter(_core.registry, _core.collector)
+
+        def memory_on() -> None:
+            meter.install()
+            BUDGET_CLOCK.start()
+
+        def memory_off() -> None:
+            BUDGET_CLOCK.stop()
+            meter.uninstall()
+        out["callwatch defaults, memory on"] = (cw, memory_on, memory_off)
     if alternatives:
         out.update(alternative_rows(nothing))
     return out
@@ -287,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--players", type=int, default=7)
     ap.add_argument("--block", type=int, default=BLOCK, help="requests per turn")
+    ap.add_argument("--memory", action="store_true", help="also the defaults with memory's gc hook")
     ap.add_argument("--alternatives", action="store_true",
                     help="also prometheus, statsd, and cProfile and yappi around every request")
     args = ap.parse_args(argv)
@@ -296,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                          "profile": {}}, strict=True)
     try:
         app = App(port, args.players)
-        rows = variants(port, args.alternatives)
+        rows = variants(port, args.alternatives, args.memory)
         rates = measure(app, rows, args)
     finally:
         callwatch.shutdown()

@@ -5,6 +5,7 @@ wrap -> attribute -> aggregate -> graphyte -> carbon-cache -> graphite-web /rend
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -244,6 +245,56 @@ def test_profile_metrics_in_graphite(graphite: Graphite) -> None:
         series = graphite.series(f"{base}.*.calls_per_request", *window)
     assert series == {f"{base}.test_graphite_report.calls_per_request": {t0: 1.0},
                       f"{base}.sqlite3_Connection_execute.calls_per_request": {t0: 4.0}}
+
+
+def test_gc_pauses_and_memory_in_graphite(graphite: Graphite) -> None:
+    """``memory: {}``: a handler that makes two collections per request (the second frees
+    exactly 5 objects) and one collection outside any request, read back from graphite-web."""
+    prefix = unique_prefix()
+    t0 = (int(time.time()) - 300) // 10 * 10
+    clock = FakeClock(t0)
+
+    @callwatch.handler("collects")
+    def collects() -> None:
+        gc.collect(0)  # whatever was pending
+        for _ in range(5):
+            a: list[object] = []
+            a.append(a)
+        del a  # the last one too is garbage now
+        gc.collect(1)  # generations 0 and 1: exactly those 5
+
+    config = cfg(graphite, prefix)
+    config["memory"] = {}
+    was = gc.isenabled()
+    gc.disable()  # only the collections made here: the counts are exact
+    try:
+        with clock:
+            callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+            for _ in range(3):
+                collects()
+            gc.collect(2)
+            clock.advance(10)
+            callwatch.flush()
+            callwatch.shutdown()
+    finally:
+        if was:
+            gc.enable()
+    base = f"{prefix}.h1_w0"
+    window = (t0 - 10, t0 + 20)
+    # Counts seen once are 0 in the next interval (the shutdown's partial one at t0 + 10),
+    # not a gap; per-request means are sent only for intervals with requests.
+    for metric, value in (("handler.collects.gc.collections_per_request.mean", {t0: 2.0}),
+                          ("handler.collects.gc.collections", {t0: 6.0, t0 + 10: 0.0}),
+                          ("process.gc.gen0.collections", {t0: 3.0, t0 + 10: 0.0}),
+                          ("process.gc.gen1.collections", {t0: 3.0, t0 + 10: 0.0}),
+                          ("process.gc.gen1.collected", {t0: 15.0, t0 + 10: 0.0}),
+                          ("process.gc.gen2.collections", {t0: 1.0, t0 + 10: 0.0}),
+                          ("process.gc.outside_requests.collections", {t0: 1.0, t0 + 10: 0.0})):
+        assert graphite.wait_for(f"{base}.{metric}", *window, lambda p: len(p) == len(value)) == value, metric
+    pause = graphite.wait_for(f"{base}.process.gc.gen2.pause_ms_max", *window, bool)
+    assert 0 < pause[t0] < 10_000
+    rss = graphite.wait_for(f"{base}.process.memory.rss_mb", *window, lambda p: len(p) == 2)
+    assert sorted(rss) == [t0, t0 + 10] and all(10 < v < 16_384 for v in rss.values())  # with pytest loaded
 
 
 def events(graphite: Graphite, tag: str) -> list[dict[str, object]]:

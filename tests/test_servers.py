@@ -111,6 +111,33 @@ def test_gunicorn_flask_exact_totals(graphite: Graphite, tmp_path: Path, args: l
         assert 1 < len(slots) <= 5, [s["target"] for s in slots]
 
 
+def test_gunicorn_workers_each_report_their_own_memory(graphite: Graphite, tmp_path: Path) -> None:
+    """``memory: {}`` under 4 sync workers: each worker slot sends its own memory and GC
+    series, and the request totals stay exact with the gc hook on."""
+    prefix = "srv" + uuid.uuid4().hex[:8]
+    cfg = app_config.write(tmp_path / "cw.yaml", port=graphite.line_port, prefix=prefix,
+                           slot_dir=tmp_path / "slots", memory=True)
+    (port,) = free_ports(1)
+    start = int(time.time())
+    with server(gunicorn(port, "apps.flask_app:app", "-w", "4"), port, cfg, tmp_path):
+        drive(port, MIX, concurrency=16)
+        time.sleep(2.5)  # every worker flushes at least twice (interval 1 s)
+    assert graphite.totals(prefix, start, EXPECTED) == EXPECTED
+    end = int(time.time()) + 5
+    want = [f"{prefix}.h_w{n}.process.memory.rss_mb" for n in range(4)]
+    deadline = time.monotonic() + 20  # carbon makes a new series' file within a few seconds
+    while True:
+        rss = {s["target"]: [v for v, _ in s["datapoints"] if v is not None]
+               for s in graphite.render(f"{prefix}.*.process.memory.rss_mb", start - 5, end)}
+        if sorted(rss) == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sorted(rss) == want, sorted(rss)
+    assert all(vs and all(10 < v < 16_384 for v in vs) for vs in rss.values()), rss
+    blocks = graphite.render(f"{prefix}.*.process.memory.python_blocks", start - 5, end)
+    assert len(blocks) == 4
+
+
 def test_gunicorn_django_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
     prefix, cfg = config_for(graphite, tmp_path)
     (port,) = free_ports(1)

@@ -32,6 +32,7 @@ from .export import Clock, Exporter, GraphyteSender, Namer, Sender, SnapshotSink
 
 if TYPE_CHECKING:
     from .config import Prepared
+    from .memory import GcMeter
     from .profiling import Profiler
     from .spikes import SpikeDetector
 
@@ -49,6 +50,8 @@ class Runtime:
     slot: _slots.WorkerSlot | None = None
     #: the in-process spike detector (a stage of the exporter), when spikes are enabled
     spikes: SpikeDetector | None = None
+    #: the gc.callbacks hook, with ``memory.gc``
+    gc_meter: GcMeter | None = None
 
     @property
     def worker(self) -> str:
@@ -124,6 +127,7 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
     where = f"Graphite at {g.host}:{g.port} ({g.protocol})" if g.host else "the configured sender"
     slot = _claim_slot(cfg)
     patches = _patching.patch(prepared.resolved)
+    gc_meter = None
     try:
         collector = _core.collector
         collector.max_handlers = cfg.handlers.max_handlers
@@ -136,7 +140,11 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
         if cfg.profile is not None:
             _request.profiler = _make_profiler(cfg, collector, exporter)
         _request.dimension_functions = prepared.dimensions
+        if cfg.memory is not None:
+            rt.gc_meter = gc_meter = _start_memory(cfg, collector, exporter)
     except BaseException:
+        if gc_meter is not None:
+            gc_meter.uninstall()
         _request.profiler = None
         _request.dimension_functions = {}
         patches.undo()
@@ -149,6 +157,19 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
     atexit.register(_at_exit)
     _exit_hook.arm()  # multiprocessing children end with os._exit(): atexit never runs there
     return rt
+
+
+def _start_memory(cfg: Config, collector: Collector, exporter: Exporter) -> GcMeter | None:
+    from .memory import GcMeter, gauge_stage
+
+    assert cfg.memory is not None
+    if cfg.memory.process:
+        exporter.stages.append(gauge_stage)
+    if not cfg.memory.gc:
+        return None
+    meter = GcMeter(_core.registry, collector)
+    meter.install()
+    return meter
 
 
 def _spike_detector(cfg: Config) -> SpikeDetector | None:
@@ -231,6 +252,8 @@ def shutdown(timeout: float = 5.0) -> None:
             return
         _active = None
         atexit.unregister(_at_exit)
+        if rt.gc_meter is not None:  # first: its items pending now are in the final flush
+            rt.gc_meter.uninstall()
         try:
             final = rt.exporter.stop(timeout)
             _last_partial = (rt.worker, final) if final is not None else None
@@ -277,6 +300,8 @@ def _after_fork_in_child() -> None:
         _request.profiler.after_fork_in_child()
     rt = _active
     if rt is not None:
+        if rt.gc_meter is not None:
+            rt.gc_meter.after_fork_in_child()
         try:
             if rt.slot is not None:
                 rt.slot.forget_after_fork()  # the parent keeps its slot

@@ -28,6 +28,14 @@ OVERFLOW = "_other"
 #: Dimension values beyond ``max_dimension_values`` per handler and dimension.
 OTHER_VALUE = "_other"
 HEADER = "__request__"
+#: The group part of a runtime entry's registry key: no watched entry's group can be it.
+RUNTIME = "\x00runtime"
+#: Runtime entries (``callwatch.memory``): the collections during a request (count, pause
+#: ns); those outside any; and per generation, every collection (count 1, its pause) and
+#: the objects it collected and found uncollectable (count).
+GC = "gc"
+GC_OUTSIDE = "gc_outside"
+GC_GENERATIONS = tuple((f"gc_gen{g}", f"gc_gen{g}_collected", f"gc_gen{g}_uncollectable") for g in range(3))
 
 #: A handler's table key: its name, or (name, dimension, value) for a split by dimension.
 HandlerKey = Union[str, Tuple[str, str, str]]
@@ -38,13 +46,16 @@ SKETCH_ACCURACY = 0.01
 
 @dataclass(frozen=True)
 class Entry:
-    """One watched function (``group_index`` is its group's entry, or -1) or one group."""
+    """One watched function (``group_index`` is its group's entry, or -1) or one group; or
+    (``runtime``) a count callwatch keeps itself, such as garbage collections
+    (``callwatch.memory``): its records are written by callwatch, not by a wrapper."""
 
     index: int
     name: str
     group: str | None
     is_group: bool
     group_index: int = -1
+    runtime: bool = False
 
 
 class Registry:
@@ -58,7 +69,7 @@ class Registry:
         self._lock = threading.Lock()
         # Entry 0 stands for the request itself (its header), never for a function.
         self.entries: list[Entry] = [Entry(0, HEADER, None, False, -3)]
-        self._by_key: dict[tuple[str, str | None, bool], Entry] = {}
+        self._by_key: dict[tuple[str, str | None, bool], Entry] = {}  # (name, group or RUNTIME, is group)
         #: entry index -> its group's entry index (-1: no group; -2: is a group; -3: header).
         self.group_of: list[int] = [-3]
 
@@ -69,12 +80,17 @@ class Registry:
         gi = self.group(group).index if group else -1
         return self._add(name, group, is_group=False, group_index=gi)
 
-    def _add(self, name: str, group: str | None, *, is_group: bool, group_index: int) -> Entry:
-        key = (name, group, is_group)
+    def runtime(self, name: str) -> Entry:
+        """A count of callwatch's own (``Entry.runtime``), apart from any watched name."""
+        return self._add(name, None, is_group=False, group_index=-1, runtime=True)
+
+    def _add(self, name: str, group: str | None, *, is_group: bool, group_index: int,
+             runtime: bool = False) -> Entry:
+        key = (name, RUNTIME if runtime else group, is_group)
         with self._lock:
             entry = self._by_key.get(key)
             if entry is None:
-                entry = Entry(len(self.entries), name, group, is_group, group_index)
+                entry = Entry(len(self.entries), name, group, is_group, group_index, runtime)
                 # group_of first: a state may name the entry as soon as it is in entries
                 self.group_of.append(-2 if is_group else group_index)
                 self.entries.append(entry)
@@ -205,6 +221,8 @@ class Snapshot:
     profile_top: dict[str, list[str]] = field(default_factory=dict)
     #: (handler, entry name, is group) -> calls per request / baseline, while spiking
     spikes: dict[tuple[str, str, bool], float] = field(default_factory=dict)
+    #: the process's memory at the end of the interval (``callwatch.memory``): name -> value
+    gauges: dict[str, float] = field(default_factory=dict)
 
 
 def sketch_add_many(sketch: DDSketch, values: list[int]) -> None:
@@ -276,7 +294,7 @@ def snapshot_to_json(snap: Snapshot) -> dict[str, Any]:
         funcs = []
         for k, fs in hs.funcs.items():
             e = snap.entries[k]
-            funcs.append([e.name, e.group, e.is_group, fs.calls, fs.calls_max, fs.ns, fs.ns_max])
+            funcs.append([e.name, e.group, e.is_group, fs.calls, fs.calls_max, fs.ns, fs.ns_max, e.runtime])
         key = name if isinstance(name, str) else "\x00".join(name)
         handlers[key] = {"requests": hs.requests, "errors": hs.errors, "ns": hs.ns, "ns_max": hs.ns_max,
                           "sketch": sketch_to_json(hs.sketch), "funcs": funcs}
@@ -289,8 +307,9 @@ def snapshot_from_json(data: Mapping[str, Any], registry: Registry) -> Snapshot:
     for name, h in data["handlers"].items():
         hs = HandlerStats(int(h["requests"]), int(h["errors"]), int(h["ns"]), int(h["ns_max"]),
                           sketch_from_json(h["sketch"]))
-        for ename, group, is_group, calls, calls_max, ns, ns_max in h["funcs"]:
-            e = registry.group(ename) if is_group else registry.function(ename, group)
+        for ename, group, is_group, calls, calls_max, ns, ns_max, *runtime in h["funcs"]:
+            e = (registry.runtime(ename) if runtime and runtime[0] else registry.group(ename) if is_group
+                 else registry.function(ename, group))
             hs.funcs[e.index] = FuncStats(int(calls), int(calls_max), int(ns), int(ns_max))
         parts = str(name).split("\x00")
         handlers[(parts[0], parts[1], parts[2]) if len(parts) == 3 else parts[0]] = hs

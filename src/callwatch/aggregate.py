@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from ._limits import Limiter
 from ._profiles import ProfileTable
 from ._state import State
-from ._stats import (BACKGROUND, HEADER, OTHER_VALUE, OVERFLOW, SKETCH_ACCURACY, Entry, FuncStats, HandlerKey,
+from ._stats import (BACKGROUND, GC, GC_GENERATIONS, GC_OUTSIDE, HEADER, OTHER_VALUE, OVERFLOW, SKETCH_ACCURACY, Entry, FuncStats, HandlerKey,
                      HandlerStats, ProfileStats, Registry, Snapshot, share, sketch_add_many, sketch_from_json,
                      sketch_to_json, snapshot_from_json, snapshot_to_json)
 from ._table import ERROR, PROFILED, IntervalTable, Item
 
 __all__ = [
-    "BACKGROUND", "ERROR", "FOLD_BATCH", "HEADER", "OTHER_VALUE", "OVERFLOW", "PROFILED", "SKETCH_ACCURACY",
+    "BACKGROUND", "ERROR", "FOLD_BATCH", "GC", "GC_GENERATIONS", "GC_OUTSIDE", "HEADER", "OTHER_VALUE", "OVERFLOW", "PROFILED", "SKETCH_ACCURACY",
     "Collector", "Entry",
     "FuncStats", "HandlerKey", "HandlerStats", "ProfileStats", "Registry", "Snapshot", "share", "sketch_add_many",
     "sketch_from_json", "sketch_to_json", "snapshot_from_json", "snapshot_to_json",

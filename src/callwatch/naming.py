@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .aggregate import BACKGROUND, HandlerStats, Snapshot, share
+from .aggregate import BACKGROUND, GC, GC_GENERATIONS, GC_OUTSIDE, FuncStats, HandlerStats, Snapshot, share
 from .config import Config
 
 __all__ = ["Namer", "Pattern", "Point", "sanitize"]
@@ -107,9 +107,16 @@ class Namer:
         return self._name((self._base, "handler", handler, "profile", fn, metric)), {}
 
     def self_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
+        return self._origin_metric("callwatch", metric)
+
+    def process_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
+        """The process's own: ``gc.gen0.collections``, ``memory.rss_mb``..."""
+        return self._origin_metric("process", metric)
+
+    def _origin_metric(self, part: str, metric: str) -> tuple[str, Mapping[str, str]]:
         if self.tags:
-            return self._name((self.prefix, "callwatch", metric)), self._tags()
-        return self._name((self._base, "callwatch", metric)), {}
+            return self._name((self.prefix, part, metric)), self._tags()
+        return self._name((self._base, part, metric)), {}
 
     def _tags(self, **tags: str) -> dict[str, str]:
         if self.host:
@@ -127,6 +134,7 @@ class Namer:
         for (raw, fname, is_group), ratio in sorted(snap.spikes.items()):
             n, t = self.watch_metric(self.handler(raw), "group" if is_group else "watch", fname, None, "spike")
             out.append((n, round(min(ratio, 1e6), 3), t))
+        out += self._process_points(snap)
         for raw, ps in sorted(snap.profiles.items()):
             h = self.handler(raw)
             n, t = self.profile_metric(h, "", "requests")
@@ -177,6 +185,10 @@ class Namer:
         entries = snap.entries
         for k, fs in sorted(hs.funcs.items(), key=lambda kv: entries[kv[0]].name):
             e = entries[k]
+            if e.runtime:
+                if e.name == GC and h != BACKGROUND:
+                    out += self._gc_points(h, split, hs, fs)
+                continue  # the process's: _process_points
             kind = "group" if e.is_group else "watch"
             vals: list[tuple[str, float]] = [("calls", fs.calls), ("ms", _ms(fs.ns))]
             if r and h != BACKGROUND:
@@ -190,6 +202,51 @@ class Namer:
             for metric, value in vals:
                 n, t = self.watch_metric(h, kind, e.name, e.group, metric, split)
                 out.append((n, value, t))
+        return out
+
+
+    def _gc_points(self, h: str, split: tuple[str, str] | None, hs: HandlerStats, fs: FuncStats) -> list[Point]:
+        """The collections that ran during the handler's requests, and their pause."""
+        r = hs.requests
+        vals: list[tuple[str, float]] = [("collections", fs.calls), ("ms", _ms(fs.ns))]
+        if r:
+            vals += [("collections_per_request.mean", round(fs.calls / r, 6)),
+                     ("collections_per_request.max", fs.calls_max),
+                     ("ms_per_request.mean", _ms(fs.ns / r)),
+                     ("ms_per_request.max", _ms(fs.ns_max)),
+                     ("share", round(share(fs.ns, hs.ns), 3))]
+        out: list[Point] = []
+        for metric, value in vals:
+            n, t = self.handler_metric(h, "gc." + metric, split)
+            out.append((n, value, t))
+        return out
+
+    def _process_points(self, snap: Snapshot) -> list[Point]:
+        """Collections per generation and outside requests (the background table's runtime
+        entries, ``callwatch.memory``), and the memory gauges."""
+        vals: dict[str, float] = {}
+        bg = snap.handlers.get(BACKGROUND)
+        if bg is not None:
+            got = {snap.entries[k].name: fs for k, fs in bg.funcs.items() if snap.entries[k].runtime}
+            # Outside requests: no request at all, or a watched call outside any (its
+            # background state is the "request" the collection ran in).
+            outside = [got[n] for n in (GC, GC_OUTSIDE) if n in got]
+            if outside:
+                vals["gc.outside_requests.collections"] = sum(fs.calls for fs in outside)
+                vals["gc.outside_requests.pause_ms"] = _ms(sum(fs.ns for fs in outside))
+            for g, (each, collected, uncollectable) in enumerate(GC_GENERATIONS):
+                fs = got.get(each)
+                if fs is not None:
+                    vals.update({f"gc.gen{g}.collections": fs.calls, f"gc.gen{g}.pause_ms": _ms(fs.ns),
+                                 f"gc.gen{g}.pause_ms_max": _ms(fs.ns_max)})
+                    for what, key in (("collected", collected), ("uncollectable", uncollectable)):
+                        vals[f"gc.gen{g}.{what}"] = got[key].calls if key in got else 0
+        for name, value in snap.gauges.items():
+            vals["memory." + name] = value
+        out: list[Point] = []
+        for metric, value in sorted(vals.items()):
+            n, t = self.process_metric(metric)
+            out.append((n, value, t))
         return out
 
 
@@ -248,6 +305,10 @@ class Pattern:
 
     def self_metric(self, metric: str, origin: str = ANY) -> str:
         return self._query(*self._namer(origin).self_metric(metric))
+
+    def process(self, metric: str, origin: str = ANY) -> str:
+        """A process metric (``gc.gen0.pause_ms``, ``memory.rss_mb``) of matching series."""
+        return self._query(*self._namer(origin).process_metric(metric))
 
     def values(self, field: str, handler: str = ANY) -> str:
         """A Grafana variable query listing the values of ``field`` (origin, handler or

@@ -153,6 +153,8 @@ class SpikeDetector:
                 continue
             for k, fs in hs.funcs.items():
                 e = snap.entries[k]
+                if e.runtime:  # collections per request: not a call count the rule is about
+                    continue
                 key = (handler, e.name, e.is_group)
                 value = fs.calls / hs.requests
                 hist = self._history.get(key)

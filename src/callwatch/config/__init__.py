@@ -25,7 +25,7 @@ from ._build import ENV_CONFIG, ENV_DISABLED, ENV_GRAPHITE, TOP_KEYS, apply_env,
 from ._check import Checker, keys_of
 from ..errors import ConfigError, Problem
 from ._model import (MAX_WATCHED, PRESET_NAMES, SAFE_NAME, AlertsConfig, Config, GraphiteConfig,
-                     HandlersConfig, NamingConfig, ProfileConfig, SpikesConfig, WatchTarget)
+                     HandlersConfig, MemoryConfig, NamingConfig, ProfileConfig, SpikesConfig, WatchTarget)
 from ._net import parse_host_port, short_hostname
 from ._yaml import V, from_plain, read_yaml
 from ._prepare import Prepared, prepare
@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "GraphiteConfig",
     "HandlersConfig",
+    "MemoryConfig",
     "NamingConfig",
     "Prepared",
     "Problem",

@@ -11,7 +11,7 @@ from typing import Any
 from ._check import Checker, default_of, join, keys_of, kind
 from ..errors import Problem
 from ._model import (MODULE, PRESET_NAMES, QUALNAME, SAFE_NAME, SECTIONS, AlertsConfig, Config,
-                     GraphiteConfig, HandlersConfig, Key, NamingConfig, ProfileConfig, SpikesConfig,
+                     GraphiteConfig, HandlersConfig, Key, MemoryConfig, NamingConfig, ProfileConfig, SpikesConfig,
                      WatchTarget)
 from ._net import short_hostname
 from ._yaml import UNREADABLE, V, show
@@ -47,11 +47,12 @@ def build(root: V, chk: Checker) -> Config:
         for w in watch:
             if w.mode == "sampled":
                 chk.problems.append(dataclasses.replace(_SAMPLED, where=w.where))
+    memory = MemoryConfig(**chk.section(MemoryConfig, top["memory"], "memory")[0]) if "memory" in top else None
     s, _ = chk.section(SpikesConfig, top.get("spikes"), "spikes")
     a, _ = chk.section(AlertsConfig, top.get("alerts"), "alerts")
     return Config(enabled=enabled, graphite=graphite, host=host.replace(".", "_"), worker=naming.worker,
                   slot_dir=naming.slot_dir, watch=watch, handlers=handlers, profile=profile,
-                  spikes=SpikesConfig(**s), alerts=AlertsConfig(**a), source=chk.where, where=dict(chk.lines))
+                  memory=memory, spikes=SpikesConfig(**s), alerts=AlertsConfig(**a), source=chk.where, where=dict(chk.lines))
 
 
 _SAMPLED = Problem("", "mode", "'mode: sampled' reads the sampled profiles, but there is no profile section",

@@ -226,6 +226,17 @@ class ProfileConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """``memory:``: GC pauses and the process's memory beside the response times (absent: off)."""
+
+    gc: bool = key(True, "garbage collections: per process and generation, collections, pause ms (total and "
+                   "max), objects collected and uncollectable; per handler, the collections and GC ms of its "
+                   "requests (handler.<h>.gc...). false: no gc.callbacks hook.", "bool")
+    process: bool = key(True, "the process's memory at each flush: RSS, USS and PSS (MB, from /proc), and the "
+                        "blocks Python's allocator holds (process.memory...). false: not read.", "bool")
+
+
+@dataclass(frozen=True)
 class SpikesConfig:
     """In-process spike detection (on by default): calls per request against a baseline."""
 
@@ -281,6 +292,7 @@ class Config:
     watch: tuple[WatchTarget, ...] = ()
     handlers: HandlersConfig = HandlersConfig()
     profile: ProfileConfig | None = None
+    memory: MemoryConfig | None = None
     spikes: SpikesConfig = SpikesConfig()
     alerts: AlertsConfig = AlertsConfig()
     source: str = "<defaults>"
@@ -308,6 +320,9 @@ SECTIONS = (
     Section("profile", "Sampled full profiles of requests (needs: pip install 'callwatch[profile]', i.e. "
             "yappi and gprof2dot). Leave the whole section out to turn profiling off at no cost.",
             ProfileConfig),
+    Section("memory", "Garbage-collector pauses and the process's memory, per interval, beside the response "
+            "times: write 'memory: {}' for the defaults. Leave the whole section out to turn it off at no cost.",
+            MemoryConfig),
     Section("spikes", "In-process spike detection, on by default: at each flush, each handler x watched "
             "function's calls per request against the median of its own recent intervals. A spike logs one "
             "warning, sends handler.<h>.watch.<f>.spike (the ratio) and, with graphite.web_url, posts a "

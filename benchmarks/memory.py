@@ -1,0 +1,110 @@
+"""What ``memory:`` costs: the gc hook per collection, and the gauges per flush.
+
+    python benchmarks/memory.py [--rounds 15]
+
+Rows, interleaved round by round (the median of the rounds is shown, with the spread):
+
+  collection, hook off / on    gc.collect(0) of a young generation of 700 fresh lists (the
+                               default threshold), without and with callwatch's hook, in a
+                               request; the difference is the hook's cost per collection
+  allocations, hook off / on   100 000 lists made and dropped (the collector runs by itself
+                               every 700): what a program that allocates pays per list
+  read_memory()                the gauges read at each flush (/proc/self/statm and
+                               smaps_rollup), on this process, then with 1 000 000 more
+                               objects on the heap
+
+The macro benchmark's "memory on" row (``python benchmarks/macro.py --memory``) measures
+the hook within a realistic handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import callwatch
+from callwatch import _core
+from callwatch.memory import GcMeter, read_memory
+
+
+def young(n: int = 700) -> list[Any]:
+    return [[] for _ in range(n)]
+
+
+def collection() -> int:
+    keep = young()
+    t = time.perf_counter_ns()
+    gc.collect(0)
+    dt = time.perf_counter_ns() - t
+    del keep
+    return dt
+
+
+def allocations() -> int:
+    t = time.perf_counter_ns()
+    for _ in range(100_000):
+        [].append(None)  # noqa: PERF401 - a container made and dropped, nothing else
+        x: list[Any] = [[]]
+        del x
+    return time.perf_counter_ns() - t
+
+
+def spread(xs: list[float]) -> str:
+    s = sorted(xs)
+    return f"{s[0]:,.1f} .. {s[-1]:,.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    args = ap.parse_args(argv)
+    callwatch.configure({"naming": {"worker": "none"}}, start_thread=False, strict=True)
+    meter = GcMeter(_core.registry, _core.collector)
+    rows: dict[str, list[float]] = {k: [] for k in ("collection, hook off", "collection, hook on",
+                                                    "allocations, hook off", "allocations, hook on")}
+    try:
+        with callwatch.request("bench"):
+            for _ in range(args.rounds):
+                for on in (False, True):
+                    if on:
+                        meter.install()
+                    try:
+                        name = "on" if on else "off"
+                        rows[f"collection, hook {name}"].append(statistics.median(collection() for _ in range(200)))
+                        rows[f"allocations, hook {name}"].append(allocations() / 100_000)
+                    finally:
+                        meter.uninstall()
+                _core.collector.fold()
+    finally:
+        callwatch.shutdown()
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"Python {sys.version.split()[0]}, {args.rounds} rounds (median, [min .. max] of the rounds)")
+    print("| row | ns | spread |")
+    print("|---|---:|---:|")
+    for k, v in rows.items():
+        print(f"| {k} | {med[k]:,.1f} | {spread(v)} |")
+    per = [on - off for on, off in zip(rows["collection, hook on"], rows["collection, hook off"])]
+    print(f"the hook adds {statistics.median(per):,.0f} ns per collection (median of per-round differences, "
+          f"{spread(per)}); a collection of 700 young lists takes {med['collection, hook off']:,.0f} ns")
+    alloc = [on / off - 1 for on, off in zip(rows["allocations, hook on"], rows["allocations, hook off"])]
+    print(f"allocating: {100 * statistics.median(alloc):+.2f} % per list with the hook "
+          f"(median of per-round ratios, {100 * min(alloc):+.2f} .. {100 * max(alloc):+.2f} %)")
+    for label, extra in (("this process", 0), ("with 1 000 000 more objects", 1_000_000)):
+        heap = [[] for _ in range(extra)]
+        times = []
+        for _ in range(50):
+            t = time.perf_counter_ns()
+            got = read_memory()
+            times.append(time.perf_counter_ns() - t)
+        print(f"read_memory(), {label} (RSS {got.get('rss_mb', 0):,.0f} MB): "
+              f"{statistics.median(times) / 1000:,.1f} µs (median of 50)")
+        del heap
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
