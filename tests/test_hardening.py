@@ -249,9 +249,9 @@ def test_200k_unknown_keys_are_reported_quickly_and_capped() -> None:
     assert time.perf_counter() - t0 < 5
     assert len(ei.value.problems) == 21
     assert str(ei.value.problems[0]) == ("<dict>: k0: unknown key 'k0'. Fix: remove it, or known keys are enabled, "
-                                         "graphite, naming, watch, handlers, profile, spikes, alerts")
+                                         "graphite, naming, watch, handlers, profile, memory, spikes, alerts")
     assert str(ei.value.problems[-1]) == ("<dict>: 199,980 more unknown keys. Fix: remove them; the known keys are "
-                                          "enabled, graphite, naming, watch, handlers, profile, spikes, alerts")
+                                          "enabled, graphite, naming, watch, handlers, profile, memory, spikes, alerts")
 
 
 def test_60k_unknown_keys_in_a_file_are_reported_quickly(tmp_path: Path) -> None:
