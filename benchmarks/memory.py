@@ -8,10 +8,11 @@ Rows, interleaved round by round (the median of the rounds is shown, with the sp
                                default threshold), without and with callwatch's hook, in a
                                request; the difference is the hook's cost per collection
   allocations, hook off / on   100 000 lists made and dropped (the collector runs by itself
-                               every 700): what a program that allocates pays per list
-  read_memory()                the gauges read at each flush (/proc/self/statm and
-                               smaps_rollup), on this process, then with 1 000 000 more
-                               objects on the heap
+                               every 700): what a program that allocates pays per list (the
+                               fastest of 5 runs per round: this VM's noise is larger than it)
+  read_memory()                the gauges (/proc/self/statm each flush; smaps_rollup, for
+                               USS and PSS, at most once a minute), on this process, then
+                               with 1 000 000 more objects on the heap
 
 The macro benchmark's "memory on" row (``python benchmarks/macro.py --memory``) measures
 the hook within a realistic handler.
@@ -69,13 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with callwatch.request("bench"):
             for _ in range(args.rounds):
-                for on in (False, True):
+                # Collections: on and off alternate collection by collection (the machine's
+                # drift falls on both alike), 200 of each per round.
+                times: dict[bool, list[int]] = {False: [], True: []}
+                for i in range(400):
+                    on = bool(i % 2) if (i // 2) % 2 else not i % 2
                     if on:
                         meter.install()
                     try:
-                        name = "on" if on else "off"
-                        rows[f"collection, hook {name}"].append(statistics.median(collection() for _ in range(200)))
-                        rows[f"allocations, hook {name}"].append(allocations() / 100_000)
+                        times[on].append(collection())
+                    finally:
+                        meter.uninstall()
+                for on in (False, True):
+                    name = "on" if on else "off"
+                    rows[f"collection, hook {name}"].append(statistics.median(times[on]))
+                    if on:
+                        meter.install()
+                    try:
+                        rows[f"allocations, hook {name}"].append(min(allocations() for _ in range(5)) / 100_000)
                     finally:
                         meter.uninstall()
                 _core.collector.fold()
@@ -95,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
           f"(median of per-round ratios, {100 * min(alloc):+.2f} .. {100 * max(alloc):+.2f} %)")
     for label, extra in (("this process", 0), ("with 1 000 000 more objects", 1_000_000)):
         heap = [[] for _ in range(extra)]
-        times = []
-        for _ in range(50):
-            t = time.perf_counter_ns()
-            got = read_memory()
-            times.append(time.perf_counter_ns() - t)
-        print(f"read_memory(), {label} (RSS {got.get('rss_mb', 0):,.0f} MB): "
-              f"{statistics.median(times) / 1000:,.1f} µs (median of 50)")
+        for rollup in (False, True):
+            times = []
+            for _ in range(50):
+                t = time.perf_counter_ns()
+                got = read_memory(rollup)
+                times.append(time.perf_counter_ns() - t)
+            what = "with smaps_rollup" if rollup else "statm only"
+            print(f"read_memory(), {what}, {label} (RSS {got.get('rss_mb', 0):,.0f} MB): "
+                  f"{statistics.median(times) / 1000:,.1f} µs (median of 50)")
         del heap
     return 0
 

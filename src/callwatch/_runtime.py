@@ -160,11 +160,11 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
 
 
 def _start_memory(cfg: Config, collector: Collector, exporter: Exporter) -> GcMeter | None:
-    from .memory import GcMeter, gauge_stage
+    from .memory import GcMeter, MemoryGauges
 
     assert cfg.memory is not None
     if cfg.memory.process:
-        exporter.stages.append(gauge_stage)
+        exporter.stages.append(MemoryGauges())
     if not cfg.memory.gc:
         return None
     meter = GcMeter(_core.registry, collector)

@@ -26,8 +26,8 @@ An exception raised in a gc callback is swallowed by the interpreter (it is prin
 not lost.
 
 **Process memory** (``memory.process``): read by the flusher at each flush (never on a
-request's path) from ``/proc/self/statm`` and ``/proc/self/smaps_rollup`` (Linux 4.14+),
-plus ``sys.getallocatedblocks()``.  /proc directly rather than psutil: psutil's USS and
+request's path) from ``/proc/self/statm``, and from ``/proc/self/smaps_rollup`` (Linux
+4.14+) at most once a minute (``ROLLUP_EVERY_S``), plus ``sys.getallocatedblocks()``.  /proc directly rather than psutil: psutil's USS and
 PSS read the whole ``/proc/self/smaps``, many times slower on a large heap than
 ``smaps_rollup``, and it would be one more dependency for two files.
 """
@@ -43,108 +43,153 @@ import time
 from typing import Any, Callable
 
 from . import _core, _state
-from ._state import CALLS, NS, new_record, new_state
+from ._state import CALLS, DIMS, NAME, NS, new_record
 from .aggregate import BACKGROUND, GC, GC_GENERATIONS, GC_OUTSIDE, Collector, Registry, Snapshot
 
 log = logging.getLogger("callwatch")
 
-__all__ = ["GcMeter", "gauge_stage", "read_memory"]
+__all__ = ["GcMeter", "MemoryGauges", "read_memory"]
 
 
 class GcMeter:
-    """The ``gc.callbacks`` hook: see the module docstring.  ``install`` / ``uninstall``."""
+    """The ``gc.callbacks`` hook (see the module docstring): ``install`` / ``uninstall``."""
 
     def __init__(self, registry: Registry, collector: Collector,
                  clock: Callable[[], int] = time.perf_counter_ns) -> None:
-        self.request_key = registry.runtime(GC).index
-        self.outside_key = registry.runtime(GC_OUTSIDE).index
-        self.gen_keys = [tuple(registry.runtime(name).index for name in names) for names in GC_GENERATIONS]
-        self._push = collector.pending.append  # the same list for the collector's life
-        self._clock = clock
-        self._current = _core._current.get
-        self._record = _state.record
-        self._t0 = 0
-        self._state: Any = None
+        self.hook = _make_hook(registry, collector, clock)
         self._installed = False
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        self.hook(phase, info)
 
     def install(self) -> None:
         if not self._installed:
-            gc.callbacks.append(self)
+            gc.callbacks.append(self.hook)
             self._installed = True
 
     def uninstall(self) -> None:
         if self._installed:
             self._installed = False
             try:
-                gc.callbacks.remove(self)
+                gc.callbacks.remove(self.hook)
             except ValueError:  # the host cleared gc.callbacks
                 pass
 
     def after_fork_in_child(self) -> None:
-        self._state = None
+        self.hook(AFTER_FORK, {})
 
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
+
+#: What ``GcMeter.after_fork_in_child`` tells the hook: forget a collection in flight.
+AFTER_FORK = "after fork"
+
+
+def _make_hook(registry: Registry, collector: Collector, clock: Callable[[], int]) -> Callable[[str, Any], None]:
+    """The hook as a closure: everything it reads per collection is a local of this frame
+    (``python benchmarks/memory.py`` measures what it costs per collection)."""
+    request_key = registry.runtime(GC).index
+    outside_key = registry.runtime(GC_OUTSIDE).index
+    gen_keys = [tuple(registry.runtime(name).index for name in names) for names in GC_GENERATIONS]
+    push = collector.pending.append  # the same list for the collector's life
+    current = _core._current.get
+    record = _state.record
+    fresh = new_record
+    started = [0, None]  # the running collection: its start, and the request state then
+
+    def hook(phase: str, info: dict[str, int]) -> None:
         try:
             if phase == "start":
-                self._state = self._current()
-                self._t0 = self._clock()  # last: the pause starts here
+                started[1] = current()
+                started[0] = clock()  # last: the pause starts here
+                return
+            if phase != "stop":  # AFTER_FORK
+                started[1] = None
+                return
+            pause = clock() - started[0]
+            st = started[1]
+            started[1] = None
+            if pause < 0:
+                pause = 0
+            item = {DIMS: 0, NAME: 0}  # a background item of its own (_state.new_state)
+            if type(st) is dict:
+                rec = record(st, request_key)
+                rec[CALLS] += 1
+                rec[NS] += pause
             else:
-                self._stop(self._clock() - self._t0, info)
+                rec = item[outside_key] = fresh()
+                rec[CALLS] = 1
+                rec[NS] = pause
+            keys = gen_keys[info["generation"]]
+            rec = item[keys[0]] = fresh()
+            rec[CALLS] = 1
+            rec[NS] = pause
+            n = info["collected"]
+            if n:
+                rec = item[keys[1]] = fresh()
+                rec[CALLS] = n
+            n = info["uncollectable"]
+            if n:
+                rec = item[keys[2]] = fresh()
+                rec[CALLS] = n
+            push((BACKGROUND, -1, 0, item))
         except KeyboardInterrupt:
             _thread.interrupt_main()  # gc would swallow it: the main thread gets it again
-        except BaseException:  # noqa: S110 - nothing may escape into gc (see above)
+        except BaseException:  # noqa: S110 - nothing may escape into gc (see the module docstring)
             pass
 
-    def _stop(self, pause: int, info: dict[str, int]) -> None:
-        st, self._state = self._state, None
-        if pause < 0:
-            pause = 0
-        item = new_state()
-        if type(st) is dict:
-            rec = self._record(st, self.request_key)
-            rec[CALLS] += 1
-            rec[NS] += pause
-        else:
-            rec = item[self.outside_key] = new_record()
-            rec[CALLS], rec[NS] = 1, pause
-        gen = info.get("generation", 0)
-        if 0 <= gen < len(self.gen_keys):
-            collections, collected, uncollectable = self.gen_keys[gen]
-            rec = item[collections] = new_record()
-            rec[CALLS], rec[NS] = 1, pause
-            for key, n in ((collected, info.get("collected", 0)), (uncollectable, info.get("uncollectable", 0))):
-                if n:
-                    rec = item[key] = new_record()
-                    rec[CALLS] = n
-        self._push((BACKGROUND, -1, 0, item))
+    return hook
 
 
-def read_memory() -> dict[str, float]:
-    """The process's memory now: ``rss_mb``, ``uss_mb``, ``pss_mb`` (what Linux gives) and
-    ``python_blocks``."""
+#: USS and PSS (``/proc/self/smaps_rollup``) are read at most this often: the kernel walks
+#: every mapped page for them, milliseconds on a heap of some hundred MB
+#: (``python benchmarks/memory.py``); the last values are sent in between.
+ROLLUP_EVERY_S = 60.0
+
+
+def read_memory(rollup: bool = True) -> dict[str, float]:
+    """The process's memory now: ``rss_mb`` and ``python_blocks``, and with ``rollup``
+    ``uss_mb`` and ``pss_mb`` (what Linux gives)."""
     out: dict[str, float] = {"python_blocks": float(sys.getallocatedblocks())}
-    mb = 1024.0 * 1024.0
     try:
         with open("/proc/self/statm", "rb") as f:
-            out["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / mb, 3)
+            out["rss_mb"] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0), 3)
     except (OSError, ValueError, IndexError):
         pass
+    if rollup:
+        out.update(_rollup())
+    return out
+
+
+def _rollup() -> dict[str, float]:
+    kb: dict[bytes, int] = {}
     try:
         with open("/proc/self/smaps_rollup", "rb") as f:
-            kb = {}
             for line in f.read().splitlines():
                 parts = line.split()
                 if len(parts) >= 2 and parts[0].endswith(b":") and parts[1].isdigit():
                     kb[parts[0][:-1]] = int(parts[1])
-        if b"Pss" in kb:
-            out["pss_mb"] = round(kb[b"Pss"] / 1024.0, 3)
-        if b"Private_Clean" in kb:
-            out["uss_mb"] = round((kb[b"Private_Clean"] + kb.get(b"Private_Dirty", 0)) / 1024.0, 3)
     except (OSError, ValueError):
-        pass
+        return {}
+    out = {}
+    if b"Pss" in kb:
+        out["pss_mb"] = round(kb[b"Pss"] / 1024.0, 3)
+    if b"Private_Clean" in kb:
+        out["uss_mb"] = round((kb[b"Private_Clean"] + kb.get(b"Private_Dirty", 0)) / 1024.0, 3)
     return out
 
 
-def gauge_stage(snap: Snapshot) -> None:
-    """An exporter stage: the process's memory at the end of the interval."""
-    snap.gauges.update(read_memory())
+class MemoryGauges:
+    """An exporter stage: the process's memory at the end of each interval."""
+
+    def __init__(self) -> None:
+        self._rollup: dict[str, float] = {}
+        self._rollup_at = -ROLLUP_EVERY_S
+
+    def __call__(self, snap: Snapshot) -> None:
+        now = time.monotonic()
+        due = now - self._rollup_at >= ROLLUP_EVERY_S
+        got = read_memory(rollup=due)
+        if due:
+            self._rollup_at = now
+            self._rollup = {k: got[k] for k in ("uss_mb", "pss_mb") if k in got}
+        snap.gauges.update(self._rollup)
+        snap.gauges.update(got)
