@@ -1,4 +1,4 @@
-"""What ``memory:`` costs: the gc hook per collection, and the gauges per flush.
+"""What ``memory:`` costs: the gc hook per collection, the gauges per flush, the census.
 
     python benchmarks/memory.py [--rounds 15]
 
@@ -13,6 +13,7 @@ Rows, interleaved round by round (the median of the rounds is shown, with the sp
   read_memory()                the gauges (/proc/self/statm each flush; smaps_rollup, for
                                USS and PSS, at most once a minute), on this process, then
                                with 1 000 000 more objects on the heap
+  census                       the object census (count_types), the same two ways
 
 The macro benchmark's "memory on" row (``python benchmarks/macro.py --memory``) measures
 the hook within a realistic handler.
@@ -29,7 +30,7 @@ from typing import Any, Callable
 
 import callwatch
 from callwatch import _core
-from callwatch.memory import GcMeter, read_memory
+from callwatch.memory import CENSUS_CHUNK, GcMeter, count_types, read_memory
 
 
 def young(n: int = 700) -> list[Any]:
@@ -116,6 +117,17 @@ def main(argv: list[str] | None = None) -> int:
             what = "with smaps_rollup" if rollup else "statm only"
             print(f"read_memory(), {what}, {label} (RSS {got.get('rss_mb', 0):,.0f} MB): "
                   f"{statistics.median(times) / 1000:,.1f} µs (median of 50)")
+        census, listing = [], []
+        for _ in range(5):
+            t = time.perf_counter_ns()
+            n = len(gc.get_objects())
+            listing.append(time.perf_counter_ns() - t)
+            t = time.perf_counter_ns()
+            count_types()
+            census.append(time.perf_counter_ns() - t)
+        print(f"census, {label} ({n:,} objects tracked): {statistics.median(census) / 1e6:,.1f} ms in all "
+              f"(median of 5), of which gc.get_objects() holds the interpreter {statistics.median(listing) / 1e6:,.1f}"
+              f" ms in one piece; the counting yields every {CENSUS_CHUNK:,} objects")
         del heap
     return 0
 

@@ -256,12 +256,12 @@ def test_gc_pauses_and_memory_in_graphite(graphite: Graphite) -> None:
 
     @callwatch.handler("collects")
     def collects() -> None:
-        gc.collect(0)  # whatever was pending
+        gc.collect(1)  # generations 0 and 1: whatever garbage was there
         for _ in range(5):
             a: list[object] = []
             a.append(a)
         del a  # the last one too is garbage now
-        gc.collect(1)  # generations 0 and 1: exactly those 5
+        gc.collect(0)  # the young generation: exactly those 5
 
     config = cfg(graphite, prefix)
     config["memory"] = {}
@@ -287,7 +287,7 @@ def test_gc_pauses_and_memory_in_graphite(graphite: Graphite) -> None:
                           ("handler.collects.gc.collections", {t0: 6.0, t0 + 10: 0.0}),
                           ("process.gc.gen0.collections", {t0: 3.0, t0 + 10: 0.0}),
                           ("process.gc.gen1.collections", {t0: 3.0, t0 + 10: 0.0}),
-                          ("process.gc.gen1.collected", {t0: 15.0, t0 + 10: 0.0}),
+                          ("process.gc.gen0.collected", {t0: 15.0, t0 + 10: 0.0}),
                           ("process.gc.gen2.collections", {t0: 1.0, t0 + 10: 0.0}),
                           ("process.gc.outside_requests.collections", {t0: 1.0, t0 + 10: 0.0})):
         assert graphite.wait_for(f"{base}.{metric}", *window, lambda p: len(p) == len(value)) == value, metric

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import random
 import re
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -16,7 +17,7 @@ import callwatch
 from callwatch import _core, _runtime
 from callwatch.aggregate import GC, Snapshot, snapshot_from_json, snapshot_to_json
 from callwatch.config import ConfigError, load
-from callwatch.memory import GcMeter, read_memory
+from callwatch.memory import Census, GcMeter, read_memory
 from callwatch.naming import Namer
 
 
@@ -56,9 +57,9 @@ def test_collections_are_counted_per_handler_and_per_generation_exactly(no_autom
 
     @callwatch.handler("collects")
     def collects() -> None:
-        gc.collect(0)  # whatever was pending: not ours
+        gc.collect(1)  # generations 0 and 1: whatever garbage was there, not ours
         cycles(5)
-        gc.collect(1)  # generations 0 and 1: exactly our 5
+        gc.collect(0)  # the young generation: exactly our 5
 
     @callwatch.handler("calm")
     def calm() -> None:
@@ -75,7 +76,7 @@ def test_collections_are_counted_per_handler_and_per_generation_exactly(no_autom
     assert "cw.h.handler.calm.gc.collections" not in p  # no collection ran in its requests
     assert p["cw.h.process.gc.gen0.collections"] == 3
     assert p["cw.h.process.gc.gen1.collections"] == 3
-    assert p["cw.h.process.gc.gen1.collected"] == 15
+    assert p["cw.h.process.gc.gen0.collected"] == 15
     assert p["cw.h.process.gc.gen2.collections"] == 1
     assert p["cw.h.process.gc.outside_requests.collections"] == 1
     assert p["cw.h.process.gc.gen1.uncollectable"] == 0
@@ -215,9 +216,10 @@ def test_memory_gauges_match_what_the_kernel_says() -> None:
 
 @pytest.mark.parametrize("text, message", [
     ("memory: {gc: 1}\n", "1: memory.gc: expected true or false, got 1. Fix: write 'gc: true' or 'gc: false'"),
-    ("memory: {census: 3}\n", "1: memory.census: unknown key 'census'. Fix: remove it, or did you mean 'process'?"),
-    ("memory: on\n", "1: memory: expected a mapping of keys (gc, process), got True. Fix: write it as 'memory:' "
-                      "followed by indented 'key: value' lines"),
+    ("memory: {census: 3}\n", "1: memory.census: unknown key 'census'. Fix: remove it, or did you mean "
+                               "'census_every'?"),
+    ("memory: on\n", "1: memory: expected a mapping of keys (gc, process, census_every, top, leak_window), got "
+                      "True. Fix: write it as 'memory:' followed by indented 'key: value' lines"),
 ])
 def test_bad_memory_section_is_one_located_error(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "cw.yaml"
@@ -231,3 +233,72 @@ def test_memory_section_defaults() -> None:
     assert load({}).memory is None
     m = load({"memory": {}}).memory
     assert m is not None and m.gc and m.process
+
+
+class Leaky:
+    """The census's test type: only ``LEAKED`` holds its instances."""
+
+
+LEAKED: list[Leaky] = []
+
+
+def test_the_census_counts_a_leaking_handlers_objects_exactly() -> None:
+    callwatch.configure({"memory": {"gc": False, "process": False, "census_every": 1, "top": 50}},
+                        start_thread=False, strict=True)
+
+    @callwatch.handler("leaks")
+    def leaks() -> None:
+        LEAKED.extend(Leaky() for _ in range(2_000))
+
+    try:
+        leaks()
+        first = points(flushed())
+        callwatch.configure({"memory": {"gc": False, "process": False, "census_every": 1, "top": 50}},
+                            start_thread=False, strict=True)
+        leaks()  # the next census's baseline is the first's: a new configure starts over
+        base = points(flushed())
+        for _ in range(10):
+            leaks()
+        after = points(flushed())
+    finally:
+        LEAKED.clear()
+    name = "cw.h.process.memory.types.test_memory_Leaky"
+    assert first[name + ".count"] == 2_000 and name + ".growth" not in first  # no census before it
+    assert base[name + ".count"] == 4_000
+    assert after[name + ".count"] == 24_000
+    assert after[name + ".growth"] == 20_000
+    assert after[name + ".suspect"] == 0.0  # 2 censuses: too few to judge
+    assert after["cw.h.process.memory.census.objects"] > 24_000
+    assert after["cw.h.process.memory.census.ms"] > 0
+
+
+def simulate(series: dict[str, Callable[[int], int]], censuses: int, window: int = 5) -> list[list[str]]:
+    """Census.judge over synthetic counts -> the suspects at each census."""
+    census = Census(1, 10, window, count=lambda: {})
+    out = []
+    for i in range(censuses):
+        g = census.judge({name: f(i) for name, f in series.items()})
+        out.append(sorted(k.split(".")[1] for k, v in g.items() if k.endswith(".suspect") and v))
+    return out
+
+
+def test_a_steady_server_raises_no_leak_alarm_in_a_long_run() -> None:
+    """40 types whose counts move within a band (up to +-20 %, and one that is often
+    empty), 20 000 censuses (two weeks at one a minute): no suspect, ever."""
+    rng = random.Random(14)
+    series: dict[str, Callable[[int], int]] = {
+        f"t{k}": (lambda i, base=rng.randint(200, 200_000): int(base * rng.uniform(0.8, 1.2))) for k in range(39)}
+    series["bursty"] = lambda i: rng.choice([0, 0, 0, rng.randint(1, 50_000)])
+    assert not any(simulate(series, 20_000))
+
+
+def test_a_leak_is_suspected_as_soon_as_it_can_be_judged_and_cleared_when_it_stops() -> None:
+    rng = random.Random(7)
+    steady = {f"t{k}": (lambda i: int(50_000 * rng.uniform(0.9, 1.1))) for k in range(10)}
+    # grows by ~500 a census with noise, for 40 censuses; then stays where it got to
+    leak = {"history": lambda i: 10_000 + 500 * min(i, 40) + rng.randint(-100, 100)}
+    seen = simulate({**steady, **leak}, 80)
+    window = 5
+    assert [i for i, s in enumerate(seen) if s][0] == 2 * window - 1  # the first census judged
+    assert all(s == ["history"] for s in seen[2 * window - 1:40])
+    assert not any(seen[42:])  # no new high since census 41: no longer suspect

@@ -12,6 +12,25 @@ from ._stats import ProfileStats
 KEEP_FOR = 6
 
 
+class StableTop:
+    """A top-N that does not flicker: what enters the top stays reported for ``KEEP_FOR``
+    rounds after it left it, at most 2 x N (the profile's functions per handler, the
+    census's types)."""
+
+    def __init__(self) -> None:
+        self._chosen: dict[str, int] = {}
+
+    def pick(self, ranked: list[str], top: int, round_: int) -> list[str]:
+        """``ranked``: this round's names, best first."""
+        chosen = self._chosen
+        for label in ranked[:top]:
+            chosen[label] = round_
+        for label, when in list(chosen.items()):
+            if round_ - when > KEEP_FOR:
+                del chosen[label]
+        return [lb for lb in ranked if lb in chosen][: 2 * top]
+
+
 class ProfileTable:
     """Filled by ``add`` (under the collector's lock), emptied by ``take`` at each swap."""
 
@@ -21,7 +40,7 @@ class ProfileTable:
         self.top = 10
         #: patterns of ``mode: sampled`` watch entries: matching functions are always reported
         self.patterns: tuple[str, ...] = ()
-        self._chosen: dict[str, dict[str, int]] = {}
+        self._chosen: dict[str, StableTop] = {}
         self._round = 0
 
     def add(self, handler: str, ns: int, rows: Any, max_handlers: int) -> None:
@@ -54,16 +73,14 @@ class ProfileTable:
         self._round += 1
         out: dict[str, list[str]] = {}
         for handler, ps in profiles.items():
-            chosen = self._chosen.setdefault(handler, {})
+            stable = self._chosen.get(handler)
+            if stable is None:
+                stable = self._chosen[handler] = StableTop()
             ranked = sorted(ps.funcs, key=lambda lb: -ps.funcs[lb][2])
-            for label in ranked[:top]:
-                chosen[label] = self._round
-            for label, when in list(chosen.items()):
-                if self._round - when > KEEP_FOR:
-                    del chosen[label]
-            picked = [lb for lb in ranked if lb in chosen][: 2 * top]
+            picked = stable.pick(ranked, top, self._round)
             if self.patterns:
-                picked += [lb for lb in ranked if lb not in chosen
+                shown = set(picked)
+                picked += [lb for lb in ranked if lb not in shown
                            and any(fnmatch.fnmatchcase(lb, pat) for pat in self.patterns)][:top]
             out[handler] = picked
         return out

@@ -160,12 +160,15 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
 
 
 def _start_memory(cfg: Config, collector: Collector, exporter: Exporter) -> GcMeter | None:
-    from .memory import GcMeter, MemoryGauges
+    from .memory import Census, GcMeter, MemoryGauges
 
-    assert cfg.memory is not None
-    if cfg.memory.process:
+    m = cfg.memory
+    assert m is not None
+    if m.process:
         exporter.stages.append(MemoryGauges())
-    if not cfg.memory.gc:
+    if m.census_every:
+        exporter.stages.append(Census(m.census_every, m.top, m.leak_window))
+    if not m.gc:
         return None
     meter = GcMeter(_core.registry, collector)
     meter.install()

@@ -40,15 +40,18 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from . import _core, _state
 from ._state import CALLS, DIMS, NAME, NS, new_record
+from ._profiles import StableTop
 from .aggregate import BACKGROUND, GC, GC_GENERATIONS, GC_OUTSIDE, Collector, Registry, Snapshot
+from .naming import sanitize
 
 log = logging.getLogger("callwatch")
 
-__all__ = ["GcMeter", "MemoryGauges", "read_memory"]
+__all__ = ["Census", "GcMeter", "MemoryGauges", "count_types", "read_memory"]
 
 
 class GcMeter:
@@ -193,3 +196,109 @@ class MemoryGauges:
             self._rollup = {k: got[k] for k in ("uss_mb", "pss_mb") if k in got}
         snap.gauges.update(self._rollup)
         snap.gauges.update(got)
+
+
+#: Objects counted between two yields of the census (``time.sleep(0)``: the host's other
+#: threads, or greenlets, run in between), so that the census holds the interpreter for
+#: about a millisecond at a time rather than for the whole heap.
+CENSUS_CHUNK = 10_000
+#: A leak suspect has grown by at least this many objects over the window: a type that
+#: creeps up by a handful (a lazily filled cache of classes) is not worth an alarm.
+LEAK_MIN_OBJECTS = 100
+#: Types remembered between censuses at most (a program that makes classes without end).
+MAX_TYPES = 20_000
+
+
+def count_types() -> dict[str, int]:
+    """The objects the GC tracks, counted by type (``module.qualname``; builtins by their
+    name), as objgraph's ``typestats`` counts them, yielding every ``CENSUS_CHUNK``."""
+    objects = gc.get_objects()
+    by_type: Counter[type] = Counter()
+    try:
+        for i in range(0, len(objects), CENSUS_CHUNK):
+            by_type.update(map(type, objects[i:i + CENSUS_CHUNK]))
+            time.sleep(0)
+    finally:
+        del objects
+    out: dict[str, int] = {}
+    for t, n in by_type.items():
+        name = _type_name(t)
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def _type_name(t: type) -> str:
+    module = getattr(t, "__module__", None)
+    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
+    return str(name) if module in (None, "builtins") else f"{module}.{name}"
+
+
+class Census:
+    """An exporter stage: every ``census_every`` flushes, the objects counted by type.
+
+    Sent: the top types by count (a stable set, ``StableTop``) with their count and growth
+    since the last census, and every leak suspect.  A *suspect* reached a new high (above
+    every count of it seen since the process started) at each of the last ``leak_window``
+    censuses, and grew by at least ``LEAK_MIN_OBJECTS`` over them.  New highs, not mere
+    growth: a steady server's counts go up and down within a band, and in a band a new
+    high gets rarer with every census, while a leak makes one at each.  Types are judged
+    once ``2 x leak_window`` censuses were taken: the first ones all make new highs.
+    """
+
+    def __init__(self, every: int, top: int, window: int,
+                 count: Callable[[], dict[str, int]] = count_types) -> None:
+        self.every, self.top, self.window = every, top, window
+        self._count = count
+        self._flushes = 0
+        self.censuses = 0
+        self._last: dict[str, int] = {}
+        self._high: dict[str, int] = {}
+        self._highs: dict[str, list[int]] = {}  # type -> its counts at the censuses of its current run of highs
+        self._stable = StableTop()
+
+    def __call__(self, snap: Snapshot) -> None:
+        self._flushes += 1
+        if self._flushes % self.every:
+            return
+        t = time.perf_counter()
+        counts = self._count()
+        ms = (time.perf_counter() - t) * 1000.0
+        snap.gauges.update(self.judge(counts))
+        snap.gauges["census.ms"] = round(ms, 3)
+
+    def judge(self, counts: dict[str, int]) -> dict[str, float]:
+        """One census's counts -> the gauges to send (``types.<type>.count``...)."""
+        self.censuses += 1
+        suspects = self._suspects(counts)
+        ranked = sorted(counts, key=lambda k: -counts[k])
+        shown = self._stable.pick(ranked, self.top, self.censuses)
+        shown += [k for k in suspects if k not in shown]
+        out: dict[str, float] = {"census.objects": float(sum(counts.values())), "leak_suspects": len(suspects)}
+        last, first = self._last, self.censuses == 1
+        for name in shown:
+            key = "types." + sanitize(name)
+            out[key + ".count"] = counts[name]
+            if not first:  # a type absent from the last census had none
+                out[key + ".growth"] = counts[name] - last.get(name, 0)
+            out[key + ".suspect"] = 1.0 if name in suspects else 0.0
+        self._last = counts if len(counts) <= MAX_TYPES else dict(zip(ranked[:MAX_TYPES], map(counts.get, ranked)))
+        return out
+
+    def _suspects(self, counts: dict[str, int]) -> list[str]:
+        high, highs, window = self._high, self._highs, self.window
+        for name, n in counts.items():
+            h = high.get(name)
+            if h is None and len(high) >= MAX_TYPES:
+                continue
+            if h is None or n > h:
+                high[name] = n
+                run = highs.setdefault(name, [])
+                run.append(n)
+                del run[:-window]
+            else:
+                highs.pop(name, None)
+        for name in [k for k in highs if k not in counts]:  # gone: no longer growing
+            del highs[name]
+        if self.censuses < 2 * window:
+            return []
+        return sorted(k for k, run in highs.items() if len(run) >= window and run[-1] - run[0] >= LEAK_MIN_OBJECTS)

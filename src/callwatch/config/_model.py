@@ -234,6 +234,16 @@ class MemoryConfig:
                    "requests (handler.<h>.gc...). false: no gc.callbacks hook.", "bool")
     process: bool = key(True, "the process's memory at each flush: RSS, USS and PSS (MB, from /proc), and the "
                         "blocks Python's allocator holds (process.memory...). false: not read.", "bool")
+    census_every: int = key(30, "an object census every this many flushes (0: none; 30 is every 5 minutes at "
+                            "the default interval): the objects the GC tracks, counted by type; the top types' "
+                            "counts and growth are sent (process.memory.types.<type>...). It costs about 0.13 s "
+                            "of CPU per million objects (benchmarks/memory.py).", "int", lo=0, hi=1_000_000,
+                            fix="give a count of flushes, e.g. census_every: 30 (0 turns it off)")
+    top: int = key(10, "types per census sent by count (a type that grows at every census is sent too).", "int",
+                   lo=1, hi=1000, fix="give a count, e.g. top: 10")
+    leak_window: int = key(5, "a type whose count reaches a new high at this many censuses in a row is a leak "
+                           "suspect (process.memory.types.<type>.suspect); judged once twice that many censuses "
+                           "were taken.", "int", lo=2, hi=1000, fix="give a count of censuses, e.g. leak_window: 5")
 
 
 @dataclass(frozen=True)
