@@ -116,3 +116,34 @@ def test_nothing_under_the_prefix_is_unknown(graphite: Graphite, tmp_path: Path,
     config = write_config(tmp_path, graphite, "nothing" + uuid.uuid4().hex[:8])
     code, out = run_check(config, graphite, capsys)
     assert code == 3 and "no callwatch metrics under" in out["results"][0]["message"]
+
+
+class AlertLeak:
+    """What the leak test's handler leaks."""
+
+
+def test_leak_suspects_are_a_warning(graphite: Graphite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A census at each flush (``leak_window: 2``: judged from the 4th) while a handler keeps
+    500 more objects per interval: the process's latest census has a suspect -> WARNING."""
+    prefix = "ak" + uuid.uuid4().hex[:8]
+    config = write_config(tmp_path, graphite, prefix)
+    config.write_text(config.read_text() + "memory: {gc: false, process: false, census_every: 1, leak_window: 2}\n")
+    kept: list[AlertLeak] = []
+    now = int(time.time())
+    clock = FakeClock((now - 8 * 60) // 60 * 60)
+    with clock:
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        for ago in range(8, 0, -1):
+            with callwatch.request("deal"):
+                kept.extend(AlertLeak() for _ in range(500))
+            clock.advance((now - (ago - 1) * 60) // 60 * 60 - clock.time())
+            callwatch.flush()
+        kept.extend(AlertLeak() for _ in range(500))  # the shutdown's census too finds a new high
+        callwatch.shutdown()
+    graphite.wait_for(f"sumSeries({prefix}.*.process.memory.leak_suspects)", now - 900, now + 120,
+                      lambda p: sum(1 for v in p.values() if v) >= 5)
+    code, out = run_check(config, graphite, capsys)
+    by_rule = {r["rule"]: r for r in out["results"]}
+    assert (code, by_rule["leak"]["status"]) == (1, "WARNING"), out
+    assert by_rule["leak"]["values"] == {"suspects": {"h1_w0": 1}}
+    assert "1 on h1_w0" in by_rule["leak"]["message"]

@@ -56,7 +56,7 @@ def test_structure(tmp_path: Path) -> None:
     group = alerting["groups"][0]
     assert alerting["apiVersion"] == 1 and {"orgId", "name", "folder", "interval"} <= set(group)
     rules = group["rules"]
-    assert len(rules) == 3
+    assert len(rules) == 4
     for r in rules:  # the file-provisioning shape: flat, not the ruler API's grafana_alert
         assert {"uid", "title", "condition", "data", "noDataState", "execErrState", "for"} <= set(r)
         assert r["condition"] == "B" and r["data"][0]["datasourceUid"] == uid
@@ -97,6 +97,7 @@ COMMITTED_TARGETS = [
      "movingMedian(callwatch.*.handler.*.watch.*.calls_per_request.mean, '1h'))"),
     ("alert: callwatch: p99 response time", "groupByNodes(callwatch.*.handler.*.response_ms.p99, 'max', 3)"),
     ("alert: callwatch: no data", "sumSeries(callwatch.*.handler.*.requests)"),
+    ("alert: callwatch: leak suspects", "aliasByNode(callwatch.*.process.memory.leak_suspects, 1)"),
 ]
 
 
@@ -135,7 +136,8 @@ def test_every_panel_and_alert_query_returns_data(graphite: Graphite, tmp_path: 
     cfg = {"graphite": {"host": "127.0.0.1", "port": graphite.line_port, "prefix": prefix, "interval": 10},
            "naming": {"host": "h1"},
            "watch": [{"target": "cwsample.storage:Storage.get_*", "group": "db"}],
-           "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0}}
+           "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0},
+           "memory": {"census_every": 1}}
     config = tmp_path / "cw.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "grafana"

@@ -167,7 +167,7 @@ def _start_memory(cfg: Config, collector: Collector, exporter: Exporter) -> GcMe
     if m.process:
         exporter.stages.append(MemoryGauges())
     if m.census_every:
-        exporter.stages.append(Census(m.census_every, m.top, m.leak_window))
+        exporter.stages.append(Census(m.census_every, m.top, m.leak_window, web_url=cfg.graphite.web_url))
     if not m.gc:
         return None
     meter = GcMeter(_core.registry, collector)

@@ -9,6 +9,9 @@ Rules (thresholds in the YAML's ``alerts:`` section):
   at ``spike_critical`` x, never below ``spike_floor`` calls per request.
 - p99: the worst p99 response time of any handler over the window.
 - no_data: no request at all for ``no_data_minutes``.
+- leak: WARNING while a process's latest census in the window has leak suspects (the
+  definition is the in-process census's, ``callwatch.memory.Census``; this reads its
+  ``process.memory.leak_suspects``).  OK without ``memory:`` (no census).
 
 Status codes follow Nagios/Icinga: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.  Graphite
 unreachable, too slow (a deadline per request and one for the whole check), answering too
@@ -187,6 +190,7 @@ def check(cfg: Config, web_url: str, now: float | None = None, timeout: float = 
         requests = get(q.requests_by_origin_handler(), now_i - window - baseline)
         cpr = get(q.calls_per_request_by_origin_function(), now_i - window - baseline)
         p99 = get(q.p99_by_handler(), now_i - window)
+        leaks = get(q.leak_suspects_by_origin(), now_i - window)
     except GraphiteError as e:
         return _summary([Result("graphite", UNKNOWN, str(e))])
     if not requests:
@@ -197,7 +201,18 @@ def check(cfg: Config, web_url: str, now: float | None = None, timeout: float = 
     results.append(_no_data(requests, now_i, a.no_data_minutes))
     results.append(_spikes(requests, cpr, now_i - window, rule, a))
     results.append(_p99(p99, a))
+    results.append(_leaks(leaks))
     return _summary(results)
+
+
+def _leaks(suspects: Points) -> Result:
+    latest = {origin: max(pts, key=lambda p: p[1])[0] for origin, pts in suspects.items() if pts}
+    found = {origin: int(n) for origin, n in sorted(latest.items()) if n > 0}
+    if not found:
+        return Result("leak", OK, "no leak suspects" if latest else "no census in the window", {})
+    where = ", ".join(f"{n} on {origin or 'the host'}" for origin, n in found.items())
+    return Result("leak", WARNING, f"types suspected of leaking: {where} (process.memory.types.*.suspect)",
+                  {"suspects": found})
 
 
 def _no_data(requests: Points, now: int, minutes: float) -> Result:

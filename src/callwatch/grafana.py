@@ -164,6 +164,7 @@ class _Builder:
             "callwatch: calls per request spike": self.q.spike_ratio(a.spike_floor, a.baseline),
             "callwatch: p99 response time": self.q.p99_by_handler(),
             "callwatch: no data": self.q.requests_total(),
+            "callwatch: leak suspects": self.q.leak_suspects_by_origin(),
         }
 
     def alert_rules(self) -> Any:
@@ -172,6 +173,7 @@ class _Builder:
             "callwatch: calls per request spike": (a.spike_warning, "gt"),
             "callwatch: p99 response time": (a.p99_warning_ms, "gt"),
             "callwatch: no data": (-1.0, "lt"),  # never on values: fires on no data
+            "callwatch: leak suspects": (0.0, "gt"),
         }
         rules = []
         for title, query in self.alert_queries().items():

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import _thread
 import gc
+import json
 import logging
 import os
 import sys
@@ -246,9 +247,13 @@ class Census:
     """
 
     def __init__(self, every: int, top: int, window: int,
-                 count: Callable[[], dict[str, int]] = count_types) -> None:
+                 count: Callable[[], dict[str, int]] = count_types, web_url: str | None = None) -> None:
         self.every, self.top, self.window = every, top, window
         self._count = count
+        self.web_url = web_url
+        self._suspected: set[str] = set()
+        self.new_suspects: list[str] = []
+        self._event_failing = False
         self._flushes = 0
         self.censuses = 0
         self._last: dict[str, int] = {}
@@ -265,11 +270,36 @@ class Census:
         ms = (time.perf_counter() - t) * 1000.0
         snap.gauges.update(self.judge(counts))
         snap.gauges["census.ms"] = round(ms, 3)
+        for name in self.new_suspects:
+            self._tell(name, snap.start)
+
+    def _tell(self, name: str, when: float) -> None:
+        """A new suspect: one warning, and with ``graphite.web_url`` one Graphite event
+        (tags: callwatch, leak, the type), as a spike's start."""
+        run = self._highs.get(name, [0])
+        what = (f"callwatch: leak suspect {name}: a new high at each of the last {self.window} censuses, "
+                f"{run[0]:,} -> {run[-1]:,} objects")
+        log.warning("%s", what)
+        if not self.web_url:
+            return
+        from .spikes import post_event
+
+        try:
+            post_event(self.web_url, what, ["callwatch", "leak", sanitize(name)],
+                       json.dumps({"type": name, "counts": run}), when)
+            self._event_failing = False
+        except Exception as e:
+            if not self._event_failing:
+                self._event_failing = True
+                log.warning("callwatch: cannot post the leak event to %s (%s)", self.web_url, e)
 
     def judge(self, counts: dict[str, int]) -> dict[str, float]:
         """One census's counts -> the gauges to send (``types.<type>.count``...)."""
         self.censuses += 1
         suspects = self._suspects(counts)
+        #: suspects that were not at the last census (``judge``'s caller tells them)
+        self.new_suspects = [k for k in suspects if k not in self._suspected]
+        self._suspected = set(suspects)
         ranked = sorted(counts, key=lambda k: -counts[k])
         shown = self._stable.pick(ranked, self.top, self.censuses)
         shown += [k for k in suspects if k not in shown]

@@ -39,6 +39,12 @@ class Queries:
         p = self.pattern
         return p.group(p.handler("response_ms.p99"), "max", "handler")
 
+    def leak_suspects_by_origin(self) -> str:
+        """Series named ``<origin>``: the types each process suspects of leaking, at each
+        census (``callwatch.memory``)."""
+        p = self.pattern
+        return p.alias(p.process("memory.leak_suspects"), "origin")
+
     def requests_total(self) -> str:
         return f"sumSeries({self.pattern.handler('requests')})"
 
