@@ -97,7 +97,7 @@ def _make_hook(registry: Registry, collector: Collector, clock: Callable[[], int
     current = _core._current.get
     record = _state.record
     fresh = new_record
-    started = [0, None]  # the running collection: its start, and the request state then
+    started: list[Any] = [0, None]  # the running collection: its start, and the request state then
 
     def hook(phase: str, info: dict[str, int]) -> None:
         try:
@@ -113,7 +113,7 @@ def _make_hook(registry: Registry, collector: Collector, clock: Callable[[], int
             started[1] = None
             if pause < 0:
                 pause = 0
-            item = {DIMS: 0, NAME: 0}  # a background item of its own (_state.new_state)
+            item: dict[int, Any] = {DIMS: 0, NAME: 0}  # a background item of its own (_state.new_state)
             if type(st) is dict:
                 rec = record(st, request_key)
                 rec[CALLS] += 1
@@ -311,7 +311,7 @@ class Census:
             if not first:  # a type absent from the last census had none
                 out[key + ".growth"] = counts[name] - last.get(name, 0)
             out[key + ".suspect"] = 1.0 if name in suspects else 0.0
-        self._last = counts if len(counts) <= MAX_TYPES else dict(zip(ranked[:MAX_TYPES], map(counts.get, ranked)))
+        self._last = counts if len(counts) <= MAX_TYPES else {k: counts[k] for k in ranked[:MAX_TYPES]}
         return out
 
     def _suspects(self, counts: dict[str, int]) -> list[str]:
