@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -59,12 +60,15 @@ def test_rolled_up_minutes(stack: tuple[Path, int]) -> None:
     for name, want in expected.items():
         path = Path(str(whisper_dir / Path(*f"{base}.{name}".split("."))) + ".wsp")
         while True:
-            info = whisper.info(str(path)) if path.exists() else None
-            if info is not None:
-                _, values = whisper.fetch(str(path), minute - 1, minute + 59, archiveToSelect=60)
-                _, tens = whisper.fetch(str(path), minute - 1, minute + 59, archiveToSelect=10)
-                if values and values[0] is not None and None not in tens:
-                    break
+            try:
+                info = whisper.info(str(path)) if path.exists() else None
+                if info is not None:
+                    _, values = whisper.fetch(str(path), minute - 1, minute + 59, archiveToSelect=60)
+                    _, tens = whisper.fetch(str(path), minute - 1, minute + 59, archiveToSelect=10)
+                    if values and values[0] is not None and None not in tens:
+                        break
+            except (whisper.CorruptWhisperFile, struct.error):
+                pass  # carbon is still writing the new file's header: read it again in a moment
             if time.monotonic() > deadline:
                 pytest.fail(f"{path} never got its points")
             time.sleep(0.2)
