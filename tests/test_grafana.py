@@ -3,6 +3,7 @@ real graphite-web returning data (no Grafana server can run here)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 import urllib.parse
@@ -78,6 +79,18 @@ COMMITTED_TARGETS = [
      f"aliasByNode({_H}.by.*.*.watch.$function.calls_per_request.mean, 5, 6, 8)"),
     *[(f"callwatch-health.json: {m.replace('_', ' ')}", f"aliasByNode(callwatch.$origin.callwatch.{m}, 1)")
       for m in ("points_sent", "points_dropped", "points_buffered", "flush_ms", "send_errors", "spikes_active")],
+    ("callwatch-memory.json: Memory: RSS, USS and PSS (MB), by worker",
+     "aliasByNode(callwatch.$origin.process.memory.{rss_mb,uss_mb,pss_mb}, 1, -1)"),
+    ("callwatch-memory.json: Leak suspects (census), by worker",
+     "aliasByNode(callwatch.$origin.process.memory.leak_suspects, 1)"),
+    ("callwatch-memory.json: GC pause, ms per interval, by generation",
+     "groupByNodes(callwatch.$origin.process.gc.*.pause_ms, 'sum', 4)"),
+    ("callwatch-memory.json: Longest GC pause, by generation",
+     "groupByNodes(callwatch.$origin.process.gc.*.pause_ms_max, 'max', 4)"),
+    ("callwatch-memory.json: GC ms per request, by handler", f"groupByNodes({_O}.*.gc.ms_per_request.mean, 'avg', 3)"),
+    ("callwatch-memory.json: GC share of response time, by handler", f"groupByNodes({_O}.*.gc.share, 'avg', 3)"),
+    ("callwatch-memory.json: Objects by type (census, top types)",
+     "groupByNodes(callwatch.$origin.process.memory.types.*.count, 'sum', 5)"),
     ("callwatch-overview.json: Requests per second, by handler",
      f"groupByNodes(scaleToSeconds({_O}.*.requests, 1), 'sum', 3)"),
     ("callwatch-overview.json: Errors per second, by handler", f"groupByNodes(scaleToSeconds({_O}.*.errors, 1), 'sum', 3)"),
@@ -153,6 +166,7 @@ def test_every_panel_and_alert_query_returns_data(graphite: Graphite, tmp_path: 
                 with callwatch.request("deal"):
                     callwatch.dimension("players", players)
                     s.get_players(1, players)
+                    gc.collect(0)  # the memory dashboard's GC panels: a collection in each request
                     clock.advance(0.002)
             clock.advance(10)
             callwatch.flush()

@@ -9,6 +9,7 @@ computed by callwatch.naming.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
@@ -51,7 +52,14 @@ EXPECTED: dict[str, set[str]] = {
     "callwatch-handler.json: Response time": {"p50", "p90", "p99", "max"},
     "callwatch-handler.json: Calls per request by dimension ($function)": {"players.2.Storage_get_player"},
     "alert: callwatch: p99 response time": BOTH,
+    # one collection in each deal request, automatic ones off (send_one_interval)
+    "callwatch-memory.json: GC pause, ms per interval, by generation": {"gen0"},
+    "callwatch-memory.json: Longest GC pause, by generation": {"gen0"},
+    "callwatch-memory.json: GC ms per request, by handler": {"deal"},
+    "callwatch-memory.json: GC share of response time, by handler": {"deal"},
 }
+#: the census's types depend on the test process's heap: these are among them
+TYPES = {"dict", "function", "tuple"}
 # the origin's name as the health panels show it
 ORIGIN = {False: "h1_w0", True: "h1.w0"}
 # series whose names are Graphite's function text: the metric paths inside them
@@ -74,27 +82,34 @@ def send_one_interval(graphite: Graphite, tmp_path: Path, prefix: str, tags: boo
            "watch": [{"target": "cwsample.storage:Storage.get_player", "group": "db"},
                      {"target": "cwsample.storage:Storage.get_table", "group": "db"}],
            "profile": {"rate": 1.0, "min_interval": 0, "budget": 1.0},
-           "memory": {"gc": False, "process": False, "census_every": 1}}
+           "memory": {"census_every": 1}}
     config = tmp_path / "cw.yaml"
     config.write_text(yaml.safe_dump(cfg))
     t0 = (int(time.time()) - 300) // 10 * 10
     clock = FakeClock(t0)
-    with clock:
-        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
-        s = st.Storage()
-        for _ in range(3):
-            with callwatch.request("deal"):
-                callwatch.dimension("players", 2)
-                s.get_players(1, 2)
-                s.get_table(1)
-                clock.advance(0.002)
-        for _ in range(2):
-            with callwatch.request("login"):
-                s.get_table(1)
-                clock.advance(0.001)
-        clock.advance(10)
-        callwatch.flush()
-        callwatch.shutdown()
+    was = gc.isenabled()
+    gc.disable()  # the GC series: only the collections made here
+    try:
+        with clock:
+            callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+            s = st.Storage()
+            for _ in range(3):
+                with callwatch.request("deal"):
+                    callwatch.dimension("players", 2)
+                    s.get_players(1, 2)
+                    s.get_table(1)
+                    gc.collect(0)
+                    clock.advance(0.002)
+            for _ in range(2):
+                with callwatch.request("login"):
+                    s.get_table(1)
+                    clock.advance(0.001)
+            clock.advance(10)
+            callwatch.flush()
+            callwatch.shutdown()
+    finally:
+        if was:
+            gc.enable()
     return config, t0
 
 
@@ -147,6 +162,9 @@ def test_every_dashboard_and_alert_query_matches_its_series(graphite: Graphite, 
     for title in HEALTH:
         expected[f"callwatch-health.json: {title}"] = {ORIGIN[tags]}
     expected["alert: callwatch: leak suspects"] = {ORIGIN[tags]}  # a census at each flush, no suspect
+    expected["callwatch-memory.json: Leak suspects (census), by worker"] = {ORIGIN[tags]}
+    expected["callwatch-memory.json: Memory: RSS, USS and PSS (MB), by worker"] = {
+        f"{ORIGIN[tags]}.{m}" for m in ("rss_mb", "uss_mb", "pss_mb")}
     deadline = time.monotonic() + 30
     while True:  # profile series are many new files: wait until graphite-web lists them all
         functions = profiled_functions(graphite, prefix, tags)
@@ -164,7 +182,7 @@ def test_every_dashboard_and_alert_query_matches_its_series(graphite: Graphite, 
 
     found = targets(out)
     special = {"callwatch-profiles.json: Profiled requests", "alert: callwatch: no data",
-               "alert: callwatch: calls per request spike"}
+               "alert: callwatch: calls per request spike", "callwatch-memory.json: Objects by type (census, top types)"}
     assert {w for w, _ in found} == set(expected) | special  # every query is checked below
     wrong: list[str] = []
     for where, target in found:
@@ -180,6 +198,9 @@ def test_every_dashboard_and_alert_query_matches_its_series(graphite: Graphite, 
     assert wrong == []
 
     by_where = dict(found)
+    census = by_where["callwatch-memory.json: Objects by type (census, top types)"]
+    types = {name for name, pts in render(census).items() if pts}
+    assert TYPES <= types and len(types) <= 2 * 10 + 1, types  # the stable top 10 (at most 2 x 10) and a suspect
     # sums over everything: one series each, with known values (shutdown sends the next,
     # empty interval too)
     assert [pts.get(t0) for pts in render(by_where["alert: callwatch: no data"]).values()] == [5.0]

@@ -79,6 +79,9 @@ class _Builder:
         return g.Annotations(list=[{
             "datasource": DS, "enable": True, "iconColor": "red", "name": "callwatch spikes",
             "target": {"fromAnnotations": True, "tags": ["callwatch", "spike"], "type": "tags"},
+        }, {
+            "datasource": DS, "enable": True, "iconColor": "orange", "name": "callwatch leak suspects",
+            "target": {"fromAnnotations": True, "tags": ["callwatch", "leak"], "type": "tags"},
         }])
 
     def dashboard(self, uid: str, title: str, panels: list[g.TimeSeries], templates: list[g.Template]) -> Any:
@@ -156,6 +159,39 @@ class _Builder:
             panels.append(self.panel(metric.replace("_", " "), [target], unit, x=12 * (i % 2), y=8 * (i // 2)))
         return self.dashboard("callwatch-health", "callwatch: health", panels, [self.origin_var()])
 
+    def memory(self) -> Any:
+        """``memory:``'s series: the process's memory, GC per generation and per handler, the
+        census (empty panels without ``memory:``)."""
+        p, o = self.p, self.o
+        gen, typ = p.process_node("generation"), p.process_node("type")
+
+        def by_origin(metric: str, *fields: str) -> str:
+            target = p.process(metric, origin=o)
+            return p.alias(target, "origin", *fields) if self.p.origin or self.p.tags else target
+
+        def by_generation(metric: str, agg: str) -> str:
+            return f"groupByNodes({p.process(metric, origin=o)}, '{agg}', {gen})"
+
+        panels = [
+            self.panel("Memory: RSS, USS and PSS (MB), by worker",
+                       [by_origin("memory.{rss_mb,uss_mb,pss_mb}", "stat")], "decmbytes", x=0, y=0),
+            self.panel("Leak suspects (census), by worker", [by_origin("memory.leak_suspects")], x=12, y=0,
+                       description="Types whose count reached a new high at each of the last leak_window "
+                                   "censuses; process.memory.types.<type>.suspect says which."),
+            self.panel("GC pause, ms per interval, by generation", [by_generation("gc.*.pause_ms", "sum")], "ms",
+                       x=0, y=8),
+            self.panel("Longest GC pause, by generation", [by_generation("gc.*.pause_ms_max", "max")], "ms",
+                       x=12, y=8),
+            self.panel("GC ms per request, by handler",
+                       [p.group(p.handler("gc.ms_per_request.mean", origin=o), "avg", "handler")], "ms", x=0, y=16),
+            self.panel("GC share of response time, by handler",
+                       [p.group(p.handler("gc.share", origin=o), "avg", "handler")], "percent", x=12, y=16),
+            self.panel("Objects by type (census, top types)",
+                       [f"groupByNodes({p.process('memory.types.*.count', origin=o)}, 'sum', {typ})"], x=0, y=24,
+                       w=24),
+        ]
+        return self.dashboard("callwatch-memory", "callwatch: memory and GC", panels, [self.origin_var()])
+
     # -- alerts -------------------------------------------------------------------
 
     def alert_queries(self) -> dict[str, str]:
@@ -232,6 +268,7 @@ def generate(cfg: Config, out: Path, graphite_web: str = "http://127.0.0.1:8080"
         "dashboards/callwatch-handler.json": _dump(b.handler()),
         "dashboards/callwatch-profiles.json": _dump(b.profiles()),
         "dashboards/callwatch-health.json": _dump(b.health()),
+        "dashboards/callwatch-memory.json": _dump(b.memory()),
     }
     written = []
     for rel, text in files.items():

@@ -353,6 +353,13 @@ class Pattern:
         key = "what" if field in ("function", "group") else field
         return name.split(".").index(_MARK + key)
 
+    def process_node(self, field: str) -> int:
+        """The node of a process metric's ``type`` (the census's) or ``generation`` (gc's)
+        in the series names, in either layout (for aliasByNode and groupByNodes)."""
+        probe = Namer(self.prefix, "" if self.tags else (_MARK + "origin" if self.origin else ""), tags=self.tags)
+        metric = {"type": f"memory.types.{_MARK}type.count", "generation": f"gc.{_MARK}generation.pause_ms"}[field]
+        return probe.process_metric(metric)[0].split(".").index(_MARK + field)
+
     def group(self, pattern: str, agg: str, *fields: str, split: bool = False) -> str:
         """Series of ``pattern`` aggregated (sum, avg, max) per value of ``fields``."""
         return f"groupByNodes({pattern}, '{agg}', {self.nodes(*fields, split=split)})"
