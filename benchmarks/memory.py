@@ -14,6 +14,7 @@ Rows, interleaved round by round (the median of the rounds is shown, with the sp
                                USS and PSS, at most once a minute), on this process, then
                                with 1 000 000 more objects on the heap
   census                       the object census (count_types), the same two ways
+  tracemalloc                  allocating while a leak hunt runs tracemalloc
 
 The macro benchmark's "memory on" row (``python benchmarks/macro.py --memory``) measures
 the hook within a realistic handler.
@@ -106,6 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     alloc = [on / off - 1 for on, off in zip(rows["allocations, hook on"], rows["allocations, hook off"])]
     print(f"allocating: {100 * statistics.median(alloc):+.2f} % per list with the hook "
           f"(median of per-round ratios, {100 * min(alloc):+.2f} .. {100 * max(alloc):+.2f} %)")
+    # A leak hunt runs tracemalloc (``_leakhunt.FRAMES`` frames per allocation) while it lasts.
+    import tracemalloc
+
+    from callwatch._leakhunt import FRAMES
+
+    ratios = []
+    for _ in range(args.rounds):
+        off = min(allocations() for _ in range(3))
+        tracemalloc.start(FRAMES)
+        try:
+            on = min(allocations() for _ in range(3))
+        finally:
+            tracemalloc.stop()
+        ratios.append(on / off)
+    print(f"allocating under tracemalloc ({FRAMES} frames, while a leak hunt runs): "
+          f"{statistics.median(ratios):.2f} x the time per list (median of {args.rounds} rounds, "
+          f"{min(ratios):.2f} .. {max(ratios):.2f})")
     for label, extra in (("this process", 0), ("with 1 000 000 more objects", 1_000_000)):
         heap = [[] for _ in range(extra)]
         for rollup in (False, True):

@@ -49,7 +49,7 @@ def _schema_keys() -> list[str]:
 def test_every_key_is_in_the_example_and_the_reference_in_file_order() -> None:
     keys = _schema_keys()
     assert "graphite.port" in keys and "alerts.webhook" in keys and "watch[].mode" in keys
-    assert len(keys) == 1 + 9 + 3 + 5 + 4 + 10 + 5 + 5 + 9  # enabled, graphite ... profile, memory, spikes, alerts
+    assert len(keys) == 1 + 9 + 3 + 5 + 4 + 10 + 6 + 5 + 9  # enabled, graphite ... profile, memory, spikes, alerts
     doc = yaml.safe_load(EXAMPLE.read_text())
     for k in keys:
         section, _, name = k.partition(".")

@@ -218,8 +218,12 @@ def test_memory_gauges_match_what_the_kernel_says() -> None:
     ("memory: {gc: 1}\n", "1: memory.gc: expected true or false, got 1. Fix: write 'gc: true' or 'gc: false'"),
     ("memory: {census: 3}\n", "1: memory.census: unknown key 'census'. Fix: remove it, or did you mean "
                                "'census_every'?"),
-    ("memory: on\n", "1: memory: expected a mapping of keys (gc, process, census_every, top, leak_window), got "
-                      "True. Fix: write it as 'memory:' followed by indented 'key: value' lines"),
+    ("memory: on\n", "1: memory: expected a mapping of keys (gc, process, census_every, top, hunt_dir, "
+                      "leak_window), got True. Fix: write it as 'memory:' followed by indented 'key: value' lines"),
+    ("memory: {hunt_dir: /dev/null/x}\n", "1: memory.hunt_dir: '/dev/null/x' is not a directory this process can "
+                                          "write (/dev/null is not a directory). Fix: create it and let the "
+                                          "application's user write to it, or choose another directory, e.g. "
+                                          "hunt_dir: /var/tmp/callwatch-leaks"),
 ])
 def test_bad_memory_section_is_one_located_error(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "cw.yaml"
@@ -302,3 +306,52 @@ def test_a_leak_is_suspected_as_soon_as_it_can_be_judged_and_cleared_when_it_sto
     assert [i for i, s in enumerate(seen) if s][0] == 2 * window - 1  # the first census judged
     assert all(s == ["history"] for s in seen[2 * window - 1:40])
     assert not any(seen[42:])  # no new high since census 41: no longer suspect
+
+
+class Hoarded:
+    """What the leak hunt's test finds: only ``HOARD`` holds its instances."""
+
+
+HOARD: dict[str, list[Hoarded]] = {"kept": []}
+
+
+def test_a_leak_hunt_finds_what_grew_what_holds_it_and_where_it_was_allocated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import shutil
+
+    from callwatch.cli import main
+
+    hunt = tmp_path / "hunt"
+    hunt.mkdir()
+    assert main(["leaks", str(hunt)]) == 1  # nothing yet
+    callwatch.configure({"memory": {"gc": False, "process": False, "census_every": 0, "hunt_dir": str(hunt)}},
+                        start_thread=False, strict=True)
+    rt = _runtime.active()
+    assert rt is not None
+    (hunt / f"start.{os.getpid()}").write_text("0\n")
+    try:
+        rt.exporter.flush(final=True)  # sees the trigger: the hunt starts
+        assert not (hunt / f"start.{os.getpid()}").exists()
+        HOARD["kept"].extend(Hoarded() for _ in range(3_000))
+        rt.exporter.flush(final=True)  # 0 seconds later: it ends
+    finally:
+        HOARD["kept"].clear()
+    (report,) = hunt.glob("*/report.txt")
+    text = report.read_text()
+    assert "  test_memory.Hoarded: 0 -> 3,000 (+3,000)" in text
+    # the chain from the module: its globals, HOARD, its "kept" list, one object
+    assert ("What holds a test_memory.Hoarded (objgraph's back-reference chain from a module):\n"
+            "  module test_memory\n"
+            "    .__dict__ -> dict of ") in text
+    assert "    ['HOARD'] -> dict of 1\n    ['kept'] -> list of 3,000\n    [" in text
+    assert "] -> test_memory.Hoarded\n" in text
+    # where they were allocated: this test's line above
+    assert re.search(r"test_memory\.py:\d+: \+\d", text.split("Allocation sites")[1])
+    dots = list(report.parent.glob("chain-*.dot"))
+    assert dots and "digraph" in dots[0].read_text()
+    if shutil.which("dot"):
+        assert "<svg" in dots[0].with_suffix(".svg").read_text()
+    capsys.readouterr()
+    assert main(["leaks", str(hunt)]) == 0
+    assert "test_memory.Hoarded: 0 -> 3,000" in capsys.readouterr().out

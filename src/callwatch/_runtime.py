@@ -168,6 +168,10 @@ def _start_memory(cfg: Config, collector: Collector, exporter: Exporter) -> GcMe
         exporter.stages.append(MemoryGauges())
     if m.census_every:
         exporter.stages.append(Census(m.census_every, m.top, m.leak_window, web_url=cfg.graphite.web_url))
+    if m.hunt_dir:
+        from ._leakhunt import LeakHunt
+
+        exporter.stages.append(LeakHunt(m.hunt_dir))
     if not m.gc:
         return None
     meter = GcMeter(_core.registry, collector)

@@ -8,11 +8,11 @@ import signal
 import sys
 from typing import Sequence
 
-from . import alerts, callgraph, check_config, demo, diff, grafana, stats
+from . import alerts, callgraph, check_config, demo, diff, grafana, leaks, stats
 
 __all__ = ["main"]
 
-SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts, grafana)
+SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts, grafana, leaks)
 
 
 def build_parser() -> argparse.ArgumentParser:

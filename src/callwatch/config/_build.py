@@ -47,7 +47,7 @@ def build(root: V, chk: Checker) -> Config:
         for w in watch:
             if w.mode == "sampled":
                 chk.problems.append(dataclasses.replace(_SAMPLED, where=w.where))
-    memory = MemoryConfig(**chk.section(MemoryConfig, top["memory"], "memory")[0]) if "memory" in top else None
+    memory = _memory(chk, top["memory"]) if "memory" in top else None
     s, _ = chk.section(SpikesConfig, top.get("spikes"), "spikes")
     a, _ = chk.section(AlertsConfig, top.get("alerts"), "alerts")
     return Config(enabled=enabled, graphite=graphite, host=host.replace(".", "_"), worker=naming.worker,
@@ -190,21 +190,29 @@ def _profile(chk: Checker, v: V) -> ProfileConfig:
         else:
             budget[fname] = cv.value
             chk.lines[f"profile.call_budget.{fname}"] = chk.loc(cv)
-    return ProfileConfig(call_budget=budget, dump_dir=_dump_dir(chk, m.get("dump_dir")), **p)
+    dump_dir = _writable_dir(chk, m.get("dump_dir"), ProfileConfig, "profile.dump_dir", "/var/tmp/callwatch-profiles")
+    return ProfileConfig(call_budget=budget, dump_dir=dump_dir, **p)
 
 
-def _dump_dir(chk: Checker, v: V | None) -> str | None:
-    dk = _key(ProfileConfig, "dump_dir")
+def _memory(chk: Checker, v: V) -> MemoryConfig:
+    m, raw = chk.section(MemoryConfig, v, "memory")
+    hunt_dir = _writable_dir(chk, raw.get("hunt_dir"), MemoryConfig, "memory.hunt_dir", "/var/tmp/callwatch-leaks")
+    return MemoryConfig(hunt_dir=hunt_dir, **m)
+
+
+def _writable_dir(chk: Checker, v: V | None, cls: type, path: str, example: str) -> str | None:
+    """A directory key (``profile.dump_dir``, ``memory.hunt_dir``) that must be writable."""
+    name = path.rsplit(".", 1)[1]
     if v is None:
-        return default_of(ProfileConfig, "dump_dir")  # type: ignore[no-any-return]
-    s = chk.value(v, "profile.dump_dir", "dump_dir", dataclasses.replace(dk, kind="str"), None)
+        return default_of(cls, name)  # type: ignore[no-any-return]
+    s = chk.value(v, path, name, dataclasses.replace(_key(cls, name), kind="str"), None)
     if s is None:
         return None
     why = _unwritable(Path(s))
     if why:
-        chk.add(v, "profile.dump_dir", f"{s!r} is not a directory this process can write ({why})",
+        chk.add(v, path, f"{s!r} is not a directory this process can write ({why})",
                 "create it and let the application's user write to it, or choose another directory, "
-                "e.g. dump_dir: /var/tmp/callwatch-profiles")
+                f"e.g. {name}: {example}")
         return None
     return str(s)
 

@@ -241,6 +241,12 @@ class MemoryConfig:
                             fix="give a count of flushes, e.g. census_every: 30 (0 turns it off)")
     top: int = key(10, "types per census sent by count (a type that grows at every census is sent too).", "int",
                    lo=1, hi=1000, fix="give a count, e.g. top: 10")
+    hunt_dir: str | None = key(None, "where leak hunts write their results; a hunt starts when a file 'start' "
+                               "(every process) or 'start.<pid>' (one process) appears there, holding the "
+                               "seconds to hunt (default 60): what grew, objgraph's chain to what holds it, "
+                               "tracemalloc's growing allocation sites. Read them with callwatch leaks DIR. null: "
+                               "no hunts.", "custom", nullable=True, max_len=4096,
+                               fix="give a directory, e.g. hunt_dir: /var/tmp/callwatch-leaks")
     leak_window: int = key(5, "a type whose count reaches a new high at this many censuses in a row is a leak "
                            "suspect (process.memory.types.<type>.suspect); judged once twice that many censuses "
                            "were taken.", "int", lo=2, hi=1000, fix="give a count of censuses, e.g. leak_window: 5")
