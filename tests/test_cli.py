@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,11 @@ def test_demo_profiles_the_two_tables_and_draws_the_growth(tmp_path: Path) -> No
     assert report.callgraph is not None and "Database.get_player" in report.callgraph.read_text()
     assert "calls per request that grew" in out.getvalue()
     assert " 2.00 ->    7.00   x3.50   db.py" in out.getvalue()
+    # the demo's leak: the 7-player deals keep their hands in game.HISTORY
+    text = out.getvalue().split("== Memory: ", 1)[1]
+    assert re.match(r"[\d,]+ callwatch\.demo\.game\.HandRecord objects kept by the 7-player deals; the leak "
+                    r"hunt's report: ", text), text
+    assert re.search(r"\n   callwatch\.demo\.game\.HandRecord: 0 -> [\d,]+ \(\+[\d,]+\)\n", text), text
+    assert ("   what holds them:\n     module callwatch.demo.game\n       .__dict__ -> dict of " in text
+            and "       ['HISTORY'] -> list of " in text), text
+    assert result.leak_report is not None and (result.leak_report.parent / "chain-1.dot").is_file()

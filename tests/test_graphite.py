@@ -207,6 +207,12 @@ def test_demo_pushes_the_growth_to_graphite(graphite: Graphite) -> None:
     values = sorted(got.values())
     assert values[0] == 2.0 and values[-1] == 7.0  # a table of 2, then of 7 (one mixed second between)
     assert f"{graphite.web_url}/render?target=" in out.getvalue()
+    # the census (one per flush): the leaking type's count only grows once the table is full
+    leaking = f"callwatch.demo.{short_hostname()}_w0.process.memory.types.callwatch_demo_game_HandRecord.count"
+    counts = graphite.wait_for(leaking, t_start - 2, int(time.time()) + 2, lambda p: len(p) >= 2)
+    series = [v for _, v in sorted(counts.items())]
+    assert len(series) >= 2 and series == sorted(series) and series[-1] > series[0], counts
+    assert "(the census: the type that leaks)" in out.getvalue()
 
 
 def test_profile_metrics_in_graphite(graphite: Graphite) -> None:

@@ -17,6 +17,19 @@ SUITS = "SHDC"
 RANKS = "23456789TJQKA"
 
 
+class HandRecord:
+    """One dealt hand, kept for a replay feature that never shipped."""
+
+    def __init__(self, user_id: int, hand: str) -> None:
+        self.user_id = user_id
+        self.hand = hand
+
+
+#: The demo's honest leak: every deal at a full table (7 players) keeps its hands here, and
+#: nothing ever trims it.  ``memory:`` shows it (``callwatch.demo.leak``).
+HISTORY: list[HandRecord] = []
+
+
 class Server:
     def __init__(self, seed: int = 0) -> None:
         self.db = Database()
@@ -55,6 +68,8 @@ def deal(server: Server, table_id: int) -> dict[int, str]:
         hands[user_id] = "".join(deck[2 * i: 2 * i + 2])
         server.db.save_hand(user_id, hands[user_id])
         server.cache.set(f"hand:{user_id}", hands[user_id])
+    if len(seats) >= 7:
+        HISTORY.extend(HandRecord(uid, hand) for uid, hand in hands.items())
     return hands
 
 

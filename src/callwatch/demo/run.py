@@ -21,7 +21,7 @@ import callwatch
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
 from ..naming import Pattern
-from . import game
+from . import game, leak
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
 PHASES = (2, 7)
@@ -54,6 +54,7 @@ class DemoResult:
     snapshots: int
     points_sent: int
     profiles: "ProfileReport | None" = None
+    leak_report: Path | None = None  # the leak hunt's, with an output directory
 
 
 def one_round(server: game.Server, players: int, table_id: int, first_uid: int) -> None:
@@ -219,7 +220,8 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
 
     out = out or sys.stdout
     dump_dir = _profiling_dir(output, out)
-    cfg = _config(interval, graphite, graphite_web, graphite_config, dump_dir)
+    cfg = leak.configure(_config(interval, graphite, graphite_web, graphite_config, dump_dir),
+                         Path(output) if output is not None else None)
     g = cfg.graphite
     to = (g.host, g.port) if g.host is not None else None
     phases = _Phases(threads)
@@ -229,6 +231,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
               + (f" to Graphite at {to[0]}:{to[1]}" if to else " in-process (no Graphite)") + "\n")
     rt = callwatch.configure(cfg, on_snapshot=recorder, strict=True)
     assert rt is not None
+    leak.start_hunt(cfg, max(0.0, duration - interval))
     _drive(threads, duration, pause, phases)
     points = rt.exporter.stats.points_sent
     per_phase = recorder.per_phase()
@@ -241,7 +244,8 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     if to is not None:
         _print_graphite_hints(out, cfg, to, graphite_web, points, rt.exporter.buffered)
     report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
-    return DemoResult(per_phase, growth, len(recorder.taken), points, report)
+    leaks = leak.report(out, cfg)
+    return DemoResult(per_phase, growth, len(recorder.taken), points, report, leaks)
 
 
 def _profiling_dir(output: str | Path | None, out: TextIO) -> Path | None:
@@ -389,3 +393,5 @@ def _print_graphite_hints(out: TextIO, cfg: cwconfig.Config, graphite: tuple[str
     out.write(f"   {web}/render?target={q}&from=-10min&width=900&height=400  (a PNG chart)\n")
     if graphite_web:
         out.write(f"   curl -s '{web}/events/get_data?from=-1h&tags=callwatch'   (the spike events)\n")
+    growing = urllib.parse.quote(leak.graphite_hint(cfg), safe="*.,()'=~$^")
+    out.write(f"   {web}/render?target={growing}&from=-10min  (the census: the type that leaks)\n")
