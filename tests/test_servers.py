@@ -138,6 +138,47 @@ def test_gunicorn_workers_each_report_their_own_memory(graphite: Graphite, tmp_p
     assert len(blocks) == 4
 
 
+def test_the_leaking_gunicorn_worker_is_the_one_flagged(graphite: Graphite, tmp_path: Path) -> None:
+    """4 gthread workers, a census per flush (``leak_window: 2``).  One keep-alive connection
+    is served by one worker for its life: its requests make that worker keep 300 objects
+    each.  That worker's ``leak_suspects`` goes up; the other three, which take censuses
+    too, stay at 0."""
+    import http.client
+    import json as json_
+
+    prefix = "lk" + uuid.uuid4().hex[:8]
+    cfg = app_config.write(tmp_path / "cw.yaml", port=graphite.line_port, prefix=prefix,
+                           slot_dir=tmp_path / "slots", memory=True)
+    cfg.write_text(cfg.read_text().replace("memory: {}", "memory: {gc: false, census_every: 1, leak_window: 2}"))
+    (port,) = free_ports(1)
+    start = int(time.time())
+    with server(gunicorn(port, "apps.flask_app:app", "-w", "4", "-k", "gthread", "--threads", "2"), port, cfg,
+                tmp_path):
+        drive(port, ["/items/1"] * 40, concurrency=8)  # every worker serves something
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        leaking = set()
+        deadline = time.monotonic() + 8  # 8 censuses of the leaking worker: judged from the 4th
+        while time.monotonic() < deadline:
+            conn.request("GET", "/leak/300")
+            r = conn.getresponse()
+            leaking.add(json_.loads(r.read())["worker"])
+            time.sleep(0.05)
+        conn.close()
+    assert len(leaking) == 1, leaking  # one connection, one worker
+    (worker,) = leaking
+    end = int(time.time()) + 5
+    deadline = time.monotonic() + 20
+    while True:
+        got = {s["target"]: [v for v, _ in s["datapoints"] if v is not None]
+               for s in graphite.render(f"{prefix}.*.process.memory.leak_suspects", start - 5, end)}
+        if len(got) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    flagged = {t.split(".")[1] for t, vs in got.items() if any(v > 0 for v in vs)}
+    assert len(got) == 4, sorted(got)  # every worker took censuses
+    assert flagged == {f"h_{worker}"}, got
+
+
 def test_gunicorn_django_exact_totals(graphite: Graphite, tmp_path: Path) -> None:
     prefix, cfg = config_for(graphite, tmp_path)
     (port,) = free_ports(1)

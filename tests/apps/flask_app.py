@@ -54,3 +54,19 @@ def dim(players: int) -> dict[str, int]:
     for i in range(players):
         shop.get_item(i)
     return {"players": players}
+
+
+class Kept:
+    """What /leak keeps: only ``KEPT`` holds it (the memory tests' leaking worker)."""
+
+
+KEPT: list[Kept] = []
+
+
+@app.get("/leak/<int:n>")
+def leak(n: int) -> dict[str, str]:
+    from callwatch import _runtime
+
+    KEPT.extend(Kept() for _ in range(n))
+    rt = _runtime.active()
+    return {"worker": rt.worker if rt is not None else ""}
