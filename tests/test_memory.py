@@ -276,14 +276,34 @@ def test_the_census_counts_a_leaking_handlers_objects_exactly() -> None:
     assert after["cw.h.process.memory.census.ms"] > 0
 
 
-def simulate(series: dict[str, Callable[[int], int]], censuses: int, window: int = 5) -> list[list[str]]:
-    """Census.judge over synthetic counts -> the suspects at each census."""
-    census = Census(1, 10, window, count=lambda: {})
+def simulate(series: dict[str, Callable[[int], int]], censuses: int, window: int = 5,
+             rss: Callable[[int], int] = lambda i: 100_000) -> list[list[str]]:
+    """Census.judge over synthetic counts (and RSS, KB) -> the suspects at each census
+    (``rss`` among them when the RSS is one)."""
+    at = [0]
+    census = Census(1, 10, window, count=lambda: {}, rss_kb=lambda: rss(at[0]))
     out = []
     for i in range(censuses):
+        at[0] = i
         g = census.judge({name: f(i) for name, f in series.items()})
-        out.append(sorted(k.split(".")[1] for k, v in g.items() if k.endswith(".suspect") and v))
+        out.append(sorted(k.split(".")[1] for k, v in g.items() if k.endswith(".suspect") and v)
+                   + (["rss"] if g["rss_suspect"] else []))
+        assert g["leak_suspects"] == len(out[-1])
     return out
+
+
+def test_the_rss_is_judged_by_the_same_rule() -> None:
+    """A heap that grows to a plateau (with noise) stops being suspected; one that keeps
+    growing 3 MB a census (12 MB over the window of 5, above RSS_MIN_MB) is suspected from
+    the first census judged.  Steady: never."""
+    rng = random.Random(3)
+    steady = {"t": lambda i: 1_000}
+    noisy = simulate(steady, 5_000, rss=lambda i: 200_000 + rng.randint(-20_000, 20_000))
+    assert not any(noisy)
+    growing = simulate(steady, 60, rss=lambda i: 100_000 + 3_072 * i + rng.randint(-200, 200))
+    assert [i for i, s in enumerate(growing) if s][0] == 9 and all(s == ["rss"] for s in growing[9:])
+    plateau = simulate(steady, 60, rss=lambda i: 100_000 + 3_072 * min(i, 20) + rng.randint(-200, 200))
+    assert all(s == ["rss"] for s in plateau[9:20]) and not any(plateau[22:])
 
 
 def test_a_steady_server_raises_no_leak_alarm_in_a_long_run() -> None:

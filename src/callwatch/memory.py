@@ -234,22 +234,62 @@ def _type_name(t: type) -> str:
     return str(name) if module in (None, "builtins") else f"{module}.{name}"
 
 
+class NewHighs:
+    """The suspect rule, for any counts by name: a *suspect* reached a new high (above
+    every value of it seen so far) at each of the last ``window`` judgments, and grew by
+    at least ``min_growth`` over them.  New highs, not mere growth: a steady server's
+    counts go up and down within a band, where a new high gets rarer with every census,
+    while a leak makes one at each."""
+
+    def __init__(self, window: int, min_growth: int) -> None:
+        self.window, self.min_growth = window, min_growth
+        self._high: dict[str, int] = {}
+        self.runs: dict[str, list[int]] = {}  # name -> its values at its current run of new highs
+
+    def update(self, values: dict[str, int], judged: bool) -> list[str]:
+        """This census's values -> the suspects (none unless ``judged``)."""
+        high, runs, window = self._high, self.runs, self.window
+        for name, n in values.items():
+            h = high.get(name)
+            if h is None and len(high) >= MAX_TYPES:
+                continue
+            if h is None or n > h:
+                high[name] = n
+                run = runs.setdefault(name, [])
+                run.append(n)
+                del run[:-window]
+            else:
+                runs.pop(name, None)
+        for name in [k for k in runs if k not in values]:  # gone: no longer growing
+            del runs[name]
+        if not judged:
+            return []
+        return sorted(k for k, run in runs.items() if len(run) >= window and run[-1] - run[0] >= self.min_growth)
+
+
+#: The process's RSS is a suspect when it grew by this many MB over the window, at a new
+#: high each time (``NewHighs``): a heap that settles stops making new highs.
+RSS_MIN_MB = 8
+#: The suspect name of the RSS, beside the types.
+RSS = "process RSS"
+
+
 class Census:
-    """An exporter stage: every ``census_every`` flushes, the objects counted by type.
+    """An exporter stage: every ``census_every`` flushes, the objects counted by type, and
+    the process's RSS.
 
     Sent: the top types by count (a stable set, ``StableTop``) with their count and growth
-    since the last census, and every leak suspect.  A *suspect* reached a new high (above
-    every count of it seen since the process started) at each of the last ``leak_window``
-    censuses, and grew by at least ``LEAK_MIN_OBJECTS`` over them.  New highs, not mere
-    growth: a steady server's counts go up and down within a band, and in a band a new
-    high gets rarer with every census, while a leak makes one at each.  Types are judged
-    once ``2 x leak_window`` censuses were taken: the first ones all make new highs.
+    since the last census, and every leak suspect (``NewHighs``: types that grew by
+    ``LEAK_MIN_OBJECTS``, and the RSS by ``RSS_MIN_MB``).  Suspects are judged once
+    ``2 x leak_window`` censuses were taken: the first ones all make new highs.
     """
 
     def __init__(self, every: int, top: int, window: int,
-                 count: Callable[[], dict[str, int]] = count_types, web_url: str | None = None) -> None:
+                 count: Callable[[], dict[str, int]] = count_types, web_url: str | None = None,
+                 rss_kb: Callable[[], int | None] | None = None) -> None:
         self.every, self.top, self.window = every, top, window
         self._count = count
+        self._rss_kb = rss_kb or _rss_kb
         self.web_url = web_url
         self._suspected: set[str] = set()
         self.new_suspects: list[str] = []
@@ -257,8 +297,8 @@ class Census:
         self._flushes = 0
         self.censuses = 0
         self._last: dict[str, int] = {}
-        self._high: dict[str, int] = {}
-        self._highs: dict[str, list[int]] = {}  # type -> its counts at the censuses of its current run of highs
+        self._types = NewHighs(window, LEAK_MIN_OBJECTS)
+        self._rss = NewHighs(window, RSS_MIN_MB * 1024)
         self._stable = StableTop()
 
     def __call__(self, snap: Snapshot) -> None:
@@ -275,17 +315,19 @@ class Census:
 
     def _tell(self, name: str, when: float) -> None:
         """A new suspect: one warning, and with ``graphite.web_url`` one Graphite event
-        (tags: callwatch, leak, the type), as a spike's start."""
-        run = self._highs.get(name, [0])
+        (tags: callwatch, leak, the type or ``rss``), as a spike's start."""
+        rss = name == RSS
+        run = (self._rss if rss else self._types).runs.get(name, [0])
+        unit = "KB" if rss else "objects"
         what = (f"callwatch: leak suspect {name}: a new high at each of the last {self.window} censuses, "
-                f"{run[0]:,} -> {run[-1]:,} objects")
+                f"{run[0]:,} -> {run[-1]:,} {unit}")
         log.warning("%s", what)
         if not self.web_url:
             return
         from .spikes import post_event
 
         try:
-            post_event(self.web_url, what, ["callwatch", "leak", sanitize(name)],
+            post_event(self.web_url, what, ["callwatch", "leak", "rss" if rss else sanitize(name)],
                        json.dumps({"type": name, "counts": run}), when)
             self._event_failing = False
         except Exception as e:
@@ -296,14 +338,19 @@ class Census:
     def judge(self, counts: dict[str, int]) -> dict[str, float]:
         """One census's counts -> the gauges to send (``types.<type>.count``...)."""
         self.censuses += 1
-        suspects = self._suspects(counts)
+        judged = self.censuses >= 2 * self.window
+        suspects = self._types.update(counts, judged)
+        rss = self._rss_kb()
+        rss_suspect = bool(self._rss.update({RSS: rss}, judged)) if rss is not None else False
+        everything = suspects + ([RSS] if rss_suspect else [])
         #: suspects that were not at the last census (``judge``'s caller tells them)
-        self.new_suspects = [k for k in suspects if k not in self._suspected]
-        self._suspected = set(suspects)
+        self.new_suspects = [k for k in everything if k not in self._suspected]
+        self._suspected = set(everything)
         ranked = sorted(counts, key=lambda k: -counts[k])
         shown = self._stable.pick(ranked, self.top, self.censuses)
         shown += [k for k in suspects if k not in shown]
-        out: dict[str, float] = {"census.objects": float(sum(counts.values())), "leak_suspects": len(suspects)}
+        out: dict[str, float] = {"census.objects": float(sum(counts.values())), "leak_suspects": len(everything),
+                                 "rss_suspect": 1.0 if rss_suspect else 0.0}
         last, first = self._last, self.censuses == 1
         for name in shown:
             key = "types." + sanitize(name)
@@ -314,21 +361,7 @@ class Census:
         self._last = counts if len(counts) <= MAX_TYPES else {k: counts[k] for k in ranked[:MAX_TYPES]}
         return out
 
-    def _suspects(self, counts: dict[str, int]) -> list[str]:
-        high, highs, window = self._high, self._highs, self.window
-        for name, n in counts.items():
-            h = high.get(name)
-            if h is None and len(high) >= MAX_TYPES:
-                continue
-            if h is None or n > h:
-                high[name] = n
-                run = highs.setdefault(name, [])
-                run.append(n)
-                del run[:-window]
-            else:
-                highs.pop(name, None)
-        for name in [k for k in highs if k not in counts]:  # gone: no longer growing
-            del highs[name]
-        if self.censuses < 2 * window:
-            return []
-        return sorted(k for k, run in highs.items() if len(run) >= window and run[-1] - run[0] >= LEAK_MIN_OBJECTS)
+
+def _rss_kb() -> int | None:
+    mb = read_memory(rollup=False).get("rss_mb")
+    return None if mb is None else int(mb * 1024)
