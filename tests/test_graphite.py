@@ -335,6 +335,11 @@ def test_a_leaking_type_is_a_suspect_series_and_one_graphite_event(graphite: Gra
     assert {t: got.get(t) for t in (t0 + 30, t0 + 40, t0 + 50, t0 + 60)} == {
         t0 + 30: 1.0, t0 + 40: 1.0, t0 + 50: 1.0, t0 + 60: 0.0}
     assert all(v == 0.0 for t, v in got.items() if t < t0 + 30), got
+    # the census's growth, read back: exactly the 500 kept in each of those intervals
+    growth = graphite.wait_for(f"{prefix}.h1_w0.process.memory.types.{name}.growth", *window,
+                               lambda p: t0 + 50 in p)
+    assert {t: growth.get(t) for t in (t0 + 30, t0 + 40, t0 + 50)} == {t0 + 30: 500.0, t0 + 40: 500.0,
+                                                                     t0 + 50: 500.0}, growth
     evs = events(graphite, name)
     assert len(evs) == 1, evs
     assert f"leak suspect test_graphite.Leak{prefix}" in str(evs[0]["what"])
