@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -98,6 +100,19 @@ def tcp_receiver() -> Iterator[TcpReceiver]:
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@contextmanager
+def only_explicit_collections() -> Iterator[None]:
+    """The GC's automatic collections off: the collections a test counts are the ones it
+    makes (gc.collect), so the counts are exact."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def free_ports(n: int) -> list[int]:

@@ -20,7 +20,7 @@ from callwatch.testing import FakeClock
 
 import cwsample.storage as st
 
-from conftest import Graphite
+from conftest import Graphite, only_explicit_collections
 
 pytestmark = pytest.mark.graphite
 
@@ -271,20 +271,14 @@ def test_gc_pauses_and_memory_in_graphite(graphite: Graphite) -> None:
 
     config = cfg(graphite, prefix)
     config["memory"] = {}
-    was = gc.isenabled()
-    gc.disable()  # only the collections made here: the counts are exact
-    try:
-        with clock:
-            callwatch.configure(config, clock=clock, start_thread=False, strict=True)
-            for _ in range(3):
-                collects()
-            gc.collect(2)
-            clock.advance(10)
-            callwatch.flush()
-            callwatch.shutdown()
-    finally:
-        if was:
-            gc.enable()
+    with only_explicit_collections(), clock:
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        for _ in range(3):
+            collects()
+        gc.collect(2)
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
     base = f"{prefix}.h1_w0"
     window = (t0 - 10, t0 + 20)
     # Counts seen once are 0 in the next interval (the shutdown's partial one at t0 + 10),

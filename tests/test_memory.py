@@ -20,17 +20,13 @@ from callwatch.config import ConfigError, load
 from callwatch.memory import Census, GcMeter, read_memory
 from callwatch.naming import Namer
 
+from conftest import only_explicit_collections
+
 
 @pytest.fixture()
 def no_automatic_gc() -> Iterator[None]:
-    """Only the collections a test makes: the counts are then exact."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    with only_explicit_collections():
         yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def flushed() -> Snapshot:

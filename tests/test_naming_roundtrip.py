@@ -29,7 +29,7 @@ from callwatch.testing import FakeClock
 
 import cwsample.storage as st
 
-from conftest import Graphite
+from conftest import Graphite, only_explicit_collections
 
 pytestmark = pytest.mark.graphite
 
@@ -87,29 +87,23 @@ def send_one_interval(graphite: Graphite, tmp_path: Path, prefix: str, tags: boo
     config.write_text(yaml.safe_dump(cfg))
     t0 = (int(time.time()) - 300) // 10 * 10
     clock = FakeClock(t0)
-    was = gc.isenabled()
-    gc.disable()  # the GC series: only the collections made here
-    try:
-        with clock:
-            callwatch.configure(config, clock=clock, start_thread=False, strict=True)
-            s = st.Storage()
-            for _ in range(3):
-                with callwatch.request("deal"):
-                    callwatch.dimension("players", 2)
-                    s.get_players(1, 2)
-                    s.get_table(1)
-                    gc.collect(0)
-                    clock.advance(0.002)
-            for _ in range(2):
-                with callwatch.request("login"):
-                    s.get_table(1)
-                    clock.advance(0.001)
-            clock.advance(10)
-            callwatch.flush()
-            callwatch.shutdown()
-    finally:
-        if was:
-            gc.enable()
+    with only_explicit_collections(), clock:  # the GC series: only the collections made here
+        callwatch.configure(config, clock=clock, start_thread=False, strict=True)
+        s = st.Storage()
+        for _ in range(3):
+            with callwatch.request("deal"):
+                callwatch.dimension("players", 2)
+                s.get_players(1, 2)
+                s.get_table(1)
+                gc.collect(0)
+                clock.advance(0.002)
+        for _ in range(2):
+            with callwatch.request("login"):
+                s.get_table(1)
+                clock.advance(0.001)
+        clock.advance(10)
+        callwatch.flush()
+        callwatch.shutdown()
     return config, t0
 
 
