@@ -371,3 +371,46 @@ def test_a_leak_hunt_finds_what_grew_what_holds_it_and_where_it_was_allocated(
     capsys.readouterr()
     assert main(["leaks", str(hunt)]) == 0
     assert "test_memory.Hoarded: 0 -> 3,000" in capsys.readouterr().out
+
+
+def test_a_hunt_cut_short_by_shutdown_stops_its_tracemalloc(tmp_path: Path) -> None:
+    import os
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    callwatch.configure({"memory": {"gc": False, "process": False, "census_every": 0, "hunt_dir": str(tmp_path)}},
+                        start_thread=False, strict=True)
+    rt = _runtime.active()
+    assert rt is not None
+    (tmp_path / f"start.{os.getpid()}").write_text("600")
+    rt.exporter.flush(final=True)
+    assert tracemalloc.is_tracing()  # the hunt runs
+    callwatch.shutdown()
+    assert not tracemalloc.is_tracing()
+    assert not list(tmp_path.glob("*/report.txt"))  # abandoned: no report
+
+
+def test_a_trigger_that_is_not_a_regular_file_neither_blocks_nor_starts_a_hunt(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import tracemalloc
+
+    os.mkfifo(tmp_path / f"start.{os.getpid()}")  # opening it to read would wait for a writer
+    callwatch.configure({"memory": {"gc": False, "process": False, "census_every": 0, "hunt_dir": str(tmp_path)}},
+                        start_thread=False, strict=True)
+    rt = _runtime.active()
+    assert rt is not None
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (rt.exporter.flush(final=True), done.set()), daemon=True)
+    t.start()
+    assert done.wait(10), "the flush hung on a FIFO trigger"
+    assert not tracemalloc.is_tracing()
+    assert "is not a regular file" in caplog.text
+
+
+@pytest.mark.parametrize("text, seconds", [("", 60.0), ("5", 5.0), ("-3", 0.0), ("inf", 3600.0), ("nan", 60.0),
+                                           ("soon", 60.0)])
+def test_hunt_lengths(text: str, seconds: float) -> None:
+    from callwatch._leakhunt import _seconds
+
+    assert _seconds(text, Path("start")) == seconds

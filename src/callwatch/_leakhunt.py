@@ -28,6 +28,7 @@ import gc
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 import tracemalloc
@@ -42,8 +43,9 @@ log = logging.getLogger("callwatch")
 
 __all__ = ["LeakHunt", "REPORT"]
 
-#: Default length of a hunt, seconds.
+#: Default length of a hunt, seconds, and the longest one.
 HUNT_S = 60.0
+MAX_HUNT_S = 3600.0
 #: Types whose chain is searched: those that grew most, by ``LEAK_MIN_OBJECTS`` at least.
 HUNT_TYPES = 3
 #: How far the chain search goes back from the object (objgraph's ``max_depth``).
@@ -79,15 +81,15 @@ class LeakHunt:
         mine = self.dir / f"start.{os.getpid()}"
         shared = self.dir / "start"
         try:
-            if mine.exists():
-                text = mine.read_text()
+            text = _read_trigger(mine)
+            if text is not None:
                 mine.unlink()
                 return _seconds(text, mine)
-            if shared.exists():
-                mtime = shared.stat().st_mtime
-                if mtime != self._seen_mtime:
-                    self._seen_mtime = mtime
-                    return _seconds(shared.read_text(), shared)
+            st = os.stat(shared) if shared.exists() else None
+            if st is not None and st.st_mtime != self._seen_mtime:
+                self._seen_mtime = st.st_mtime
+                text = _read_trigger(shared)
+                return _seconds(text, shared) if text is not None else None
         except OSError as e:
             log.warning("callwatch: cannot read the leak hunt trigger in %s (%s)", self.dir, e)
         return None
@@ -96,33 +98,46 @@ class LeakHunt:
         log.warning("callwatch: leak hunt started for %.0f s (results in %s)", seconds, self.dir)
         self._counts = count_types()
         self._started_tracing = not tracemalloc.is_tracing()
-        if self._started_tracing:
-            tracemalloc.start(FRAMES)
-        self._snapshot = tracemalloc.take_snapshot()
+        try:
+            if self._started_tracing:
+                tracemalloc.start(FRAMES)
+            self._snapshot = tracemalloc.take_snapshot()
+        except BaseException:
+            self.close()
+            raise
         self._ends_at = time.monotonic() + seconds
 
-    def _end(self) -> None:
+    def close(self) -> None:
+        """The hunt under way, abandoned (shutdown, reconfigure): tracemalloc stopped if
+        the hunt started it, its snapshot dropped."""
+        if self._started_tracing:
+            self._started_tracing = False
+            tracemalloc.stop()
         self._ends_at = None
+        self._counts, self._snapshot = {}, None
+
+    def _end(self) -> None:
         try:
             after = count_types()
             snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
+            before, counts = self._snapshot, self._counts
         finally:
-            if self._started_tracing:
-                tracemalloc.stop()
-        out = self.dir / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}"
-        out.mkdir(parents=True, exist_ok=True)
-        grown = sorted(((n - self._counts.get(t, 0), t) for t, n in after.items()
-                        if n > self._counts.get(t, 0) and not _ours(t)), reverse=True)
+            self.close()
+        self._report(counts, after, before, snapshot)
+
+    def _report(self, counts: dict[str, int], after: dict[str, int], before: Any, snapshot: Any) -> None:
+        out = _new_dir(self.dir, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}")
+        grown = sorted(((n - counts.get(t, 0), t) for t, n in after.items()
+                        if n > counts.get(t, 0) and not _ours(t)), reverse=True)
         lines = [f"callwatch leak hunt, process {os.getpid()}, ended {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
                  " UTC", "", "Types that grew (objects the GC tracks, start -> end):"]
-        lines += [f"  {t}: {self._counts.get(t, 0):,} -> {after[t]:,} (+{d:,})" for d, t in grown[:20]] or ["  none"]
+        lines += [f"  {t}: {counts.get(t, 0):,} -> {after[t]:,} (+{d:,})" for d, t in grown[:20]] or ["  none"]
         for i, name in enumerate([t for d, t in grown if d >= LEAK_MIN_OBJECTS][:HUNT_TYPES], 1):
             lines += ["", f"What holds a {name} (objgraph's back-reference chain from a module):"]
             lines += _chain(name, out / f"chain-{i}")
         lines += ["", "Allocation sites that grew most (tracemalloc, start -> end):"]
-        lines += _sites(self._snapshot, snapshot)
-        self._counts, self._snapshot = {}, None
-        (out / REPORT).write_text("\n".join(lines) + "\n")
+        lines += _sites(before, snapshot)
+        _write_new(out / REPORT, "\n".join(lines) + "\n")
         log.warning("callwatch: leak hunt done: %s", out / REPORT)
 
 
@@ -131,10 +146,46 @@ def _ours(type_name: str) -> bool:
     return type_name.startswith(("tracemalloc.", "callwatch.")) and not type_name.startswith("callwatch.demo.")
 
 
+def _read_trigger(path: Path) -> str | None:
+    """A trigger file's text (at most 64 bytes), or None when there is none.  Only a
+    regular file, not followed if it is a link: a FIFO would block the flush thread, and
+    a link to /dev/zero would read without end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, 64).decode("ascii", "replace")
+    finally:
+        os.close(fd)
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    """A directory of the hunt's own under ``parent`` (a new one: never a link or a
+    directory someone made there before)."""
+    for n in range(100):
+        path = parent / (name if n == 0 else f"{name}.{n}")
+        try:
+            path.mkdir(mode=0o750)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot make a new directory for the hunt in {parent}")
+
+
+def _write_new(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _seconds(text: str, where: Path) -> float:
     text = text.strip()
     try:
-        return max(0.0, float(text)) if text else HUNT_S
+        seconds = float(text) if text else HUNT_S
+        return min(max(0.0, seconds), MAX_HUNT_S) if seconds == seconds else HUNT_S  # NaN: the default
     except ValueError:
         log.warning("callwatch: %s holds %r, not a number of seconds; hunting for %.0f s", where, text[:40], HUNT_S)
         return HUNT_S
@@ -171,7 +222,8 @@ def _chain(name: str, stem: Path) -> list[str]:
     for parent, child in zip(chain, chain[1:]):
         lines.append(f"    {_how(parent, child)} -> {_short(child)}")
     dot = stem.with_suffix(".dot")
-    with dot.open("w", encoding="utf-8") as f:  # output=, not filename=: objgraph then prints nothing
+    fd = os.open(dot, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:  # output=, not filename=: objgraph then prints nothing
         objgraph.show_chain(chain, output=f)
     lines.append(f"  graph: {dot.name}" + _svg(dot))
     return lines

@@ -269,11 +269,23 @@ def shutdown(timeout: float = 5.0) -> None:
         except Exception:
             log.exception("callwatch: final flush failed")
         finally:
+            _close_stages(rt)
             if rt.slot is not None:
                 rt.slot.release()
             rt.patches.undo()
             _request.dimension_functions = {}
             _request.profiler = None
+
+
+def _close_stages(rt: Runtime) -> None:
+    """After the final flush: a leak hunt under way stops the tracemalloc it started."""
+    for stage in rt.exporter.stages:
+        close = getattr(stage, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("callwatch: closing %r failed", stage)
 
 
 def _at_exit() -> None:

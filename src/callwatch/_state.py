@@ -77,8 +77,10 @@ def record(state: State, key: int) -> MutableSequence[int]:
 
 
 def records(state: State) -> list[tuple[int, MutableSequence[int]]]:
-    """(entry index, record) of every entry ``state`` touched."""
-    return list(state.items())[HEADER_SIZE:]
+    """(entry index, record) of every entry ``state`` touched.  Read from a copy: the state
+    may be a running request's, where a garbage collection (``callwatch.memory``) can add
+    a record in the middle of any allocation, the list's own included."""
+    return list(state.copy().items())[HEADER_SIZE:]
 
 
 def calls(state: State) -> dict[int, int]:

@@ -213,14 +213,14 @@ MAX_TYPES = 20_000
 def count_types() -> dict[str, int]:
     """The objects the GC tracks, counted by type (``module.qualname``; builtins by their
     name), as objgraph's ``typestats`` counts them, yielding every ``CENSUS_CHUNK``."""
-    objects = gc.get_objects()
+    # The types only, in one C-level pass: the objects themselves are not held while the
+    # counting yields (their garbage would wait, and collections meanwhile would promote it).
+    types = list(map(type, gc.get_objects()))
     by_type: Counter[type] = Counter()
-    try:
-        for i in range(0, len(objects), CENSUS_CHUNK):
-            by_type.update(map(type, objects[i:i + CENSUS_CHUNK]))
-            time.sleep(0)
-    finally:
-        del objects
+    for i in range(0, len(types), CENSUS_CHUNK):
+        by_type.update(types[i:i + CENSUS_CHUNK])
+        time.sleep(0)
+    del types
     out: dict[str, int] = {}
     for t, n in by_type.items():
         name = _type_name(t)
