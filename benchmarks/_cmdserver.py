@@ -18,7 +18,8 @@ profile section present (so profiling is on, at its default rate and budget), on
 flush interval at 1 s so that flushes happen within short rounds, sent to the driver's
 receiver; the four data functions watched (groups redis and db) and every route made a
 handler by ``callwatch.integrations.maple.instrument``; or ``callwatch-noprof``: the
-same without the profile section (profiling off).  With CMDSERVER_HUB_LAG=1 in its
+same without the profile section (profiling off); ``bare-again`` is ``bare`` in a second
+process, the A/A row that shows what two identical servers differ by.  With CMDSERVER_HUB_LAG=1 in its
 environment the server also measures how long its gevent hub is held (``watch_hub``).
 """
 
@@ -34,7 +35,7 @@ import sys
 import time
 from typing import Any, Callable
 
-MODES = ("bare", "callwatch", "callwatch-noprof")
+MODES = ("bare", "callwatch", "callwatch-noprof", "bare-again")
 TABLE_VIEW, LOGIN = 1, 2
 PLAYERS = 7
 POOL = 16  # database connections per server: more than the greenlets that wait on one at a time
@@ -133,7 +134,7 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
     from netkit.box import Box
 
     calls = data_functions(Data(redis_port, db))
-    if mode != "bare":
+    if not mode.startswith("bare"):
         import callwatch
 
         cfg: dict[str, Any] = {"naming": {"worker": "none"},
@@ -161,7 +162,7 @@ def serve(mode: str, port: int, redis_port: int, db: str, graphite_port: int) ->
         sess(1)
         request.write(dict(ret=0, body=str(len(player(request.box.sn % PLAYERS)))))
 
-    if mode != "bare":
+    if not mode.startswith("bare"):
         from callwatch.integrations.maple import instrument
 
         instrument(app)

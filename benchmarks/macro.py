@@ -8,6 +8,7 @@ players, 8 redis round trips and 8 SQL queries per request.  Rows (requests per 
 one thread; R rounds, each measuring every row once, right after each other):
 
   bare                      no instrumentation
+  bare again                the same, a second time: the A/A row (what no difference measures as)
   callwatch defaults        @handler, the four data functions watched (db and redis groups),
                             sampled profiling at its defaults (profile: {}), flush thread running
   callwatch, profiling off  the same without sampled profiling
@@ -175,6 +176,9 @@ def variants(redis_port: int, alternatives: bool, memory: bool = False) -> Rows:
     nothing = lambda: None  # noqa: E731
     out: Rows = {}
     out["bare"] = (make_handler(plain), nothing, nothing)
+    # The A/A row: bare again (a handler of its own, the same code).  Its "cost" is what
+    # the measurement itself makes of no difference; a row is resolved only clear of it.
+    out["bare again"] = (make_handler(plain), nothing, nothing)
 
     cw = callwatch.handler("table_view")(make_handler(lambda fn, n, g: callwatch.watch(name=n, group=g)(fn)))
 

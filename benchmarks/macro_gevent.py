@@ -12,6 +12,9 @@ servers run side by side, identical except for callwatch:
                     interval 1 s), every route a handler (integrations.maple.instrument),
                     the four data functions watched in groups redis and db
   callwatch-noprof  the same without profiling: what profiling costs is the difference
+  bare-again        bare again, in a process of its own: the A/A row.  Its "cost" is what two
+                    identical servers differ by in this run (noise, and each process's own
+                    layout); a row's cost is resolved only where it stands clear of this one
 
 Each round drives each server for ``--seconds``, in turns of ``--turn`` seconds taken in
 an order shuffled per turn, closed loop: ``--clients`` connections per server (kept open),
@@ -34,7 +37,7 @@ from statistics import median
 from _servers import Conn, Servers, closed_loop, cpu_seconds, header, turns
 
 
-MODES = ("bare", "callwatch", "callwatch-noprof")
+MODES = ("bare", "callwatch", "callwatch-noprof", "bare-again")
 Rounds = dict[str, dict[str, list[float]]]  # mode -> {"rate", "cpu", "us", "other"} -> one value per round
 
 
@@ -94,6 +97,11 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
               f"| {u} | {median(row['other']):.0f} % |")
     moved = max((abs(100 * (a / b - 1)) for a, b in zip(bare["rate"][1:], bare["rate"][:-1])), default=0.0)
     for m in MODES[1:]:
+        if m == "bare-again":
+            print(f"{m} per round: {', '.join(f'{x:+.1f}' for x in cost[m])} % (spread "
+                  f"{max(cost[m]) - min(cost[m]):.1f} points), median {median(cost[m]):+.1f} %: what identical servers "
+                  "differ by")
+            continue
         print(f"{m} per round: {', '.join(f'{x:+.1f}' for x in cost[m])} % (spread "
               f"{max(cost[m]) - min(cost[m]):.1f} points); {servers.sinks[m].summary(m)}")
     print(f"bare's rate moved by up to {moved:.1f} % between rounds")
