@@ -17,7 +17,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
 from . import _core, _request
 from ._runtime import Runtime, configure, flush, shutdown
@@ -40,7 +40,23 @@ __all__ = [
     "watch",
 ]
 
-__version__ = "0.1.0"
+# The version is pyproject.toml's, read from the installed metadata on first use: importing
+# importlib.metadata costs ~17 ms, which every server importing callwatch would pay at start.
+# mypy sees only the annotation: a module __getattr__ would type any misspelt name as str.
+if TYPE_CHECKING:
+    __version__: str
+else:
+    def __getattr__(name: str) -> str:
+        if name != "__version__":
+            raise AttributeError(f"module 'callwatch' has no attribute {name!r}")
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("callwatch")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
 
 F = TypeVar("F", bound=Callable[..., Any])
 
