@@ -57,6 +57,14 @@ def test_check_config_through_a_real_subprocess() -> None:
         2, "/nonexistent.yaml: file not found. Fix: check the path, or set CALLWATCH_CONFIG to the right file")
 
 
+def test_version_flag_prints_the_version_from_pyproject() -> None:
+    import tomllib
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    r = subprocess.run([sys.executable, "-m", "callwatch", "--version"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"callwatch {expected}\n", "")
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "check-config" in capsys.readouterr().err

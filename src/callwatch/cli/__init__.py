@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import signal
 import sys
@@ -15,10 +16,16 @@ __all__ = ["main"]
 SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts, grafana, leaks)
 
 
+def _version() -> str:
+    # The installed distribution's metadata is the one source of the version.
+    return importlib.metadata.version("callwatch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callwatch",
         description="Per-handler response time and watched-call metrics for Python servers, in Graphite.")
+    parser.add_argument("--version", action="version", version=f"callwatch {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in SUBCOMMANDS:
         mod.add_parser(sub)
