@@ -1,13 +1,15 @@
 # make demo   create .venv, install callwatch, run the card-game demo (about 30 s)
 # make test   everything the tests need (Debian Graphite packages, venvs), then the suite
 # make bench  every benchmark shown in the README (micro, alternatives, macro, in_situ, profiling, faults, soak, memory)
+# make docs   the docs site (MkDocs, strict: a broken link or reference fails) into site/
 # make graphite-demo   the demo pushing to a real carbon-cache; graphite-web stays up to browse
 
 PYTHON ?= python3
 VENV ?= .venv
 STACK ?= $(CURDIR)/.stack
+DOCS_VENV ?= .venv-docs
 
-.PHONY: demo test bench graphite-demo graphite-down
+.PHONY: demo test bench docs graphite-demo graphite-down
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +41,11 @@ graphite-demo: $(VENV)/.installed
 
 graphite-down:
 	scripts/graphite-down $(STACK)
+
+$(DOCS_VENV)/.installed: docs/requirements.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --disable-pip-version-check -r docs/requirements.txt
+	touch $@
+
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict -d site
