@@ -65,6 +65,13 @@ def test_version_flag_prints_the_version_from_pyproject() -> None:
     assert (r.returncode, r.stdout, r.stderr) == (0, f"callwatch {expected}\n", "")
 
 
+def test_demo_what_grew_needs_both_the_ratio_and_the_absolute_change() -> None:
+    G = demo_run.Growth
+    assert [G("h", "f", b, a).grew for b, a in
+            [(2.0, 7.0), (0.0, 0.5), (0.0, 0.49), (1.0, 1.49), (1.0, 1.5), (0.01, 0.0186), (10.0, 14.0)]] == \
+        [True, True, False, False, True, False, False]
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "check-config" in capsys.readouterr().err

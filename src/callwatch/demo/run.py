@@ -25,6 +25,7 @@ from . import game, leak
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
 PHASES = (2, 7)
+GREW_RATIO, GREW_ABS = 1.5, 0.5  # "what grew": calls per request up by both x1.5 and +0.5
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Growth:
     @property
     def ratio(self) -> float:
         return self.after / self.before if self.before else float("inf")
+
+    @property
+    def grew(self) -> bool:  # real growth only: 0.001 -> 0.002 per request doubled but did not grow
+        return self.after >= self.before * GREW_RATIO and self.after - self.before >= GREW_ABS
 
 
 @dataclass
@@ -353,25 +358,22 @@ def _growth(per_phase: dict[int, dict[str, Totals]]) -> list[Growth]:
     for h in sorted(set(a) & set(b)):
         ta, tb = a[h], b[h]
         for fn in sorted(set(ta.calls) | set(tb.calls)):
-            before = ta.calls.get(fn, 0) / ta.requests
-            after = tb.calls.get(fn, 0) / tb.requests
-            rows.append(Growth(h, fn, before, after))
+            rows.append(Growth(h, fn, ta.calls.get(fn, 0) / ta.requests, tb.calls.get(fn, 0) / tb.requests))
     return rows
 
 
 def _print_summary(out: TextIO, per_phase: dict[int, dict[str, Totals]], growth: list[Growth]) -> None:
     a, b = PHASES
     out.write(f"\n== What grew when the table went from {a} to {b} players (calls per request)\n")
-    grown = sorted((g for g in growth if g.after > g.before * 1.2 + 1e-9), key=lambda g: -g.ratio)
-    same = [g for g in growth if g not in grown]
+    grown = sorted((g for g in growth if g.grew), key=lambda g: -g.ratio)
     for g in grown:
         ratio = "new" if g.before == 0 else f"x{g.ratio:.2f}"
         out.write(f"   {g.handler:<11} {g.function:<22} {g.before:>6.2f} -> {g.after:>6.2f}  {ratio}\n")
     if not grown:
         out.write("   nothing grew (was the load too short to fill an interval per phase?)\n")
-    flat = sorted({g.handler for g in same} - {g.handler for g in grown})
+    flat = sorted({g.handler for g in growth if not g.grew} - {g.handler for g in grown})
     if flat:
-        out.write(f"   unchanged: {', '.join(flat)}\n")
+        out.write(f"   unchanged (below x{GREW_RATIO} and +{GREW_ABS} calls/request): {', '.join(flat)}\n")
     out.write("\n== Response time per handler (mean ms)\n")
     for h in sorted(set(per_phase[a]) & set(per_phase[b])):
         ta, tb = per_phase[a][h], per_phase[b][h]
