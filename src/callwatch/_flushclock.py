@@ -33,6 +33,9 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The wall clock (``time.time``) the flush clock aligns intervals to; tests pass a
+    :class:`callwatch.testing.FakeClock` instead."""
+
     def time(self) -> float:
         return time.time()
 

@@ -37,8 +37,8 @@ GC = "gc"
 GC_OUTSIDE = "gc_outside"
 GC_GENERATIONS = tuple((f"gc_gen{g}", f"gc_gen{g}_collected", f"gc_gen{g}_uncollectable") for g in range(3))
 
-#: A handler's table key: its name, or (name, dimension, value) for a split by dimension.
 HandlerKey = Union[str, Tuple[str, str, str]]
+"""A handler's table key: its name, or (name, dimension, value) for a split by dimension."""
 
 #: Relative accuracy of the response-time percentiles (DDSketch guarantee: 1 %).
 SKETCH_ACCURACY = 0.01
@@ -278,6 +278,8 @@ def sketch_to_json(sketch: DDSketch) -> dict[str, Any]:
 
 
 def sketch_from_json(data: Mapping[str, Any]) -> DDSketch:
+    """The sketch :func:`sketch_to_json` wrote: each bin's count added at the bin's own value,
+    so every value lands in the bin it came from."""
     sketch = DDSketch(SKETCH_ACCURACY)
     mapping = LogarithmicMapping(SKETCH_ACCURACY)
     for key, count in data.get("bins", ()):

@@ -66,6 +66,8 @@ class Result:
 
 
 def seconds(period: str) -> int:
+    """A period of the ``alerts:`` section (``30s``, ``5min``, ``2h``, ``1d``) in seconds;
+    ``ValueError`` for anything else."""
     m = re.match(r"^(\d+)(s|min|h|d)$", period)
     if not m:
         raise ValueError(period)

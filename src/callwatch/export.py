@@ -32,10 +32,10 @@ __all__ = ["Clock", "ExportStats", "Exporter", "GraphyteSender", "Namer", "Sende
 
 log = logging.getLogger("callwatch")
 
-#: A stage annotates the snapshot before it is named and sent (the spike detector).
 Stage = Callable[[Snapshot], None]
-#: A sink receives each snapshot after it was sent (``configure(on_snapshot=...)``).
+"""A stage annotates the snapshot before it is named and sent (the spike detector)."""
 SnapshotSink = Callable[[Snapshot], None]
+"""A sink receives each snapshot after it was sent (``configure(on_snapshot=...)``)."""
 #: Called at every tick of the flush clock, in the flush thread (the profiler's on_flush).
 TickHook = Callable[[], None]
 

@@ -69,6 +69,8 @@ def parse_host_port(s: str, default_port: int | None = None) -> tuple[str, int]:
 
 
 def short_hostname() -> str:
+    """The host part of metric names for ``naming.host: auto``: the host name up to its
+    first dot, sanitized like a metric name (``localhost`` if the system has none)."""
     from ..naming import sanitize  # naming reads Config: imported when called
 
     name = socket.gethostname().split(".")[0]

@@ -34,6 +34,9 @@ __all__ = ["ASGIMiddleware"]
 
 
 class ASGIMiddleware:
+    """Wrap an ASGI app: each HTTP request is one request of a handler, named as the module
+    says (``name(scope)`` when given); lifespan shutdown runs callwatch's final flush."""
+
     def __init__(self, app: ASGIApp, name: Optional[Callable[[Scope], str]] = None) -> None:
         self.app = app
         self.name = name

@@ -58,6 +58,9 @@ def handler_name(request: Any) -> str:
 
 
 class CallWatchMiddleware:
+    """The Django middleware (sync and async): list it first in ``MIDDLEWARE``; settings'
+    ``CALLWATCH`` (a YAML path or a dict), if set, is passed to :func:`callwatch.configure`."""
+
     sync_capable = True
     async_capable = True
 

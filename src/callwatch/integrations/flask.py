@@ -24,12 +24,18 @@ __all__ = ["CallWatch"]
 
 
 class CallWatch:
+    """The Flask extension: ``CallWatch(app, config=...)``, or ``CallWatch(config=...)`` then
+    :meth:`init_app` for app factories. ``config`` (a YAML path or a dict) is passed to
+    :func:`callwatch.configure` by :meth:`init_app`; without it, configure yourself."""
+
     def __init__(self, app: Optional[flask.Flask] = None, config: Any = None) -> None:
         self.config = config
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
+        """Configure callwatch (if ``config`` was given), wrap ``app.wsgi_app`` and name each
+        request after its endpoint."""
         if self.config is not None:
             callwatch.configure(self.config)
         app.wsgi_app = WSGIMiddleware(app.wsgi_app)  # type: ignore[method-assign]

@@ -28,6 +28,9 @@ __all__ = ["WSGIMiddleware"]
 
 
 class WSGIMiddleware:
+    """Wrap a WSGI app: each request is one request of a handler, timed until its body's last
+    chunk; the name is ``name(environ)`` when given, else method plus first path segment."""
+
     def __init__(self, app: WSGIApp, name: Optional[Callable[[Environ], str]] = None) -> None:
         self.app = app
         self.name = name
