@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import signal
 import sys
@@ -17,8 +16,9 @@ SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, alerts, grafana, leak
 
 
 def _version() -> str:
-    # The installed distribution's metadata is the one source of the version.
-    return importlib.metadata.version("callwatch")
+    from .. import __version__  # read from the installed metadata, once, by the package
+
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``callwatch`` command with ``argv`` (``sys.argv[1:]`` when None); returns
+    its exit code: 0 done, 2 bad input (said on stderr), 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
