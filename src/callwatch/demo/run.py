@@ -77,53 +77,65 @@ def one_round(server: game.Server, players: int, table_id: int, first_uid: int) 
 
 
 class _Phases:
-    """When the 2-player load really ended and the 7-player load really began.
+    """The table size, switched only between two flushes so that no interval mixes them.
 
-    A round decides its table size when it starts, so the last 2-player requests finish
-    after the switch time; an interval is credited to a phase only if none of the other
-    phase's requests can be in it.
+    A round decides its table size when it starts.  At the first flush after the half-way
+    time the workers are told to drain: each finishes its round and waits at the gate.  At
+    a later flush, once every worker waits, the gate opens on 7-player rounds.  So the
+    interval between those two flushes holds only the last 2-player rounds, and every
+    snapshot is of one table size: the one ``at_flush`` returns for it.
     """
 
-    def __init__(self, threads: int) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, threads: int, switch_at: float) -> None:
+        self._cond = threading.Condition()
         self.threads = threads
+        self.switch_at = switch_at
+        self.draining = False
+        self.big = False
+        self.waiting = 0
         self.last_small_end = 0.0
         self.first_big_start = float("inf")
-        self.switched = 0
+
+    def at_flush(self, now: float) -> int:
+        """Called by the flush thread right after a swap: the snapshot's table size."""
+        with self._cond:
+            players = PHASES[1] if self.big else PHASES[0]
+            if self.draining and self.waiting == self.threads:
+                self.draining, self.big = False, True
+                self.first_big_start = now
+                self._cond.notify_all()
+            elif not self.big and not self.draining and now >= self.switch_at:
+                self.draining = True
+            return players
+
+    def next_round(self, stop_at: float) -> int | None:
+        """The table size of a worker's next round (None: time is up); waits at the gate."""
+        with self._cond:
+            if self.draining:
+                self.waiting += 1
+                while self.draining and time.time() < stop_at:
+                    self._cond.wait(0.05)
+                self.waiting -= 1
+            if time.time() >= stop_at or self.draining:
+                return None
+            return PHASES[1] if self.big else PHASES[0]
 
     def small_done(self, t: float) -> None:
-        with self._lock:
+        with self._cond:
             self.last_small_end = max(self.last_small_end, t)
 
-    def big_started(self, t: float) -> None:
-        with self._lock:
-            self.first_big_start = min(self.first_big_start, t)
-            self.switched += 1
 
-    def of(self, recorded_after: float, recorded_until: float) -> int | None:
-        with self._lock:
-            if recorded_until <= self.first_big_start:
-                return PHASES[0]
-            if self.switched == self.threads and recorded_after >= self.last_small_end:
-                return PHASES[1]
-            return None
-
-
-def _worker(n: int, stop_at: float, switch_at: float, pause: float, phases: _Phases) -> None:
+def _worker(n: int, stop_at: float, pause: float, phases: _Phases) -> None:
     server = game.Server(seed=n)
     for uid in range(1, 100):
         server.db.add_user(n * 1000 + uid, f"player{uid}")
     server.db.add_table(n, f"table{n}")
-    big = False
     while True:
-        now = time.time()
-        if now >= stop_at:
+        players = phases.next_round(stop_at)
+        if players is None:
             return
-        if not big and now >= switch_at:
-            big = True
-            phases.big_started(now)
-        one_round(server, PHASES[1] if big else PHASES[0], n, n * 1000 + 1)
-        if not big:
+        one_round(server, players, n, n * 1000 + 1)
+        if players == PHASES[0]:
             phases.small_done(time.time())
         time.sleep(pause)
 
@@ -154,27 +166,20 @@ class _Recorder:
     def __init__(self, out: TextIO, phases: _Phases) -> None:
         self.out = out
         self.phases = phases
-        self.taken: list[tuple[Snapshot, float, float]] = []  # snapshot, recorded after, recorded until
+        self.taken: list[tuple[Snapshot, int]] = []  # each snapshot with its table size
         self._lock = threading.Lock()
-        self._last_swap = 0.0
 
     def __call__(self, snap: Snapshot) -> None:
-        # Called by the flush thread right after the swap: every request in this
-        # snapshot was recorded between the previous swap and now.
-        now = time.time()
+        # Called by the flush thread right after the swap, so the switch happens here.
         with self._lock:
-            after, self._last_swap = self._last_swap, now
-            self.taken.append((snap, after, now))
-            p = self.phases.of(after, now)
-            label = f"table of {p} players" if p else f"table grows from {PHASES[0]} to {PHASES[1]} players"
-            _print_snapshot(self.out, snap, label)
+            p = self.phases.at_flush(time.time())
+            self.taken.append((snap, p))
+            _print_snapshot(self.out, snap, f"table of {p} players")
 
     def per_phase(self) -> dict[int, dict[str, Totals]]:
         per: dict[int, dict[str, Totals]] = {p: {} for p in PHASES}
-        for snap, after, until in self.taken:
-            p = self.phases.of(after, until)
-            if p is not None:
-                _add(per[p], snap)
+        for snap, p in self.taken:
+            _add(per[p], snap)
         return per
 
 
@@ -201,7 +206,7 @@ def _config(interval: int, graphite: tuple[str, int] | None, graphite_web: str |
 
 def _drive(threads: int, duration: float, pause: float, phases: _Phases) -> None:
     t0 = time.time()
-    workers = [threading.Thread(target=_worker, args=(n + 1, t0 + duration, t0 + duration / 2, pause, phases),
+    workers = [threading.Thread(target=_worker, args=(n + 1, t0 + duration, pause, phases),
                                 daemon=True) for n in range(threads)]
     try:
         for w in workers:
@@ -229,7 +234,8 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
                          Path(output) if output is not None else None)
     g = cfg.graphite
     to = (g.host, g.port) if g.host is not None else None
-    phases = _Phases(threads)
+    # drain one interval before half-way, so that the 7-player rounds start about then
+    phases = _Phases(threads, time.time() + max(duration / 2 - interval, 0.0))
     recorder = _Recorder(out, phases)
     out.write(f"callwatch demo: card-game server, {threads} threads, {duration:.0f} s "
               f"(table of {PHASES[0]} players, then {PHASES[1]}), flushing every {interval} s"
@@ -274,6 +280,7 @@ class ProfileReport:
     big: Path
     callgraph: Path | None
     top: list[str]  # the functions that grew most, as the diff prints them
+    html: Path | None = None  # report.html: the table and the call tree, grown calls in red
 
 
 def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileReport | None:
@@ -298,14 +305,28 @@ def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileRepo
         ratio = "new" if r.calls_a == 0 else f"x{r.calls_ratio:.2f}"
         out.write(f"   {r.calls_a:>7.2f} -> {r.calls_b:>7.2f}  {ratio:>6}   {name}\n")
     out.write(f"   (the same with: callwatch diff {small} {big})\n")
-    svg: Path | None = root / "deal-7-vs-2.svg"
+    drawn = root / "deal-7-vs-2.svg"
+    svg: Path | None = drawn
     try:
-        callgraph.draw([big], root / "deal-7-vs-2.svg", diff=small, highlight=["*get_player*"])
-        out.write(f"   call graph, grown calls in red: {svg}\n")
+        callgraph.draw([big], drawn, diff=small, highlight=["*get_player*"])
+        out.write(f"   call graph, grown calls in red: {drawn.resolve()}\n")
     except (callgraph.CallgraphError, analysis.AnalysisError) as e:
         out.write(f"   (no call graph: {e})\n")
         svg = None
-    return ProfileReport(small, big, svg, top)
+    page = _html_report(out, small, big, root / "report.html")
+    return ProfileReport(small, big, svg, top, page)
+
+
+def _html_report(out: TextIO, small: Path, big: Path, path: Path) -> Path | None:
+    from .. import analysis, report
+
+    try:
+        report.write([small], [big], path, names=(f"deal, {PHASES[0]} players", f"deal, {PHASES[1]} players"))
+    except (analysis.AnalysisError, OSError) as e:
+        out.write(f"   (no report.html: {e})\n")
+        return None
+    out.write(f"   the report to open in a browser (table and call tree, grown calls in red): {path.resolve()}\n")
+    return path
 
 
 def _split_dumps(deal: Path, small: Path, big: Path, phases: _Phases) -> None:
