@@ -86,14 +86,49 @@ def test_demo_shows_the_calls_that_grow_with_the_table() -> None:
     assert growth[("deal", "Database_save_hand")] == (2.0, 7.0)
     assert growth[("play", "Cache_get")][1] >= 7.0
     # join_table reads the players already seated (0..n-1: 0.5 and 3.0 per request over whole
-    # rounds); an interval boundary can cut a round, so the mean is only close to that
-    before, after = growth[("join_table", "Database_get_player")]
-    assert before == pytest.approx(0.5, abs=0.02) and after == pytest.approx(3.0, abs=0.05)
+    # rounds); no interval cuts a round, so these are exact
+    assert growth[("join_table", "Database_get_player")] == (0.5, 3.0)
     assert growth[("login", "Database_get_user")][0] <= 1.0
     text = out.getvalue()
     assert "== What grew when the table went from 2 to 7 players" in text
     assert "deal        Database_get_player      2.00 ->   7.00  x3.50" in text
     assert result.snapshots >= 4
+
+
+def _truth(players: int) -> dict[str, dict[str, float]]:
+    """Calls per request of each handler's watched calls, read off the game's code
+    (callwatch/demo/game.py) for a table of ``players``; left out: the calls a cache
+    entry's expiry decides (login's get_user and Cache_set, play's get_table and Cache_set)."""
+    n = players
+    return {"login": {"Cache_get": 1},
+            "join_table": {"Database_get_table": 1, "Database_list_seats": 1, "Database_save_seat": 1,
+                           "Database_get_player": sum(range(n)) / n},  # those seated before: 0..n-1
+            "deal": {"Database_get_table": 1, "Database_list_seats": 1, "Database_get_player": n,
+                     "Database_save_hand": n, "Cache_set": n},
+            "play": {"Cache_get": 1 + n, "Database_save_action": 1, "Database_list_seats": 1},
+            "leave": {"Database_delete_seat": 1, "Cache_delete": 1}}
+
+
+def test_demo_intervals_each_hold_one_table_size() -> None:
+    """Every flushed interval is of one table size: its calls per request are the game's
+    exact numbers for that size, and its requests come in whole rounds (a round is n
+    logins, n joins, 1 deal, 3n plays and n leaves)."""
+    result = demo_run.run(duration=6, interval=1, threads=2, out=io.StringIO())
+    sizes = [p for snap, p in result.intervals if any(hs.requests for hs in snap.handlers.values())]
+    assert sizes[0] == 2 and sizes[-1] == 7 and sorted(sizes) == sizes and len(set(sizes)) == 2, sizes
+    for snap, players in result.intervals:
+        handlers = {h: hs for h, hs in snap.handlers.items() if isinstance(h, str) and hs.requests}
+        if not handlers:
+            continue
+        rounds = handlers["deal"].requests
+        assert {h: hs.requests for h, hs in handlers.items()} == {
+            "login": players * rounds, "join_table": players * rounds, "deal": rounds,
+            "play": 3 * players * rounds, "leave": players * rounds}, (players, snap.start)
+        for handler, calls in _truth(players).items():
+            hs = handlers[handler]
+            seen = {snap.entries[k].name: fs.calls / hs.requests for k, fs in hs.funcs.items()
+                    if not snap.entries[k].is_group}
+            assert {f: seen.get(f, 0.0) for f in calls} == calls, (handler, players, snap.start)
 
 
 def test_demo_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,6 +143,9 @@ def test_demo_profiles_the_two_tables_and_draws_the_growth(tmp_path: Path) -> No
     assert report is not None, out.getvalue()
     assert any(name.endswith("(Database.get_player)") for name in report.top)
     assert report.callgraph is not None and "Database.get_player" in report.callgraph.read_text()
+    assert report.html == tmp_path / "report.html" and 'class="node grew"' in report.html.read_text()
+    assert f"   call graph, grown calls in red: {report.callgraph.resolve()}\n" in out.getvalue()
+    assert f"in red): {report.html.resolve()}\n" in out.getvalue()
     assert "calls per request that grew" in out.getvalue()
     assert " 2.00 ->    7.00   x3.50   db.py" in out.getvalue()
     # the demo's leak: the 7-player deals keep their hands in game.HISTORY

@@ -60,6 +60,7 @@ class DemoResult:
     points_sent: int
     profiles: "ProfileReport | None" = None
     leak_report: Path | None = None  # the leak hunt's, with an output directory
+    intervals: list[tuple[Snapshot, int]] = field(default_factory=list)  # each flush's, with its table size
 
 
 def one_round(server: game.Server, players: int, table_id: int, first_uid: int) -> None:
@@ -256,7 +257,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
         _print_graphite_hints(out, cfg, to, graphite_web, points, rt.exporter.buffered)
     report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
     leaks = leak.report(out, cfg)
-    return DemoResult(per_phase, growth, len(recorder.taken), points, report, leaks)
+    return DemoResult(per_phase, growth, len(recorder.taken), points, report, leaks, recorder.taken)
 
 
 def _profiling_dir(output: str | Path | None, out: TextIO) -> Path | None:
