@@ -16,8 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile]' 
 	touch $@
 
+# The call graph needs graphviz's dot: installed from Debian the way scripts/test installs its
+# packages (report.html, the icicle, needs nothing).
 demo: $(VENV)/.installed
+	@command -v dot >/dev/null || { echo "== installing graphviz (Debian) for the demo's call graph"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz >/dev/null \
+	  || echo "(could not install graphviz: the call graph .svg is left out; report.html is still written)"; }
 	$(VENV)/bin/callwatch demo
+	@for f in report.html deal-7-vs-2.svg; do [ ! -f callwatch-demo-output/$$f ] \
+	  || echo "== open in a browser: $(CURDIR)/callwatch-demo-output/$$f"; done
 
 test:
 	bash scripts/test
