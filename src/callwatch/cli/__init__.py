@@ -8,11 +8,11 @@ import signal
 import sys
 from typing import Sequence
 
-from . import alerts, callgraph, check_config, demo, diff, grafana, leaks, report, stats
+from . import alerts, callgraph, check_config, demo, diff, explain, grafana, leaks, report, stats
 
 __all__ = ["main"]
 
-SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, report, alerts, grafana, leaks)
+SUBCOMMANDS = (check_config, demo, stats, diff, callgraph, report, explain, alerts, grafana, leaks)
 
 
 def _version() -> str:
