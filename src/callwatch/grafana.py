@@ -23,6 +23,7 @@ from grafanalib._gen import DashboardEncoder
 from .config import Config
 from .naming import Pattern
 from .queries import Queries
+from .spikes import EXPLAIN_TAGS
 
 __all__ = ["DATASOURCE_UID", "generate", "targets"]
 
@@ -75,18 +76,27 @@ class _Builder:
         )
 
     @staticmethod
-    def annotations() -> g.Annotations:
+    def annotations(explain_panel: int | None = None) -> g.Annotations:
+        """Spike and leak events on every panel; with ``explain_panel``, the response-time
+        incidents of ``$handler`` (their text: the explanation, :mod:`callwatch.spikes`) on
+        that panel alone."""
+        extra = [] if explain_panel is None else [{
+            "datasource": DS, "enable": True, "iconColor": "purple", "name": "callwatch explanations",
+            "target": {"fromAnnotations": True, "tags": [*EXPLAIN_TAGS, "$handler"], "type": "tags"},
+            "filter": {"exclude": False, "ids": [explain_panel]},
+        }]
         return g.Annotations(list=[{
             "datasource": DS, "enable": True, "iconColor": "red", "name": "callwatch spikes",
             "target": {"fromAnnotations": True, "tags": ["callwatch", "spike"], "type": "tags"},
         }, {
             "datasource": DS, "enable": True, "iconColor": "orange", "name": "callwatch leak suspects",
             "target": {"fromAnnotations": True, "tags": ["callwatch", "leak"], "type": "tags"},
-        }])
+        }, *extra])
 
-    def dashboard(self, uid: str, title: str, panels: list[g.TimeSeries], templates: list[g.Template]) -> Any:
+    def dashboard(self, uid: str, title: str, panels: list[g.TimeSeries], templates: list[g.Template],
+                  explain_panel: int | None = None) -> Any:
         d = g.Dashboard(title=title, uid=uid, panels=panels, templating=g.Templating(list=templates),
-                        annotations=self.annotations(), tags=["callwatch"], timezone="utc",
+                        annotations=self.annotations(explain_panel), tags=["callwatch"], timezone="utc",
                         time=g.Time("now-1h", "now"), refresh="30s")
         return d.auto_panel_ids().to_json_data()
 
@@ -128,13 +138,16 @@ class _Builder:
             self.panel("Most calls in one request ($function)", per_function("calls_per_request.max"), x=12, y=0),
             self.panel("ms per request ($function)", per_function("ms_per_request.mean"), "ms", x=0, y=8),
             self.panel("Response time",
-                       [p.alias(p.handler("response_ms.{p50,p90,p99,max}", h, o), "stat")], "ms", x=12, y=8),
+                       [p.alias(p.handler("response_ms.{p50,p90,p99,max}", h, o), "stat")], "ms", x=12, y=8,
+                       description="Purple marks: response-time incidents, each with its explanation "
+                                   "(callwatch explain)."),
             self.panel("Calls per request by dimension ($function)",
                        [p.alias(by_dim, "dimension", "value", "function", split=True)], x=0, y=16, w=24,
                        description="Split by callwatch.dimension(), e.g. players: 2 vs 7."),
         ]
         return self.dashboard("callwatch-handler", "callwatch: handler", panels,
-                              [self.origin_var(), self.handler_var(), self.function_var()])
+                              [self.origin_var(), self.handler_var(), self.function_var()],
+                              explain_panel=panels[3].id)
 
     def profiles(self) -> Any:
         p, o, h = self.p, self.o, self.h

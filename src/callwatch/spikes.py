@@ -39,6 +39,14 @@ its last value above ``spike_warning``.  Where Graphite cannot follow the defini
    there were none are not a spike to Grafana.
 4. ``movingMedian`` counts time, not judged intervals: idle intervals shorten its history.
 
+**Response-time incidents.**  The same rule (:class:`Rule`, :class:`Baseline`) judges each
+origin x handler's mean response time per interval (ms; ``factor``, ``baseline_intervals`` and
+``min_requests`` as above, the floor :data:`RESPONSE_FLOOR_MS` instead of a call count).  At
+an incident's start the detector explains it (:mod:`callwatch.explain`: the interval against
+its baseline intervals pooled) and, with ``graphite.web_url``, posts one event whose text is
+the short explanation, tagged callwatch, explain and the handler's metric name: what the
+generated handler dashboard's annotation query asks for.
+
 The detector runs in the flush thread, on numbers the snapshot already has: nothing on the
 request path.  At a spike's start it logs one warning, sends ``...watch.<f>.spike`` (the
 ratio) while the spike lasts, and, with ``graphite.web_url``, posts a Graphite event
@@ -54,14 +62,22 @@ import statistics
 import threading
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .aggregate import BACKGROUND, Snapshot
+from .aggregate import BACKGROUND, HandlerStats, Snapshot
 from .config import SpikesConfig
+
+if TYPE_CHECKING:
+    from .explain import Period
 
 log = logging.getLogger("callwatch")
 
-__all__ = ["Baseline", "Rule", "Spike", "SpikeDetector", "post_event"]
+__all__ = ["RESPONSE_FLOOR_MS", "Baseline", "Rule", "Spike", "SpikeDetector", "post_event"]
+
+#: a response-time incident needs a mean of at least this many ms (the rule's floor)
+RESPONSE_FLOOR_MS = 1.0
+#: tags of the response-time incident events, before the handler's metric name
+EXPLAIN_TAGS = ("callwatch", "explain")
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,10 @@ class Rule:
     @classmethod
     def from_config(cls, cfg: SpikesConfig) -> Rule:
         return cls(cfg.factor, cfg.floor, cfg.baseline_intervals, cfg.min_requests)
+
+    def for_response_time(self) -> Rule:
+        """The same rule judging a mean response time (ms): only the floor differs."""
+        return Rule(self.factor, RESPONSE_FLOOR_MS, self.baseline_intervals, self.min_requests)
 
 
 class Baseline:
@@ -135,6 +155,10 @@ class SpikeDetector:
         self.rule = Rule.from_config(cfg)
         self.web_url = web_url
         self.on_spike = on_spike
+        self.response_rule = self.rule.for_response_time()
+        self._responses: dict[str, _ResponseHistory] = {}
+        self._incidents: set[str] = set()
+        self.incidents_seen = 0
         self._history: dict[tuple[str, str, bool], Baseline] = {}
         self._active: dict[tuple[str, str, bool], Spike] = {}
         self.spikes_seen = 0
@@ -144,6 +168,50 @@ class SpikeDetector:
     def __call__(self, snap: Snapshot) -> None:
         with self._lock:
             self._judge(snap)
+            try:
+                self._judge_responses(snap)
+            except Exception:  # never into the host: the call-count verdicts stand
+                log.exception("callwatch: judging response times failed")
+
+    def _judge_responses(self, snap: Snapshot) -> None:
+        rule = self.response_rule
+        for handler, totals in _Totals.of(snap).items():
+            if totals.requests < rule.min_requests:
+                continue
+            hist = self._responses.get(handler)
+            if hist is None:
+                if len(self._responses) >= 10_000:
+                    continue
+                hist = self._responses[handler] = _ResponseHistory(rule.baseline_intervals)
+            before = list(hist.totals)
+            base, spiking = hist.values.judge(totals.ns / totals.requests / 1e6, rule)
+            if not spiking:
+                hist.totals.append(totals)
+                self._incidents.discard(handler)
+            elif handler not in self._incidents:
+                self._incidents.add(handler)
+                self._incident(handler, before, totals, snap.start)
+
+    def _incident(self, handler: str, before: list[_Totals], after: _Totals, when: float) -> None:
+        from .explain import explain, short_text, to_dict
+        from .naming import sanitize
+
+        self.incidents_seen += 1
+        e = explain(handler, _Totals.period(before), _Totals.period([after]))
+        text = short_text(e)
+        log.warning("callwatch: response-time incident: %s", text)
+        if self.web_url:
+            self._post(text, [*EXPLAIN_TAGS, sanitize(handler)], json.dumps(to_dict(e)), when)
+
+    def _post(self, what: str, tags: list[str], data: str, when: float) -> None:
+        assert self.web_url is not None
+        try:
+            post_event(self.web_url, what, tags, data, when)
+            self._event_failing = False
+        except Exception as e:
+            if not self._event_failing:
+                self._event_failing = True
+                log.warning("callwatch: cannot post the event to %s (%s)", self.web_url, e)
 
     def _judge(self, snap: Snapshot) -> None:
         rule = self.rule
@@ -183,14 +251,90 @@ class SpikeDetector:
             except Exception:
                 log.exception("callwatch: on_spike callback failed")
         if self.web_url:
-            try:
-                post_event(self.web_url, spike.describe(),
-                           ["callwatch", "spike", spike.handler, spike.function],
-                           json.dumps({"handler": spike.handler, "function": spike.function,
-                                       "baseline": spike.baseline, "value": spike.value}),
-                           spike.when)
-                self._event_failing = False
-            except Exception as e:
-                if not self._event_failing:
-                    self._event_failing = True
-                    log.warning("callwatch: cannot post the spike event to %s (%s)", self.web_url, e)
+            self._post(spike.describe(), ["callwatch", "spike", spike.handler, spike.function],
+                       json.dumps({"handler": spike.handler, "function": spike.function,
+                                   "baseline": spike.baseline, "value": spike.value}), spike.when)
+
+
+Sums = dict[str, list[float]]  # "function:<f>" / "group:<g>" -> [calls, ns]
+
+
+@dataclass
+class _Totals:
+    """One handler over one interval, as sums (pooled by adding): requests, response ns,
+    p99 (ms), per component calls and ns, the same per dimension value."""
+
+    requests: int
+    ns: int
+    p99_ms: float
+    parts: Sums
+    members: dict[str, str]
+    values: dict[tuple[str, str], tuple[int, int, Sums]]
+
+    @staticmethod
+    def _sums(snap: Snapshot, hs: HandlerStats, members: dict[str, str]) -> Sums:
+        out: Sums = {}
+        for k, fs in hs.funcs.items():
+            e = snap.entries[k]
+            if not e.runtime:
+                out[("group:" if e.is_group else "function:") + e.name] = [fs.calls, fs.ns]
+                if e.group and not e.is_group:
+                    members[e.name] = e.group
+        return out
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> dict[str, _Totals]:
+        out: dict[str, _Totals] = {}
+        for key, hs in snap.handlers.items():
+            if isinstance(key, str) and key != BACKGROUND and hs.requests:
+                members: dict[str, str] = {}
+                out[key] = cls(hs.requests, hs.ns, hs.quantile_ns(0.99) / 1e6, cls._sums(snap, hs, members),
+                               members, {})
+        for key, hs in snap.handlers.items():
+            if isinstance(key, tuple) and key[0] in out and hs.requests:
+                t = out[key[0]]
+                t.values[(str(key[1]), str(key[2]))] = (hs.requests, hs.ns, cls._sums(snap, hs, t.members))
+        return out
+
+    @staticmethod
+    def period(intervals: list[_Totals]) -> Period:
+        """The intervals pooled into per-request means (an empty list: an empty period)."""
+        from .explain import Part, Period, Slice, pooled
+
+        r = sum(t.requests for t in intervals)
+        if not r:
+            return Period(0, 0.0)
+        parts, values = _add([t.parts for t in intervals]), {}
+        for v in {v for t in intervals for v in t.values}:
+            got = [t.values[v] for t in intervals if v in t.values]
+            vr = sum(g[0] for g in got)
+            values[v] = Slice(vr, sum(g[1] for g in got) / vr / 1e6,
+                              {k: Part(ns / vr / 1e6, c / vr) for k, (c, ns) in _add([g[2] for g in got]).items()})
+        members = {f: g for t in intervals for f, g in t.members.items()}
+
+        def split(kind: str) -> dict[str, Part]:
+            return {k.split(":", 1)[1]: Part(ns / r / 1e6, c / r) for k, (c, ns) in parts.items()
+                    if k.startswith(kind + ":")}
+
+        return Period(r, sum(t.ns for t in intervals) / r / 1e6, pooled((t.p99_ms, t.requests) for t in intervals),
+                      split("function"), split("group"), members, values)
+
+
+def _add(sums: list[Sums]) -> Sums:
+    out: Sums = {}
+    for s in sums:
+        for k, (c, ns) in s.items():
+            got = out.setdefault(k, [0.0, 0.0])
+            got[0] += c
+            got[1] += ns
+    return out
+
+
+class _ResponseHistory:
+    """One handler's judged mean response times and the non-spiking intervals' totals."""
+
+    __slots__ = ("values", "totals")
+
+    def __init__(self, intervals: int) -> None:
+        self.values = Baseline(intervals)
+        self.totals: collections.deque[_Totals] = collections.deque(maxlen=intervals)
