@@ -40,8 +40,11 @@ def config(handler: str, web_url: str | None) -> dict[str, Any]:
             "spikes": {"factor": 2.0, "baseline_intervals": 5, "min_requests": 5}}
 
 
-def run(handler: str, web_url: str | None, reads: list[int], t0: int) -> RecordingSender:
-    """One interval of 10 requests per entry: ``reads`` x 1 ms get_user + 2 ms of its own."""
+def run(handler: str, web_url: str | None, reads: list[int], t0: int,
+        sevens: list[int] | None = None) -> RecordingSender:
+    """One interval of 10 requests per entry: ``reads`` x 1 ms get_user + 2 ms of its own;
+    with ``sevens``, that many of the interval's requests are players=7 ones (7 reads) and
+    the others players=2 (2 reads)."""
     global CLOCK
     CLOCK = FakeClock(t0)
     sender = RecordingSender()
@@ -50,8 +53,11 @@ def run(handler: str, web_url: str | None, reads: list[int], t0: int) -> Recordi
         callwatch.configure(config(handler, web_url), sender=sender, clock=CLOCK, start_thread=False,
                             strict=True)
         for i, n in enumerate(reads):
-            for _ in range(10):
+            for j in range(10):
                 with callwatch.request(handler):
+                    if sevens is not None:
+                        n = 7 if j < sevens[i] else 2
+                        callwatch.dimension("players", n)
                     for _ in range(n):
                         db.get_user(1.0)
                     CLOCK.advance(0.002)
@@ -68,6 +74,15 @@ def test_one_warning_per_incident_with_the_explanation(caplog: pytest.LogCapture
     text = ("callwatch: response-time incident: login mean +125 % (4.0 -> 9.0 ms), p99 +125 % (4.0 -> 9.0 ms): "
             "Db_get_user 2.00 -> 7.00 calls/req (+5.0 ms/req)")
     assert said == [text, text], said  # the 4th interval and the 7th: two incidents, not three
+
+
+def test_an_incident_from_a_mix_shift_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    # 1 in 10 requests is a 7-player one (9 ms, the others 4 ms): mean 4.5 ms; then all 10 are: 9 ms.
+    # mix: Δs (-0.9, +0.9) x t̄ (4, 9) = +4.5 ms, all of the change; nothing grew within a value
+    run("deal", None, [0] * 5, 1_700_000_000, sevens=[1, 1, 1, 1, 10])
+    (said,) = [r.getMessage() for r in caplog.records if "response-time incident" in r.getMessage()]
+    assert said.startswith("callwatch: response-time incident: deal mean +100 % (4.5 -> 9.0 ms), p99 "), said
+    assert said.endswith(": players=7 share 10 % -> 100 %, players=2 share 90 % -> 0 %"), said
 
 
 def test_graphite_web_down_neither_raises_nor_hangs(caplog: pytest.LogCaptureFixture) -> None:
