@@ -218,3 +218,50 @@ def test_bad_input_is_one_clear_error(graphite: Graphite, pushed: tuple[Path, in
     code = main(["explain", *[x for kv in base.items() for x in kv]])
     out, err = capsys.readouterr()
     assert code == 2 and says in err and "Fix:" in err and err.count("\n") <= 2, err
+
+
+def test_profiled_functions_weighted_by_profiled_requests(graphite: Graphite, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Profile series written to carbon's plaintext port under names from naming.Namer (the
+    profiler is not run here): two origins with 2 and 4 profiled requests per interval; the
+    function's ms per profiled request, weighted by them, is (2 x 4 + 4 x 1) / 6 = 2.0 before
+    and (2 x 10 + 4 x 1) / 6 = 4.0 after: +2.0, listed apart, not summed."""
+    import socket as so
+
+    from callwatch.naming import Namer, sanitize
+
+    prefix = "pf" + uuid.uuid4().hex[:8]
+    t0 = (int(time.time()) - 600) // INTERVAL * INTERVAL
+    fn = sanitize("db.py:3(get)")
+    lines = []
+    for host, profiled, ms in (("h1", 2, (4.0, 10.0)), ("h2", 4, (1.0, 1.0))):
+        n = Namer(prefix, host, worker="w0")
+        for i in range(6):
+            t, after = t0 + i * INTERVAL, i >= 3
+            for name, value in ((n.handler_metric("deal", "requests")[0], 10),
+                                (n.handler_metric("deal", "response_ms.mean")[0], 7.0 if after else 5.0),
+                                (n.handler_metric("deal", "response_ms.p99")[0], 9.0),
+                                (n.profile_metric("deal", "", "requests")[0], profiled),
+                                (n.profile_metric("deal", fn, "ms_per_request")[0], ms[after]),
+                                (n.profile_metric("deal", fn, "calls_per_request")[0], 2.0)):
+                lines.append(f"{name} {value} {t}\n")
+    with so.create_connection(("127.0.0.1", graphite.line_port), timeout=10) as s:
+        s.sendall("".join(lines).encode())
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"graphite": {"prefix": prefix}}))
+    args = ["explain", "--config", str(config), "--graphite-web", graphite.web_url, "--handler", "deal",
+            "--before", f"{t0}..{t0 + 30}", "--after", f"{t0 + 30}..{t0 + 60}", "--json"]
+    deadline = time.monotonic() + 30
+    while True:
+        code = main(args)
+        out, err = capsys.readouterr()
+        e = json.loads(out)[0] if code == 0 else {}
+        if (e and e["profiled"] and e["requests"] == [60, 60] and e["mean_ms"] == [5.0, 7.0]
+                and e["profiled"][0]["after"] == pytest.approx(4.0)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert code == 0, err
+    (row,) = e["profiled"]
+    assert (row["name"], row["before"], row["after"]) == (fn, pytest.approx(2.0), pytest.approx(4.0)), row
+    assert row["contribution_ms"] == pytest.approx(2.0) and row["percent"] == pytest.approx(100.0)
+    assert [r["kind"] for r in e["rows"]] == ["unexplained"] and e["rows"][0]["contribution_ms"] == 2.0
