@@ -614,3 +614,69 @@ def test_a_fork_during_a_profiled_request() -> None:
     r = subprocess.run([sys.executable, "-c", FORK_INSIDE_SCRIPT], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "child [('after', 1), ('forks', 1)]", r.stdout + r.stderr
+
+
+# -- the requests surely skipped: decided in the C handler wrapper, without begin() ------
+
+
+def _counting_begin(p: Any) -> list[str | None]:
+    """Replace the profiler's begin with one that records each call (the decisions stay
+    begin's): the C wrapper's shortcut shows as calls that never come."""
+    calls: list[str | None] = []
+    begin = p.begin
+
+    def counted(name: str | None, hint: str | None = None) -> Any:
+        calls.append(name)
+        return begin(name, hint)
+    p.begin = counted
+    return calls
+
+
+def test_the_countdown_picks_the_same_request_with_or_without_the_shortcut() -> None:
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 0, "budget": 1.0}}, start_thread=False, strict=True)
+
+    @callwatch.handler("h")
+    def h() -> None:
+        a_only(2)
+
+    p = _request.profiler
+    calls = _counting_begin(p)
+    p.policy.skip = 5  # requests 1 to 4 are not picked; the 5th is
+    for i in range(1, 6):
+        h()
+        assert _profiled("h") == (i == 5), i
+    c_wrapper = _core.use_speedups and type(h).__name__ == "Handler"
+    # The C wrapper asks begin() only when the countdown may pick: at the 5th request.
+    assert calls == (["h"] if c_wrapper else ["h"] * 5)
+    for _ in range(3):  # rate 0: the countdown never picks again, and nobody asks
+        h()
+    assert _profiled("h") == 0
+    assert len(calls) == (1 if c_wrapper else 8)
+
+
+def test_min_interval_and_on_demand_reach_begin_through_the_shortcut() -> None:
+    callwatch.configure({"profile": {"rate": 0.0, "min_interval": 60, "budget": 1.0}}, start_thread=False, strict=True)
+
+    @callwatch.handler("h")
+    def h() -> None:
+        a_only(2)
+
+    p = _request.profiler
+    calls = _counting_begin(p)
+    c_wrapper = _core.use_speedups and type(h).__name__ == "Handler"
+    h()  # never profiled: due
+    assert _profiled("h") == 1
+    for _ in range(4):
+        h()  # profiled within min_interval: skipped
+    assert _profiled("h") == 0
+    assert len(calls) == (1 if c_wrapper else 5)
+    p.policy.last["h"] -= 61  # as if profiled 61 s ago: due again once a flush sees it
+    p.on_flush()
+    h()
+    assert _profiled("h") == 1
+    assert len(calls) == (2 if c_wrapper else 6)
+    p.profile_now("h", 30)  # on demand: begin is asked again, and profiles
+    h()
+    h()
+    assert _profiled("h") == 2
+    assert len(calls) == (4 if c_wrapper else 8)

@@ -57,6 +57,9 @@ class ProfilerHooks(Protocol):
 
 #: The sampling profiler when ``profile:`` is configured (set by configure()).
 profiler: ProfilerHooks | None = None
+#: The profiler's ``skip`` (``profiling._policy.PySkip``): the C handler wrapper reads it
+#: from here, and decides by it only while its ``owner`` is id(profiler).
+profiler_skip: Any = None
 
 #: handler name -> [(dimension, function)], from the config's handlers.dimensions.
 dimension_functions: dict[str, list[tuple[str, Callable[..., Any]]]] = {}

@@ -138,7 +138,8 @@ def _start(prepared: Prepared, sender: Sender | None, clock: Clock | None, sinks
         rt = Runtime(cfg, exporter, patches, prepared.resolved, slot, spikes)
         _start_interval(rt)
         if cfg.profile is not None:
-            _request.profiler = _make_profiler(cfg, collector, exporter)
+            profiler = _make_profiler(cfg, collector, exporter)
+            _request.profiler, _request.profiler_skip = profiler, profiler.skip
         _request.dimension_functions = prepared.dimensions
         if cfg.memory is not None:
             rt.gc_meter = gc_meter = _start_memory(cfg, collector, exporter)

@@ -14,6 +14,12 @@
 static PyObject *clock_override = NULL;
 
 int
+cw_clock_runs_python(void)
+{
+    return clock_override != NULL;
+}
+
+int
 cw_now_ns(long long *out)
 {
     if (clock_override == NULL) {
@@ -76,6 +82,11 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObject(m, "Handler", Py_NewRef((PyObject *)&cw_HandlerType)) < 0) {
         Py_DECREF(&cw_HandlerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "Skip", Py_NewRef((PyObject *)&cw_SkipType)) < 0) {
+        Py_DECREF(&cw_SkipType);
         Py_DECREF(m);
         return NULL;
     }

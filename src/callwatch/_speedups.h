@@ -45,6 +45,7 @@ typedef struct {
 extern PyTypeObject cw_WatchedType;
 /* The handler wrapper (_speedups_handler.c); cw_handler_ready() before it is used. */
 extern PyTypeObject cw_HandlerType;
+extern PyTypeObject cw_SkipType;
 int cw_handler_ready(void);
 
 /* What both wrapper types share (_speedups_watched.c): they start with `fn`. */
@@ -55,6 +56,8 @@ extern PyMethodDef cw_wrapper_methods[];
 
 /* The duration clock (_speedups.c): 0, or -1 with an error set (a broken override). */
 int cw_now_ns(long long *out);
+/* Is the clock an override (Python code, which may raise or clobber an error)? */
+int cw_clock_runs_python(void);
 
 /* The fold's loops (_speedups_record.c). */
 PyObject *cw_columns(PyObject *module, PyObject *args);

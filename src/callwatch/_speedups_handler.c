@@ -1,6 +1,7 @@
 /* The handler wrapper of callwatch._request, in C (the module: _speedups.c). */
 
 #include "_speedups.h"
+#include <structmember.h>
 
 /* ---------------------------------------------------------------------------------------
  * The handler wrapper: one request per call of a sync handler.  Same contract as the
@@ -13,7 +14,9 @@
  * Like Watched, `fn` comes first (cw_wrapper_getattro reads attributes through it).
  */
 
-static PyObject *str_profiler, *str_dimension_functions, *str_config_dimensions, *str_begin, *str_end, *zero;
+static PyObject *str_profiler, *str_dimension_functions, *str_config_dimensions, *str_begin, *str_end, *str_profiler_skip,
+    *zero;
+
 
 typedef struct {
     PyObject_HEAD
@@ -33,6 +36,69 @@ typedef struct {
 } Handler;
 
 _Static_assert(offsetof(Handler, fn) == offsetof(Watched, fn), "cw_wrapper_getattro reads fn of both");
+
+/* The requests the profiler surely skips (the policy's ``Skip``, profiling/_policy.py):
+ * its countdown, whether a profile on demand is asked for, and the handlers profiled
+ * within min_interval (the policy's dict, None without min_interval).  A request of a
+ * handler named at the start is not chosen while the countdown stays above 0, nothing is
+ * on demand and its handler is in `recent`: that is decided here, with no Python call
+ * (benchmarks/macro.py's "never picks" row measures what choose() cost per request). */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t left;
+    int ask;
+    PyObject *recent;
+    Py_ssize_t owner;  /* id() of the profiler it belongs to */
+} Skip;
+
+static PyMemberDef skip_members[] = {
+    {"left", T_PYSSIZET, offsetof(Skip, left), 0, "requests until the countdown's pick"},
+    {"ask", T_INT, offsetof(Skip, ask), 0, "nonzero: ask the policy about every request"},
+    {"recent", T_OBJECT, offsetof(Skip, recent), 0, "handler -> when last profiled, or None"},
+    {"owner", T_PYSSIZET, offsetof(Skip, owner), 0, "id() of the profiler it belongs to"},
+    {NULL},
+};
+
+static void
+skip_dealloc(Skip *s)
+{
+    Py_XDECREF(s->recent);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+PyTypeObject cw_SkipType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "callwatch._speedups.Skip",
+    .tp_doc = "The requests the profiler surely skips (the C handler reads it).",
+    .tp_basicsize = sizeof(Skip),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)skip_dealloc,
+    .tp_members = skip_members,
+};
+
+/* Is this request of handler `name` surely not profiled by `p`?  Then it counts down
+ * here.  The Skip is _request's `profiler_skip`, read from its globals (no attribute
+ * lookup on the profiler), and used only while its owner is `p`. */
+static int
+skipped(Handler *h, PyObject *p)
+{
+    PyObject *o = PyDict_GetItemWithError(h->globals, str_profiler_skip);
+    if (o == NULL || !Py_IS_TYPE(o, &cw_SkipType) || ((Skip *)o)->owner != (Py_ssize_t)(uintptr_t)p) {
+        PyErr_Clear();
+        return 0;
+    }
+    Skip *s = (Skip *)o;
+    PyObject *recent = s->recent;
+    if (s->left > 1 && !s->ask
+            && (recent == NULL || recent == Py_None
+                || (PyDict_CheckExact(recent) && PyDict_GetItemWithError(recent, h->name) != NULL))) {
+        s->left -= 1;
+        return 1;
+    }
+    PyErr_Clear();
+    return 0;
+}
 
 /* An error left by a bookkeeping step (which runs Python code): an Exception is
  * callwatch's, and is dropped; anything else (KeyboardInterrupt, or SystemExit from a
@@ -120,7 +186,7 @@ handler_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *p = PyDict_GetItemWithError(h->globals, str_profiler), *prof = NULL;
     if (p != NULL && p != Py_None) {
         Py_INCREF(p);
-        prof = PyObject_CallMethodOneArg(p, str_begin, h->name);
+        prof = skipped(h, p) ? NULL : PyObject_CallMethodOneArg(p, str_begin, h->name);
         if (prof == Py_None)
             Py_CLEAR(prof);
     }
@@ -314,7 +380,8 @@ cw_handler_ready(void)
             || (str_config_dimensions = PyUnicode_InternFromString("config_dimensions")) == NULL
             || (str_begin = PyUnicode_InternFromString("begin")) == NULL
             || (str_end = PyUnicode_InternFromString("end")) == NULL
+            || (str_profiler_skip = PyUnicode_InternFromString("profiler_skip")) == NULL
             || (zero = PyLong_FromLong(0)) == NULL)
         return -1;
-    return PyType_Ready(&cw_HandlerType);
+    return PyType_Ready(&cw_SkipType) < 0 ? -1 : PyType_Ready(&cw_HandlerType);
 }

@@ -92,6 +92,10 @@ class Profiler:
         self.reader = ProfileReader(yappi)
         self.dumps = DumpStore(cfg, max_handlers, watched_calls)
         self._choose = self.policy.choose
+        #: what the C handler wrapper reads to skip ``begin`` (``_policy.PySkip``), as
+        #: ``_request.profiler_skip``: configure() sets both
+        self.skip = self.policy.skips
+        self.skip.owner = id(self)
         self._stop = self.reader.stop
         self._lock = threading.Lock()
         self._seq = 0

@@ -12,6 +12,7 @@ import random
 import sys
 import time
 
+from .._state import speedups
 from ..config import ProfileConfig
 
 #: What ``choose`` says about a request.
@@ -50,6 +51,26 @@ AFTER_SHARE = 0.20
 BUDGET_CLOCK = time.process_time
 
 
+class PySkip:
+    """The requests the policy surely skips, as the C handler wrapper reads them (the C
+    extension's ``Skip`` when it is in use; the Python wrappers ask ``choose``): the
+    countdown (``left``), ``ask`` while a profile on demand is asked for, and ``recent``,
+    the handlers profiled within min_interval (``SamplingPolicy.last``, None without
+    min_interval).  A handler named at the start skips ``choose`` while ``left`` stays
+    above 1, ``ask`` is 0 and it is in ``recent``: ``choose`` would say NO."""
+
+    __slots__ = ("left", "ask", "recent", "owner")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.ask = 0
+        self.recent: dict[str, float] | None = None
+        self.owner = 0  #: id() of the profiler it belongs to (the wrapper checks it)
+
+
+Skip: type[PySkip] = speedups.Skip if speedups is not None else PySkip
+
+
 class SamplingPolicy:
     """Decides which requests to profile and keeps the profiled time within the budget."""
 
@@ -66,11 +87,14 @@ class SamplingPolicy:
         #: each flush, so min_interval is kept to within one interval
         self.due_before = time.monotonic() - cfg.min_interval
         #: handler -> when it was last profiled; only names profiled within min_interval
-        #: (older ones are due, the same as absent), so hostile names do not pile up
+        #: (older ones are due, the same as absent), so hostile names do not pile up.
+        #: Never rebound: ``skip.recent`` is this dict.
         self.last: dict[str, float] = {}
+        self.skips: PySkip = Skip()
+        self.skips.recent = self.last if self.min_on else None
+        self._on_demand: tuple[str, float] | None = None
         #: hint -> final names seen at the end of its profiled requests
         self.hints: dict[str, list[str]] = {}
-        self.on_demand: tuple[str, float] | None = None
         self.spent_ns = 0  # what profiled requests cost in this window (``charge``)
         self.credit_ns = cfg.budget * BURST_S * 1e9
         self.credit_at = self.window_start
@@ -79,14 +103,34 @@ class SamplingPolicy:
         self.broke = 0
         self.skip = self.draw()
 
+    @property
+    def skip(self) -> int:
+        """Requests until the countdown's pick (``skips.left``, shared with the C wrapper)."""
+        return self.skips.left
+
+    @skip.setter
+    def skip(self, n: int) -> None:
+        self.skips.left = n
+
+    @property
+    def on_demand(self) -> tuple[str, float] | None:
+        """(handler, until when) while a profile on demand is asked for."""
+        return self._on_demand
+
+    @on_demand.setter
+    def on_demand(self, value: tuple[str, float] | None) -> None:
+        self._on_demand = value
+        self.skips.ask = int(value is not None)
+
     # -- request side (any thread) ----------------------------------------------------
 
     def choose(self, name: str | None, hint: str | None) -> int:
         """NO, SURE, or PROVISIONAL (profile, and keep only if the final name qualifies)."""
-        n = self.skip - 1
-        self.skip = n
+        sk = self.skips
+        n = sk.left - 1
+        sk.left = n
         if n <= 0:
-            self.skip = self.draw()
+            sk.left = self.draw()
             return SURE if self.affordable() else NO
         if self.on_demand is not None:
             return self._choose_on_demand(name, hint)
@@ -206,7 +250,9 @@ class SamplingPolicy:
     def on_flush(self) -> None:
         self.due_before = time.monotonic() - self.cfg.min_interval
         due = self.due_before
-        self.last = {k: t for k, t in self.last.items() if t >= due}
+        last = self.last
+        for k in [k for k, t in last.items() if t < due]:
+            del last[k]  # in place: skips.recent is this dict
         now = self.clock()
         self._earn(now)
         self.broke = RECHECK if self.credit_ns <= 0 else 0
