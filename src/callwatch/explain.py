@@ -24,10 +24,13 @@ Everything here is pure: :class:`Period` in, :class:`Explanation` out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-__all__ = ["Explanation", "Part", "Period", "Row", "Slice", "explain", "parse_range", "rank_handlers", "render",
-           "short_text", "to_dict"]
+if TYPE_CHECKING:
+    from .aggregate import Snapshot
+
+__all__ = ["Explanation", "Part", "Period", "Row", "Slice", "explain", "from_snapshots", "parse_range",
+           "rank_handlers", "render", "short_text", "to_dict"]
 
 #: the value name of a dimension's requests that carry no value of it (derived from totals)
 UNSET = "(unset)"
@@ -243,6 +246,17 @@ def explain(handler: str, before: Period, after: Period) -> Explanation:
     rest = 0.0 if abs(rest) < 1e-9 else rest
     rows.append(Row("unexplained", "unexplained", 0.0, 0.0, rest, _pct(rest, delta)))
     return Explanation(handler, before, after, delta, tuple(rows), tuple(_profile_rows(before, after, delta)))
+
+
+def from_snapshots(handler: str, snapshots: Iterable[Snapshot]) -> Period:
+    """``handler`` over in-process intervals (the :class:`callwatch.aggregate.Snapshot`\ s an
+    ``on_snapshot`` callback gets), pooled into per-request means from the same sums that are
+    sent to Graphite, as the in-process incident events pool their baseline intervals (no
+    profiled functions: those are only sent as per-interval statistics).  An empty period
+    when the handler had no requests in them."""
+    from .spikes import _Totals  # the incident events' pooling: one implementation of it
+
+    return _Totals.period([t for t in (_Totals.of(s).get(handler) for s in snapshots) if t is not None])
 
 
 def rank_handlers(pairs: Mapping[str, tuple[Period, Period]]) -> list[Explanation]:

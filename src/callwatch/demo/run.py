@@ -22,7 +22,7 @@ import callwatch
 from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
 from ..naming import Pattern
-from . import game, leak
+from . import explained as why, game, leak
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
 PHASES = (2, 7)
@@ -62,6 +62,7 @@ class DemoResult:
     profiles: "ProfileReport | None" = None
     leak_report: Path | None = None  # the leak hunt's, with an output directory
     intervals: list[tuple[Snapshot, int]] = field(default_factory=list)  # each flush's, with its table size
+    explained: why.Explained | None = None  # the last section: callwatch explain on deal
 
 
 def one_round(server: game.Server, players: int, table_id: int, first_uid: int) -> None:
@@ -281,7 +282,9 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
         _print_graphite_hints(out, cfg, to, graphite_web, points, rt.exporter.buffered)
     report = _profile_report(out, dump_dir, phases) if dump_dir is not None else None
     leaks = leak.report(out, cfg)
-    return DemoResult(per_phase, growth, len(recorder.taken), points, report, leaks, recorder.taken)
+    explained = why.report(out, why.Demo(cfg, CONFIG, recorder.taken, PHASES, graphite_web if to else None,
+                                         Path(output) if output is not None else None))
+    return DemoResult(per_phase, growth, len(recorder.taken), points, report, leaks, recorder.taken, explained)
 
 
 def _profiling_dir(output: str | Path | None, out: TextIO) -> Path | None:
