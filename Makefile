@@ -11,9 +11,10 @@ DOCS_VENV ?= .venv-docs
 
 .PHONY: demo test bench docs graphite-demo graphite-down
 
-$(VENV)/.installed: pyproject.toml
+# profile: the sampled profiles and the call graph; memory: objgraph, for the leak hunt's chains
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile]' 
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[profile,memory]'
 	touch $@
 
 # The call graph needs graphviz's dot: installed from Debian the way scripts/test installs its
