@@ -108,11 +108,9 @@ def _make_hook(registry: Registry, collector: Collector, clock: Callable[[], int
             if phase != "stop":  # AFTER_FORK
                 started[1] = None
                 return
-            pause = clock() - started[0]
+            pause = max(0, clock() - started[0])
             st = started[1]
             started[1] = None
-            if pause < 0:
-                pause = 0
             item: dict[int, Any] = {DIMS: 0, NAME: 0}  # a background item of its own (_state.new_state)
             if type(st) is dict:
                 rec = record(st, request_key)
@@ -120,12 +118,10 @@ def _make_hook(registry: Registry, collector: Collector, clock: Callable[[], int
                 rec[NS] += pause
             else:
                 rec = item[outside_key] = fresh()
-                rec[CALLS] = 1
-                rec[NS] = pause
+                rec[CALLS], rec[NS] = 1, pause
             keys = gen_keys[info["generation"]]
             rec = item[keys[0]] = fresh()
-            rec[CALLS] = 1
-            rec[NS] = pause
+            rec[CALLS], rec[NS] = 1, pause
             n = info["collected"]
             if n:
                 rec = item[keys[1]] = fresh()
