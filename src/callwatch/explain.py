@@ -249,8 +249,8 @@ def explain(handler: str, before: Period, after: Period) -> Explanation:
 
 
 def from_snapshots(handler: str, snapshots: Iterable[Snapshot]) -> Period:
-    """``handler`` over in-process intervals (the :class:`callwatch.aggregate.Snapshot`\ s an
-    ``on_snapshot`` callback gets), pooled into per-request means from the same sums that are
+    """``handler`` over in-process intervals (the snapshots an ``on_snapshot`` callback gets:
+    :class:`callwatch.aggregate.Snapshot`), pooled into per-request means from the same sums that are
     sent to Graphite, as the in-process incident events pool their baseline intervals (no
     profiled functions: those are only sent as per-interval statistics).  An empty period
     when the handler had no requests in them."""

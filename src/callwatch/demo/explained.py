@@ -70,11 +70,13 @@ def _counts(p: ex.Period) -> tuple[int, dict[str, int]]:
 
 
 def read_back(cfg: cwconfig.Config, web_url: str, ranges: tuple[tuple[int, int], tuple[int, int]],
-              expect: tuple[ex.Period, ex.Period], wait: float = READ_BACK_S) -> tuple[ex.Period, ex.Period] | str:
+              expect: tuple[ex.Period, ex.Period], wait: float | None = None) -> tuple[ex.Period, ex.Period] | str:
     """Both periods from graphite-web, once they hold every request and call of ``expect``
-    (the in-process periods); the reason (str) when they do not within ``wait`` seconds."""
+    (the in-process periods); the reason (str) when they do not within ``wait`` seconds
+    (default :data:`READ_BACK_S`)."""
     from .._explain_graphite import Reader
 
+    wait = READ_BACK_S if wait is None else wait
     deadline = time.monotonic() + wait
     want = [_counts(p) for p in expect]
     while True:
@@ -83,11 +85,11 @@ def read_back(cfg: cwconfig.Config, web_url: str, ranges: tuple[tuple[int, int],
             counts = [_counts(p) for p in got]
             if counts == want:
                 return got[0], got[1]
-            why = (f"it had {counts[0][0]} and {counts[1][0]} {HANDLER} requests (and their calls) of "
-                   f"{want[0][0]} and {want[1][0]}" if counts[0][0] != want[0][0] or counts[1][0] != want[1][0]
-                   else f"it had {HANDLER}'s {want[0][0]} and {want[1][0]} requests but not all their calls")
+            why = (f"graphite-web had {counts[0][0]} and {counts[1][0]} of the {want[0][0]} and {want[1][0]} "
+                   f"{HANDLER} requests" if [c[0] for c in counts] != [w[0] for w in want]
+                   else f"graphite-web had {HANDLER}'s {want[0][0]} and {want[1][0]} requests, not all their calls")
         except LookupError:
-            why = f"it had no {HANDLER} requests in a period"
+            why = f"graphite-web had no {HANDLER} request in a period"
         except GraphiteError as e:
             why = str(e)
         if time.monotonic() + 0.5 >= deadline:
@@ -198,7 +200,7 @@ def _source(d: Demo, out: TextIO, mine: tuple[ex.Period, ex.Period],
                   f"against the {big}-player ones\n")
         return got, "graphite-web", ""
     if got is not None:
-        out.write(f"   (graphite-web at {d.graphite_web} is not used: {got}; from the in-process history)\n")
+        out.write(f"   (not read back from graphite-web: {got})\n")
     n = [sum(1 for s, p in d.intervals if p == k and s.handlers.get(HANDLER)) for k in d.phases]
     out.write(f"   on this run's in-process history: its {n[0]} intervals of {small} players against its "
               f"{n[1]} of {big}\n")
