@@ -4,7 +4,8 @@ Before: the intervals of the 2-player table; after: those of the 7-player one.  
 Graphite it pushed to and a graphite-web, the demo reads both periods back through
 ``callwatch explain``'s own Graphite front end (waiting up to :data:`READ_BACK_S` for
 carbon to make the last points readable, and checking that every request and call it made
-is there); otherwise, or when they are not all there in time, it pools its in-process
+is there, in the totals and per dimension value: graphite-web finds a new series, such as
+the first ``players=7`` ones, only once carbon has created its file); otherwise, or when they are not all there in time, it pools its in-process
 snapshots (:func:`callwatch.explain.from_snapshots`).  Either way the analysis is
 :func:`callwatch.explain.explain`'s, nothing of its own.
 
@@ -64,9 +65,16 @@ def phase_ranges(intervals: list[tuple[Snapshot, int]], interval: int) -> _Range
     return out
 
 
-def _counts(p: ex.Period) -> tuple[int, dict[str, int]]:
-    """The period's requests and each watched function's calls, as whole numbers."""
-    return round(p.requests), {f: round(x.calls * p.requests) for f, x in p.functions.items()}
+def _counts(p: ex.Period) -> tuple[int, dict[str, int], dict[tuple[str, ...], int]]:
+    """The period's requests, each watched function's calls, and per dimension value its
+    requests and each additive component's calls (groups, functions in none), as whole
+    numbers: all of them are sums."""
+    values: dict[tuple[str, ...], int] = {}
+    for (d, v), s in p.values.items():
+        values[(d, v)] = round(s.requests)
+        values.update({(d, v, k): round(x.calls * s.requests) for k, x in s.parts.items()
+                       if k.startswith("group:") or k.split(":", 1)[1] not in p.members})
+    return round(p.requests), {f: round(x.calls * p.requests) for f, x in p.functions.items()}, values
 
 
 def read_back(cfg: cwconfig.Config, web_url: str, ranges: tuple[tuple[int, int], tuple[int, int]],
@@ -87,7 +95,8 @@ def read_back(cfg: cwconfig.Config, web_url: str, ranges: tuple[tuple[int, int],
                 return got[0], got[1]
             why = (f"graphite-web had {counts[0][0]} and {counts[1][0]} of the {want[0][0]} and {want[1][0]} "
                    f"{HANDLER} requests" if [c[0] for c in counts] != [w[0] for w in want]
-                   else f"graphite-web had {HANDLER}'s {want[0][0]} and {want[1][0]} requests, not all their calls")
+                   else f"graphite-web had {HANDLER}'s {want[0][0]} and {want[1][0]} requests, not all their calls "
+                   "(or not all their series by dimension value)")
         except LookupError:
             why = f"graphite-web had no {HANDLER} request in a period"
         except GraphiteError as e:
