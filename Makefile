@@ -1,6 +1,6 @@
 # make demo   create .venv, install callwatch, run the card-game demo (about 30 s)
 # make test   everything the tests need (Debian Graphite packages, venvs), then the suite
-# make bench  every benchmark shown in the README (micro, alternatives, macro, in_situ, profiling, faults, soak, memory)
+# make bench  every benchmark shown in the README (micro, alternatives, macro, instructions, in_situ, profiling, faults, soak, memory)
 # make docs   the docs site (MkDocs, strict: a broken link or reference fails) into site/
 # make graphite-demo   the demo pushing to a real carbon-cache; graphite-web stays up to browse
 
@@ -37,6 +37,8 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/alternatives.py
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check redis
 	$(VENV)/bin/python benchmarks/macro.py
+	@if command -v valgrind >/dev/null; then $(VENV)/bin/python benchmarks/instructions.py; \
+	  else echo "(benchmarks/instructions.py skipped: it needs valgrind, apt-get install valgrind)"; fi
 	$(VENV)/bin/python benchmarks/in_situ.py
 	$(VENV)/bin/python benchmarks/profiling.py
 	$(VENV)/bin/python benchmarks/faults.py
