@@ -23,6 +23,11 @@ one thread; R rounds, each measuring every row once, right after each other):
   yappi per request         yappi started and stopped around every request
 
 Target: callwatch at defaults costs at most 1 % of throughput.
+
+Beside the throughput, each row's CPU time per request (this thread's, user and system,
+around the same blocks): it leaves out the waits on redis and the time the VM takes the CPU
+away, so it moves less from round to round than the rate does; a server that is CPU-bound
+loses that share of its capacity.
 """
 
 from __future__ import annotations
@@ -271,8 +276,10 @@ def alternative_rows(nothing: Callable[[], None]) -> Rows:
 BLOCK = 1
 
 
-def measure(app: App, rows: Rows, args: argparse.Namespace) -> dict[str, list[float]]:
-    """-> row -> its rate (requests/s) in each round.
+def measure(app: App, rows: Rows, args: argparse.Namespace,
+            cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """-> row -> its rate (requests/s) in each round; with ``cpu``, also each row's CPU
+    time per request (µs, this thread's: user and system) in each round, into ``cpu``.
 
     A round lasts about ``seconds`` x the number of rows; in it the rows take turns in
     blocks of ``BLOCK`` requests, in an order shuffled per turn (no row always follows
@@ -282,9 +289,12 @@ def measure(app: App, rows: Rows, args: argparse.Namespace) -> dict[str, list[fl
     block = args.block
     order = list(rows)
     rates: dict[str, list[float]] = {name: [] for name in rows}
+    for name in rows if cpu is not None else ():
+        cpu[name] = []
     for _ in range(args.rounds):
         spent = dict.fromkeys(rows, 0)
         done = dict.fromkeys(rows, 0)
+        used = dict.fromkeys(rows, 0)
         end = time.perf_counter() + args.seconds * len(rows)
         while time.perf_counter() < end:
             rng.shuffle(order)
@@ -292,15 +302,18 @@ def measure(app: App, rows: Rows, args: argparse.Namespace) -> dict[str, list[fl
                 handler, setup, teardown = rows[name]
                 setup()
                 try:
-                    t = time.perf_counter_ns()
+                    c, t = time.thread_time_ns(), time.perf_counter_ns()
                     for _ in range(block):
                         handler(app)
                     spent[name] += time.perf_counter_ns() - t
+                    used[name] += time.thread_time_ns() - c
                     done[name] += block
                 finally:
                     teardown()
         for name in rows:
             rates[name].append(done[name] / (spent[name] / 1e9))
+            if cpu is not None:
+                cpu[name].append(used[name] / done[name] / 1e3)
     return rates
 
 
@@ -321,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = App(port, args.players)
         rows = variants(port, args.alternatives, args.memory)
-        rates = measure(app, rows, args)
+        cpu: dict[str, list[float]] = {}
+        rates = measure(app, rows, args, cpu)
     finally:
         callwatch.shutdown()
         server.terminate()
@@ -332,11 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]}, {args.players} players: {args.players + 1} redis round trips and "
           f"{args.players + 1} SQL queries per request; {args.rounds} rounds of ~{args.seconds * len(rows):g} s, "
           f"rows taking turns in blocks of {args.block} requests; {pinned}")
-    print("| row | requests/s (median) | cost vs bare (median of per-round ratios) | spread (middle half of rounds) |")
-    print("|---|---:|---:|---:|")
+    cpu_costs = {name: sorted(100 * (u / b - 1) for u, b in zip(us, cpu["bare"])) for name, us in cpu.items()}
+    print("| row | requests/s (median) | cost vs bare (median of per-round ratios) | spread (middle half of rounds) "
+          "| CPU µs/request (median) | CPU cost vs bare | its spread |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, rs in rates.items():
-        c = costs[name]
-        print(f"| {name} | {median(rs):,.0f} | {median(c):+.1f} % | {quartiles(c)} |")
+        c, cc = costs[name], cpu_costs[name]
+        print(f"| {name} | {median(rs):,.0f} | {median(c):+.1f} % | {quartiles(c)} | {median(cpu[name]):,.0f} "
+              f"| {median(cc):+.1f} % | {quartiles(cc)} |")
     print(f"noise: bare's rate moved by up to {max((abs(x) for x in drift), default=0.0):.1f} % between rounds")
     cost = median(costs["callwatch defaults"])
     print(f"callwatch at defaults costs {cost:.1f} % of throughput ({'meets' if cost <= 1 else 'MISSES'} the 1 % "
