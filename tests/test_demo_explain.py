@@ -12,9 +12,13 @@ cache (five more dict stores) by far, so it is ranked first.
 from __future__ import annotations
 
 import io
+import os
 import re
 import shlex
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +73,8 @@ def test_demo_explains_deal_from_its_in_process_history() -> None:
     out = io.StringIO()
     result = demo_run.run(duration=6, interval=1, threads=2, out=out)
     lines = section(out.getvalue())
-    n = [sum(1 for s, p in result.intervals if p == k and s.handlers.get("deal")) for k in (SMALL, BIG)]
+    n = [sum(1 for s, p in result.intervals if p == k and "deal" in s.handlers and s.handlers["deal"].requests)
+         for k in (SMALL, BIG)]
     assert lines[0] == f"   on this run's in-process history: its {n[0]} intervals of {SMALL} players against " \
                        f"its {n[1]} of {BIG}", lines
     check_explanation(lines[1:5])
@@ -138,3 +143,35 @@ def test_demo_reads_its_explanation_back_from_graphite(graphite: Graphite,
     db = groups(deal_truth(SMALL))["db"], groups(deal_truth(BIG))["db"]
     assert any(re.match(rf"\s+\+0\.00 ms     0 %   group db\s+{db[0]:.2f} -> {db[1]:.2f} calls/req", t)
                for t in table), table
+
+
+INTERVAL_LINE = re.compile(r"^== (\d\d:\d\d:\d\d)-(\d\d:\d\d:\d\d)  table of (\d) players$", re.M)
+
+
+def _demo_process(env: dict[str, str]) -> str:
+    r = subprocess.run([sys.executable, "-m", "callwatch", "demo", "--duration", "9", "--interval", "3",
+                        "--no-profile"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.mark.timeout(400)
+def test_a_demo_started_in_the_interval_the_last_one_ended_in_keeps_its_tables_apart(tmp_path: Path) -> None:
+    """Two demo processes back to back, sharing $TMPDIR (where the default worker-slot
+    directory is): the second's 2-player intervals hold no deal of the first's 7-player
+    table (the slot hand-off merged the first's last partial interval into the second's
+    first one), so its explanation still says db 6 -> 16 calls per request."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    env.pop("CALLWATCH_GRAPHITE", None)
+    for _ in range(4):  # until the second starts within the first's last interval
+        first, second = _demo_process(env), _demo_process(env)
+        last, head = INTERVAL_LINE.findall(first)[-1], INTERVAL_LINE.findall(second)[0]
+        if last[0] == head[0]:
+            break
+    else:
+        pytest.skip("the second demo never started within the interval the first ended in")
+    small = [block for block in re.split(r"\n(?===)", second) if re.match(r"== \S+  table of 2 players", block)]
+    deal = [m.group(1) for b in small for m in re.finditer(r"^   deal\s+\d+\s+[\d.]+\s+Cache_set\s+(\S+)", b, re.M)]
+    assert deal and set(deal) == {f"{deal_truth(SMALL)['Cache_set']:.2f}"}, second
+    gb, ga = groups(deal_truth(SMALL)), groups(deal_truth(BIG))
+    assert f"\n   1. group db {gb['db']:.2f} -> {ga['db']:.2f} calls/req (+" in second, second

@@ -55,14 +55,18 @@ def phase_ranges(intervals: list[tuple[Snapshot, int]], interval: int) -> _Range
     Graphite (the exporter stamps a point with its interval's start, in whole seconds)."""
     stamps: dict[int, list[int]] = {}
     for snap, players in intervals:
-        hs = snap.handlers.get(HANDLER)
-        if hs is not None and hs.requests:
+        if _requests(snap):
             stamps.setdefault(players, []).append(int(snap.start))
     out: _Ranges = {}
     for players, ts in stamps.items():
         later = [min(t) for p, t in stamps.items() if min(t) > max(ts)]
         out[players] = (min(ts), min([max(ts) + interval, *later]))
     return out
+
+
+def _requests(snap: Snapshot) -> int:
+    hs = snap.handlers.get(HANDLER)
+    return hs.requests if hs is not None else 0
 
 
 def _counts(p: ex.Period) -> tuple[int, dict[str, int], dict[tuple[str, ...], int]]:
@@ -210,7 +214,7 @@ def _source(d: Demo, out: TextIO, mine: tuple[ex.Period, ex.Period],
         return got, "graphite-web", ""
     if got is not None:
         out.write(f"   (not read back from graphite-web: {got})\n")
-    n = [sum(1 for s, p in d.intervals if p == k and s.handlers.get(HANDLER)) for k in d.phases]
+    n = [sum(1 for s, p in d.intervals if p == k and _requests(s)) for k in d.phases]
     out.write(f"   on this run's in-process history: its {n[0]} intervals of {small} players against its "
               f"{n[1]} of {big}\n")
     return mine, "in-process", got or ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -258,6 +259,10 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     dump_dir = _profiling_dir(output, out)
     cfg = leak.configure(_config(interval, graphite, graphite_web, graphite_config, dump_dir),
                          Path(output) if output is not None else None)
+    # Worker slots of its own: in the shared directory a demo started within the interval the
+    # last one ended in took over its slot and merged that run's last, 7-player, partial
+    # interval into its own first, 2-player, one.
+    cfg = dataclasses.replace(cfg, slot_dir=tempfile.mkdtemp(prefix="callwatch-demo-slots-"))
     g = cfg.graphite
     to = (g.host, g.port) if g.host is not None else None
     # drain one interval before half-way, so that the 7-player rounds start about then
@@ -269,7 +274,10 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     rt = callwatch.configure(cfg, on_snapshot=recorder, strict=True)
     assert rt is not None
     leak.start_hunt(cfg, max(0.0, duration - interval))
-    _drive(threads, duration, pause, phases)
+    try:
+        _drive(threads, duration, pause, phases)
+    finally:
+        shutil.rmtree(str(cfg.slot_dir), ignore_errors=True)
     points = rt.exporter.stats.points_sent
     per_phase = recorder.per_phase()
     growth = _growth(per_phase)
