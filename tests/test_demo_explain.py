@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from callwatch.cli import main
+from callwatch.config import load
 from callwatch.demo import explained as demo_explained
 from callwatch.demo import run as demo_run
 
@@ -87,6 +88,14 @@ def test_demo_explains_deal_from_its_in_process_history() -> None:
     why = result.explained
     assert why is not None and why.source == "in-process" and why.command is None and why.lines == lines[1:5]
     assert [r.kind for r in why.explanation.rows][0] == "mix"  # as callwatch explain ranks it
+    # the other way round, deal got faster: said so, and the parts that account for it
+    back = io.StringIO()
+    demo_explained.report(back, demo_explained.Demo(load(demo_run.CONFIG), demo_run.CONFIG, result.intervals,
+                                                    (BIG, SMALL), None, None))
+    text = section(back.getvalue())
+    assert text[2] == "   (its mean did not grow this run: times per request are noisy and under other load on " \
+                      "the machine, while the calls per request are exact)", text
+    assert text[3].startswith("   1. group db 16.00 -> 6.00 calls/req (-"), text
 
 
 @pytest.mark.timeout(120)

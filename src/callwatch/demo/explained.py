@@ -234,7 +234,12 @@ def report(out: TextIO, d: Demo) -> Explained | None:
     e = ex.explain(HANDLER, b, a)
     parts = ex.explain(HANDLER, dataclasses.replace(b, values={}), dataclasses.replace(a, values={}))
     shown = lines(e, parts)
-    out.write("\n".join(shown) + "\n")
+    out.write(shown[0] + "\n")
+    if e.delta_ms <= 0:
+        out.write("   (its mean did not grow this run: times per request are noisy"
+                  + (" with sampled profiling on" if d.cfg.profile is not None else "")
+                  + " and under other load on the machine, while the calls per request are exact)\n")
+    out.write("\n".join(shown[1:]) + "\n")
     cmd = None
     if d.graphite_web:
         where = d.where or Path(tempfile.gettempdir())
