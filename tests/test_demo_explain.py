@@ -184,3 +184,22 @@ def test_a_demo_started_in_the_interval_the_last_one_ended_in_keeps_its_tables_a
     assert deal and set(deal) == {f"{deal_truth(SMALL)['Cache_set']:.2f}"}, second
     gb, ga = groups(deal_truth(SMALL)), groups(deal_truth(BIG))
     assert f"\n   1. group db {gb['db']:.2f} -> {ga['db']:.2f} calls/req (+" in second, second
+
+
+def test_the_printed_command_reads_the_demo_series_under_another_prefix(tmp_path: Path) -> None:
+    """``callwatch demo --config FILE`` takes the graphite prefix and tags from FILE: the
+    command's config is then a copy of the demo's (its watch list, its groups) with those."""
+    import dataclasses
+
+    own = load(demo_run.CONFIG)
+    assert demo_explained.config_file(own, demo_run.CONFIG, tmp_path) == demo_run.CONFIG
+    other = dataclasses.replace(own, graphite=dataclasses.replace(own.graphite, prefix="shop.demo", tags=True))
+    path = demo_explained.config_file(other, demo_run.CONFIG, tmp_path)
+    assert path == tmp_path / "callwatch-demo-explain.yaml"
+    got = load(path)
+    assert (got.graphite.prefix, got.graphite.tags) == ("shop.demo", True)
+    assert [(w.target, w.group) for w in got.watch] == [(w.target, w.group) for w in own.watch]
+    assert got.host == own.host
+    assert demo_explained.command(path, "http://g:8080", (1796677620, 1796677650), (1796677650, 1796677680)) == (
+        f"callwatch explain --config {path} --graphite-web http://g:8080 --handler deal "
+        "--before 2026-12-07T21:07:00..2026-12-07T21:07:30 --after 2026-12-07T21:07:30..2026-12-07T21:08:00")

@@ -2,12 +2,12 @@
 
 Before: the intervals of the 2-player table; after: those of the 7-player one.  With a
 Graphite it pushed to and a graphite-web, the demo reads both periods back through
-``callwatch explain``'s own Graphite front end (waiting up to :data:`READ_BACK_S` for
-carbon to make the last points readable, and checking that every request and call it made
-is there, in the totals and per dimension value: graphite-web finds a new series, such as
-the first ``players=7`` ones, only once carbon has created its file); otherwise, or when they are not all there in time, it pools its in-process
-snapshots (:func:`callwatch.explain.from_snapshots`).  Either way the analysis is
-:func:`callwatch.explain.explain`'s, nothing of its own.
+``callwatch explain``'s own Graphite front end, waiting up to :data:`READ_BACK_S` until
+every request and call it counted is there, in the totals and per dimension value
+(graphite-web finds a new series, such as the first ``players=7`` ones, only once carbon
+has created its file).  Otherwise, or when they are not all there in time, it pools its
+in-process snapshots (:func:`callwatch.explain.from_snapshots`).  Either way the analysis
+is :func:`callwatch.explain.explain`'s, nothing of its own.
 
 Each period holds one table size, so the ``players`` dimension's mix (2 -> 7) accounts for
 all of the change: that is what ``callwatch explain``'s table says first.  What a 7-player
@@ -117,7 +117,7 @@ def _members(e: ex.Explanation, group: str) -> str:
     names = {f for f, g in [*b.members.items(), *a.members.items()] if g == group}
     zero = ex.Part(0.0, 0.0)
     rows = [(f, b.functions.get(f, zero), a.functions.get(f, zero)) for f in sorted(names)]
-    rows = sorted((r for r in rows if abs(r[2].calls - r[1].calls) >= 0.005), key=lambda r: r[1].ms - r[2].ms)
+    rows = sorted((r for r in rows if abs(r[2].calls - r[1].calls) >= 0.005), key=lambda r: -abs(r[2].ms - r[1].ms))
     return ", ".join(f"{f} {x0.calls:.2f} -> {x1.calls:.2f} calls/req ({x1.ms - x0.ms:+.3f} ms/req)"
                      for f, x0, x1 in rows)
 
