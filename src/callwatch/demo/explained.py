@@ -3,7 +3,7 @@
 Before: the intervals of the 2-player table; after: those of the 7-player one.  With a
 Graphite it pushed to and a graphite-web, the demo reads both periods back through
 ``callwatch explain``'s own Graphite front end, waiting up to :data:`READ_BACK_S` until
-every request and call it counted is there, in the totals and per dimension value
+every request, call and ms it counted is there, in the totals and per dimension value
 (graphite-web finds a new series, such as the first ``players=7`` ones, only once carbon
 has created its file).  Otherwise, or when they are not all there in time, it pools its
 in-process snapshots (:func:`callwatch.explain.from_snapshots`).  Either way the analysis
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import shlex
 import tempfile
 import time
@@ -69,38 +70,52 @@ def _requests(snap: Snapshot) -> int:
     return hs.requests if hs is not None else 0
 
 
-def _counts(p: ex.Period) -> tuple[int, dict[str, int], dict[tuple[str, ...], int]]:
-    """The period's requests, each watched function's calls, and per dimension value its
-    requests and each additive component's calls (groups, functions in none), as whole
-    numbers: all of them are sums."""
-    values: dict[tuple[str, ...], int] = {}
-    for (d, v), s in p.values.items():
-        values[(d, v)] = round(s.requests)
-        values.update({(d, v, k): round(x.calls * s.requests) for k, x in s.parts.items()
-                       if k.startswith("group:") or k.split(":", 1)[1] not in p.members})
-    return round(p.requests), {f: round(x.calls * p.requests) for f, x in p.functions.items()}, values
+def _sums(p: ex.Period) -> dict[tuple[str, ...], float]:
+    """What the period adds up: its requests and total response ms (mean and p99 times the
+    requests), each function's and group's calls and ms, and the same per dimension value
+    (its additive components: groups, functions in none)."""
+    out: dict[tuple[str, ...], float] = {("requests",): p.requests, ("mean ms",): p.mean_ms * p.requests,
+                                         ("p99 ms",): (p.p99_ms or 0.0) * p.requests}
+    for kind, parts in (("function", p.functions), ("group", p.groups)):
+        for name, x in parts.items():
+            out[(kind, name, "calls")], out[(kind, name, "ms")] = x.calls * p.requests, x.ms * p.requests
+    for (d, v), sl in p.values.items():
+        out[(f"{d}={v}", "requests")], out[(f"{d}={v}", "mean ms")] = sl.requests, sl.mean_ms * sl.requests
+        for k, x in sl.parts.items():
+            if k.startswith("group:") or k.split(":", 1)[1] not in p.members:
+                out[(f"{d}={v}", k, "calls")], out[(f"{d}={v}", k, "ms")] = x.calls * sl.requests, x.ms * sl.requests
+    return out
+
+
+def _missing(got: ex.Period, want: ex.Period) -> str | None:
+    """The first sum of ``want`` that ``got`` does not have (counts exactly; ms to the
+    rounding of the values sent, 1 ns each), or None."""
+    g, w = _sums(got), _sums(want)
+    for key in sorted(set(g) | set(w)):
+        a, b = g.get(key, 0.0), w.get(key, 0.0)
+        same = round(a) == round(b) if key[-1] in ("requests", "calls") else math.isclose(a, b, rel_tol=1e-5,
+                                                                                          abs_tol=1e-2)
+        if not same:
+            return f"{' '.join(key)} {a:g} of {b:g}"
+    return None
 
 
 def read_back(cfg: cwconfig.Config, web_url: str, ranges: tuple[tuple[int, int], tuple[int, int]],
               expect: tuple[ex.Period, ex.Period], wait: float | None = None) -> tuple[ex.Period, ex.Period] | str:
-    """Both periods from graphite-web, once they hold every request and call of ``expect``
-    (the in-process periods); the reason (str) when they do not within ``wait`` seconds
-    (default :data:`READ_BACK_S`)."""
+    """Both periods from graphite-web, once they add up to ``expect`` (the in-process
+    periods: every request, call and ms, in total and per dimension value); the reason
+    (str) when they do not within ``wait`` seconds (default :data:`READ_BACK_S`)."""
     from .._explain_graphite import Reader
 
     wait = READ_BACK_S if wait is None else wait
     deadline = time.monotonic() + wait
-    want = [_counts(p) for p in expect]
     while True:
         try:
             got = tuple(Reader(cfg, web_url, s, e, deadline).period(HANDLER) for s, e in ranges)
-            counts = [_counts(p) for p in got]
-            if counts == want:
+            missing = [(n, m) for n, m in zip(("before", "after"), map(_missing, got, expect)) if m is not None]
+            if not missing:
                 return got[0], got[1]
-            why = (f"graphite-web had {counts[0][0]} and {counts[1][0]} of the {want[0][0]} and {want[1][0]} "
-                   f"{HANDLER} requests" if [c[0] for c in counts] != [w[0] for w in want]
-                   else f"graphite-web had {HANDLER}'s {want[0][0]} and {want[1][0]} requests, not all their calls "
-                   "(or not all their series by dimension value)")
+            why = f"graphite-web did not have all of {HANDLER}'s series ({missing[0][0]}: {missing[0][1]})"
         except LookupError:
             why = f"graphite-web had no {HANDLER} request in a period"
         except GraphiteError as e:
