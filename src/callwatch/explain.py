@@ -26,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping
 
+from ._pooling import Totals, add_sums
+
 if TYPE_CHECKING:
     from .aggregate import Snapshot
 
-__all__ = ["Explanation", "Part", "Period", "Row", "Slice", "explain", "from_snapshots", "parse_range",
+__all__ = ["Explanation", "Part", "Period", "Row", "Slice", "explain", "from_snapshots", "parse_range", "pool",
            "rank_handlers", "render", "short_text", "to_dict"]
 
 #: the value name of a dimension's requests that carry no value of it (derived from totals)
@@ -254,9 +256,28 @@ def from_snapshots(handler: str, snapshots: Iterable[Snapshot]) -> Period:
     sent to Graphite, as the in-process incident events pool their baseline intervals (no
     profiled functions: those are only sent as per-interval statistics).  An empty period
     when the handler had no requests in them."""
-    from .spikes import _Totals  # the incident events' pooling: one implementation of it
+    return pool([t for t in (Totals.of(s).get(handler) for s in snapshots) if t is not None])
 
-    return _Totals.period([t for t in (_Totals.of(s).get(handler) for s in snapshots) if t is not None])
+
+def pool(intervals: list[Totals]) -> Period:
+    """Intervals' sums pooled into per-request means (an empty list: an empty period)."""
+    r = sum(t.requests for t in intervals)
+    if not r:
+        return Period(0, 0.0)
+    parts, values = add_sums([t.parts for t in intervals]), {}
+    for v in {v for t in intervals for v in t.values}:
+        got = [t.values[v] for t in intervals if v in t.values]
+        vr = sum(g[0] for g in got)
+        values[v] = Slice(vr, sum(g[1] for g in got) / vr / 1e6,
+                          {k: Part(ns / vr / 1e6, c / vr) for k, (c, ns) in add_sums([g[2] for g in got]).items()})
+    members = {f: g for t in intervals for f, g in t.members.items()}
+
+    def split(kind: str) -> dict[str, Part]:
+        return {k.split(":", 1)[1]: Part(ns / r / 1e6, c / r) for k, (c, ns) in parts.items()
+                if k.startswith(kind + ":")}
+
+    return Period(r, sum(t.ns for t in intervals) / r / 1e6, pooled((t.p99_ms, t.requests) for t in intervals),
+                  split("function"), split("group"), members, values)
 
 
 def rank_handlers(pairs: Mapping[str, tuple[Period, Period]]) -> list[Explanation]:

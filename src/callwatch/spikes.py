@@ -62,13 +62,12 @@ import statistics
 import threading
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from .aggregate import BACKGROUND, HandlerStats, Snapshot
+from ._pooling import Totals
+from .aggregate import BACKGROUND, Snapshot
 from .config import SpikesConfig
 
-if TYPE_CHECKING:
-    from .explain import Period
 
 log = logging.getLogger("callwatch")
 
@@ -175,7 +174,7 @@ class SpikeDetector:
 
     def _judge_responses(self, snap: Snapshot) -> None:
         rule = self.response_rule
-        for handler, totals in _Totals.of(snap).items():
+        for handler, totals in Totals.of(snap).items():
             if totals.requests < rule.min_requests:
                 continue
             hist = self._responses.get(handler)
@@ -192,12 +191,12 @@ class SpikeDetector:
                 self._incidents.add(handler)
                 self._incident(handler, before, totals, snap.start)
 
-    def _incident(self, handler: str, before: list[_Totals], after: _Totals, when: float) -> None:
-        from .explain import explain, short_text, to_dict
+    def _incident(self, handler: str, before: list[Totals], after: Totals, when: float) -> None:
+        from .explain import explain, pool, short_text, to_dict
         from .naming import sanitize
 
         self.incidents_seen += 1
-        e = explain(handler, _Totals.period(before), _Totals.period([after]))
+        e = explain(handler, pool(before), pool([after]))
         text = short_text(e)
         log.warning("callwatch: response-time incident: %s", text)
         if self.web_url:
@@ -256,80 +255,6 @@ class SpikeDetector:
                                    "baseline": spike.baseline, "value": spike.value}), spike.when)
 
 
-Sums = dict[str, list[float]]  # "function:<f>" / "group:<g>" -> [calls, ns]
-
-
-@dataclass
-class _Totals:
-    """One handler over one interval, as sums (pooled by adding): requests, response ns,
-    p99 (ms), per component calls and ns, the same per dimension value."""
-
-    requests: int
-    ns: int
-    p99_ms: float
-    parts: Sums
-    members: dict[str, str]
-    values: dict[tuple[str, str], tuple[int, int, Sums]]
-
-    @staticmethod
-    def _sums(snap: Snapshot, hs: HandlerStats, members: dict[str, str]) -> Sums:
-        out: Sums = {}
-        for k, fs in hs.funcs.items():
-            e = snap.entries[k]
-            if not e.runtime:
-                out[("group:" if e.is_group else "function:") + e.name] = [fs.calls, fs.ns]
-                if e.group and not e.is_group:
-                    members[e.name] = e.group
-        return out
-
-    @classmethod
-    def of(cls, snap: Snapshot) -> dict[str, _Totals]:
-        out: dict[str, _Totals] = {}
-        for key, hs in snap.handlers.items():
-            if isinstance(key, str) and key != BACKGROUND and hs.requests:
-                members: dict[str, str] = {}
-                out[key] = cls(hs.requests, hs.ns, hs.quantile_ns(0.99) / 1e6, cls._sums(snap, hs, members),
-                               members, {})
-        for key, hs in snap.handlers.items():
-            if isinstance(key, tuple) and key[0] in out and hs.requests:
-                t = out[key[0]]
-                t.values[(str(key[1]), str(key[2]))] = (hs.requests, hs.ns, cls._sums(snap, hs, t.members))
-        return out
-
-    @staticmethod
-    def period(intervals: list[_Totals]) -> Period:
-        """The intervals pooled into per-request means (an empty list: an empty period)."""
-        from .explain import Part, Period, Slice, pooled
-
-        r = sum(t.requests for t in intervals)
-        if not r:
-            return Period(0, 0.0)
-        parts, values = _add([t.parts for t in intervals]), {}
-        for v in {v for t in intervals for v in t.values}:
-            got = [t.values[v] for t in intervals if v in t.values]
-            vr = sum(g[0] for g in got)
-            values[v] = Slice(vr, sum(g[1] for g in got) / vr / 1e6,
-                              {k: Part(ns / vr / 1e6, c / vr) for k, (c, ns) in _add([g[2] for g in got]).items()})
-        members = {f: g for t in intervals for f, g in t.members.items()}
-
-        def split(kind: str) -> dict[str, Part]:
-            return {k.split(":", 1)[1]: Part(ns / r / 1e6, c / r) for k, (c, ns) in parts.items()
-                    if k.startswith(kind + ":")}
-
-        return Period(r, sum(t.ns for t in intervals) / r / 1e6, pooled((t.p99_ms, t.requests) for t in intervals),
-                      split("function"), split("group"), members, values)
-
-
-def _add(sums: list[Sums]) -> Sums:
-    out: Sums = {}
-    for s in sums:
-        for k, (c, ns) in s.items():
-            got = out.setdefault(k, [0.0, 0.0])
-            got[0] += c
-            got[1] += ns
-    return out
-
-
 class _ResponseHistory:
     """One handler's judged mean response times and the non-spiking intervals' totals."""
 
@@ -337,4 +262,4 @@ class _ResponseHistory:
 
     def __init__(self, intervals: int) -> None:
         self.values = Baseline(intervals)
-        self.totals: collections.deque[_Totals] = collections.deque(maxlen=intervals)
+        self.totals: collections.deque[Totals] = collections.deque(maxlen=intervals)
