@@ -8,7 +8,6 @@ path and glob, as in a user's config); the flush thread, the snapshot and, with
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import tempfile
 import threading
@@ -24,9 +23,9 @@ from .. import config as cwconfig
 from ..aggregate import BACKGROUND, Snapshot
 from ..naming import Pattern
 from . import explained as why, game, leak
+from .phases import PHASES, Phases
 
 CONFIG = Path(__file__).with_name("callwatch.yaml")
-PHASES = (2, 7)
 GREW_RATIO, GREW_ABS = 1.5, 0.5  # "what grew": calls per request up by both x1.5 and +0.5
 
 
@@ -80,79 +79,7 @@ def one_round(server: game.Server, players: int, table_id: int, first_uid: int) 
         game.leave(server, uid, table_id)
 
 
-class _Phases:
-    """The table size, switched only between two flushes so that no interval mixes them.
-
-    A round decides its table size when it starts.  At the first flush after the half-way
-    time the workers are told to drain: each finishes its round and waits at the gate.  At
-    a later flush, once every worker waits, the gate opens on 7-player rounds.  So the
-    interval between those two flushes holds only the last 2-player rounds, and every
-    snapshot is of one table size: the one ``at_flush`` returns for it.
-
-    Rounds are also kept whole: none starts in the last ``quiet`` seconds before an
-    interval's end, nor before that end's flush has happened, so each interval's requests
-    are whole rounds (join_table's calls per request depend on who is already seated, so a
-    round cut by a flush would show in both intervals' numbers).
-    """
-
-    def __init__(self, threads: int, switch_at: float, interval: float) -> None:
-        self._cond = threading.Condition()
-        self.threads = threads
-        self.switch_at = switch_at
-        self.interval = interval
-        # a round takes milliseconds; a fifth of the interval is room for a slow machine
-        self.quiet = min(0.5, interval / 5)
-        self.flushed = self._start_of(time.time())  # where the collector's current interval began
-        self.draining = False
-        self.big = False
-        self.waiting = 0
-        self.last_small_end = 0.0
-        self.first_big_start = float("inf")
-
-    def at_flush(self, now: float) -> int:
-        """Called by the flush thread right after a swap: the snapshot's table size."""
-        with self._cond:
-            players = PHASES[1] if self.big else PHASES[0]
-            self.flushed = max(self.flushed, self._start_of(now))
-            self._cond.notify_all()
-            if self.draining and self.waiting == self.threads:
-                self.draining, self.big = False, True
-                self.first_big_start = now
-                self._cond.notify_all()
-            elif not self.big and not self.draining and now >= self.switch_at:
-                self.draining = True
-            return players
-
-    def next_round(self, stop_at: float) -> int | None:
-        """The table size of a worker's next round (None: time is up); waits at the gate,
-        and out of each interval's quiet end."""
-        with self._cond:
-            while time.time() < stop_at:
-                if self.draining:
-                    self.waiting += 1
-                    while self.draining and time.time() < stop_at:
-                        self._cond.wait(0.05)
-                    self.waiting -= 1
-                elif self._may_start():
-                    return PHASES[1] if self.big else PHASES[0]
-                else:
-                    self._cond.wait(0.01)
-            return None
-
-    def _start_of(self, t: float) -> float:
-        return math.floor(t / self.interval) * self.interval  # as the flush clock aligns
-
-    def _may_start(self) -> bool:
-        now = time.time()
-        start = self._start_of(now)
-        return start <= self.flushed and start + self.interval - now >= self.quiet
-
-    def small_done(self, t: float) -> None:
-        with self._cond:
-            self.last_small_end = max(self.last_small_end, t)
-
-
-def _worker(n: int, stop_at: float, pause: float, phases: _Phases) -> None:
+def _worker(n: int, stop_at: float, pause: float, phases: Phases) -> None:
     server = game.Server(seed=n)
     for uid in range(1, 100):
         server.db.add_user(n * 1000 + uid, f"player{uid}")
@@ -190,7 +117,7 @@ def _print_snapshot(out: TextIO, snap: Snapshot, phase: str) -> None:
 class _Recorder:
     """The snapshot sink: keeps each snapshot with when its requests were recorded."""
 
-    def __init__(self, out: TextIO, phases: _Phases) -> None:
+    def __init__(self, out: TextIO, phases: Phases) -> None:
         self.out = out
         self.phases = phases
         self.taken: list[tuple[Snapshot, int]] = []  # each snapshot with its table size
@@ -231,7 +158,7 @@ def _config(interval: int, graphite: tuple[str, int] | None, graphite_web: str |
     return dataclasses.replace(cfg, enabled=True, graphite=g)
 
 
-def _drive(threads: int, duration: float, pause: float, phases: _Phases) -> None:
+def _drive(threads: int, duration: float, pause: float, phases: Phases) -> None:
     t0 = time.time()
     workers = [threading.Thread(target=_worker, args=(n + 1, t0 + duration, pause, phases),
                                 daemon=True) for n in range(threads)]
@@ -266,7 +193,7 @@ def run(duration: float = 30.0, interval: int = 5, graphite: tuple[str, int] | N
     g = cfg.graphite
     to = (g.host, g.port) if g.host is not None else None
     # drain one interval before half-way, so that the 7-player rounds start about then
-    phases = _Phases(threads, time.time() + max(duration / 2 - interval, 0.0), interval)
+    phases = Phases(threads, time.time() + max(duration / 2 - interval, 0.0), interval)
     recorder = _Recorder(out, phases)
     out.write(f"callwatch demo: card-game server, {threads} threads, {duration:.0f} s "
               f"(table of {PHASES[0]} players, then {PHASES[1]}), flushing every {interval} s"
@@ -319,7 +246,7 @@ class ProfileReport:
     html: Path | None = None  # report.html: the table and the call tree, grown calls in red
 
 
-def _profile_report(out: TextIO, dump_dir: Path, phases: _Phases) -> ProfileReport | None:
+def _profile_report(out: TextIO, dump_dir: Path, phases: Phases) -> ProfileReport | None:
     """Split the deal dumps by table size, print the diff, draw the call graph."""
     from .. import analysis
     from .. import callgraph
@@ -365,7 +292,7 @@ def _html_report(out: TextIO, small: Path, big: Path, path: Path) -> Path | None
     return path
 
 
-def _split_dumps(deal: Path, small: Path, big: Path, phases: _Phases) -> None:
+def _split_dumps(deal: Path, small: Path, big: Path, phases: Phases) -> None:
     """Copy each dump made surely within one phase to that phase's folder."""
     for d in (small, big):
         if d.exists():
