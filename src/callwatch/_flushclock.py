@@ -29,7 +29,8 @@ log = logging.getLogger("callwatch")
 class Clock(Protocol):
     """Wall-clock seconds (``time.time``); ``testing.FakeClock`` is one for tests."""
 
-    def time(self) -> float: ...
+    def time(self) -> float:
+        """Seconds since the epoch, now."""
 
 
 class SystemClock:
@@ -37,6 +38,7 @@ class SystemClock:
     :class:`callwatch.testing.FakeClock` instead."""
 
     def time(self) -> float:
+        """Seconds since the epoch, now (``time.time()``)."""
         return time.time()
 
 

@@ -60,6 +60,7 @@ class Runtime:
         return self.slot.name if self.slot is not None else ""
 
     def flush(self) -> Snapshot | None:
+        """Flush now if an interval has ended; returns the snapshot swapped out, if any."""
         return self.exporter.flush()
 
 

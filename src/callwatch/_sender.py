@@ -49,6 +49,7 @@ class GraphyteSender(graphyte.Sender):  # type: ignore[misc]
         pass
 
     def send_message(self, message: bytes) -> None:
+        """Deliver ``message`` (whole lines) to carbon, or raise (see the class docstring)."""
         if self.protocol == "udp":
             self._send_udp(message)
         else:

@@ -74,9 +74,12 @@ class Registry:
         self.group_of: list[int] = [-3]
 
     def group(self, name: str) -> Entry:
+        """The entry of the group ``name``, added on first use."""
         return self._add(name, None, is_group=True, group_index=-1)
 
     def function(self, name: str, group: str | None) -> Entry:
+        """The entry of the watched function ``name`` in ``group`` (added with its group's
+        entry on first use)."""
         gi = self.group(group).index if group else -1
         return self._add(name, group, is_group=False, group_index=gi)
 
@@ -98,6 +101,7 @@ class Registry:
             return entry
 
     def after_fork_in_child(self) -> None:
+        """A new lock (the parent's may be held); the entries stay."""
         self._lock = threading.Lock()
 
 
@@ -114,6 +118,7 @@ class FuncStats:
     profiled_max: int = 0
 
     def merge(self, other: FuncStats) -> None:
+        """Add ``other``'s numbers to these (sums added, maxima kept)."""
         self.calls += other.calls
         self.calls_max = max(self.calls_max, other.calls_max)
         self.ns += other.ns
@@ -142,6 +147,7 @@ class HandlerStats:
     profiled: list[int] = field(default_factory=list)
 
     def merge(self, other: HandlerStats) -> None:
+        """Add ``other``'s requests, response times and watched calls to these."""
         self.requests += other.requests
         self.errors += other.errors
         self.ns += other.ns

@@ -68,18 +68,24 @@ class Collector:
 
     @property
     def max_handlers(self) -> int:
+        """Handler names with a series of their own (handlers.max_handlers); more count
+        under ``_other``."""
         return self._limiter.max_handlers
 
     @max_handlers.setter
     def max_handlers(self, value: int) -> None:
+        """Change the cap on handler names."""
         self._limiter.max_handlers = value
 
     @property
     def max_dimension_values(self) -> int:
+        """Values with a series of their own per handler and dimension
+        (handlers.max_dimension_values); more count under ``_other``."""
         return self._limiter.max_dimension_values
 
     @max_dimension_values.setter
     def max_dimension_values(self, value: int) -> None:
+        """Change the cap on values per handler and dimension."""
         self._limiter.max_dimension_values = value
 
     @property
@@ -128,6 +134,8 @@ class Collector:
         self._intervals.live[id(state)] = state
 
     def background_done(self, state: State) -> None:
+        """The background call begun with ``state`` (:meth:`background_started`) ended:
+        record it as a request of ``BACKGROUND``."""
         self._intervals.live.pop(id(state), None)
         self.record(BACKGROUND, -1, 0, state)
 
@@ -167,6 +175,7 @@ class Collector:
     # -- flusher side --------------------------------------------------------------
 
     def set_start(self, start: float) -> None:
+        """Start the current interval at ``start`` (configure: the current multiple)."""
         with self._lock:
             self.start = start
 

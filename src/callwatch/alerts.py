@@ -56,12 +56,16 @@ Points = dict[str, list[tuple[float, int]]]
 
 @dataclass
 class Result:
+    """One rule's verdict: a status code (``OK``... ``UNKNOWN``), why, and the numbers
+    behind it (``values``, in the JSON output)."""
+
     rule: str
     status: int
     message: str
     values: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
+        """The verdict as one line of text: ``WARNING p99: ...``."""
         return f"{NAMES[self.status]} {self.rule}: {self.message}"
 
 

@@ -23,6 +23,8 @@ FuncKey = tuple[str, int, str]
 
 @dataclass
 class Profiles:
+    """Profile dumps merged into one ``pstats.Stats`` (:func:`load`), and the files."""
+
     stats: pstats.Stats
     files: list[Path]
 
@@ -116,6 +118,8 @@ def label(key: FuncKey) -> str:
 
 @dataclass(frozen=True)
 class DiffRow:
+    """One function of a :func:`diff`: its calls and cumulative ms per request in A and B."""
+
     key: FuncKey
     calls_a: float  # per request
     calls_b: float
@@ -124,10 +128,12 @@ class DiffRow:
 
     @property
     def calls_ratio(self) -> float:
+        """Calls per request, B over A (inf: none in A; 1.0: none in either)."""
         return _ratio(self.calls_b, self.calls_a)
 
     @property
     def cum_ratio(self) -> float:
+        """Cumulative ms per request, B over A (inf: none in A; 1.0: none in either)."""
         return _ratio(self.cum_ms_b, self.cum_ms_a)
 
 

@@ -101,6 +101,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Explanation:
+    """A handler's change of mean response time (``delta_ms``, ms per request) from
+    ``before`` to ``after``, split into ranked parts (:func:`explain`)."""
+
     handler: str
     before: Period
     after: Period
@@ -110,6 +113,7 @@ class Explanation:
 
     @property
     def unexplained(self) -> Row:
+        """The last row: the part of the change no other row accounts for."""
         return self.rows[-1]
 
 

@@ -42,6 +42,8 @@ TickHook = Callable[[], None]
 
 @dataclass
 class ExportStats:
+    """What the exporter did so far (``Exporter.stats``): points, send errors, flushes."""
+
     points_sent: int = 0
     points_dropped: int = 0
     points_made: int = 0  # lines built; always = sent + dropped + still buffered
@@ -100,11 +102,13 @@ class Exporter:
 
     @property
     def interval(self) -> int:
+        """The flush interval, seconds."""
         return self.flush_clock.interval
 
     # -- the thread --------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the flush thread (it flushes at each multiple of the interval)."""
         self.flush_clock.start()
 
     def stop(self, timeout: float = 5.0) -> Snapshot | None:
@@ -125,6 +129,7 @@ class Exporter:
 
     @property
     def running(self) -> bool:
+        """Whether the flush thread is alive."""
         return self.flush_clock.running
 
     # -- the pipeline ----------------------------------------------------------------
@@ -173,6 +178,7 @@ class Exporter:
 
     @property
     def buffered(self) -> int:
+        """Points waiting in the send buffer (0 without a sender)."""
         return len(self.buffer) if self.buffer is not None else 0
 
 

@@ -67,11 +67,13 @@ class GcMeter:
         self.hook(phase, info)
 
     def install(self) -> None:
+        """Start timing collections (append the hook to ``gc.callbacks``); once only."""
         if not self._installed:
             gc.callbacks.append(self.hook)
             self._installed = True
 
     def uninstall(self) -> None:
+        """Stop timing collections (remove the hook, if installed)."""
         if self._installed:
             self._installed = False
             try:
@@ -80,6 +82,7 @@ class GcMeter:
                 pass
 
     def after_fork_in_child(self) -> None:
+        """Forget a collection in flight at the fork (the request it ran in is the parent's)."""
         self.hook(AFTER_FORK, {})
 
 

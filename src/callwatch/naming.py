@@ -59,10 +59,12 @@ class Namer:
 
     @classmethod
     def from_config(cls, cfg: Config, worker: str = "") -> Namer:
+        """The namer of a configuration; ``worker``: this process's worker name."""
         return cls(cfg.graphite.prefix, cfg.host, tags=cfg.graphite.tags, rename=cfg.handlers.rename,
                    worker=worker)
 
     def handler(self, raw: str) -> str:
+        """The path component of handler ``raw``: renamed (handlers.rename), sanitized."""
         name = self._handler_names.get(raw)
         if name is None:
             name = sanitize(str(self.rename.get(raw, raw)))
@@ -107,6 +109,7 @@ class Namer:
         return self._name((self._base, "handler", handler, "profile", fn, metric)), {}
 
     def self_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
+        """callwatch's own (the self-metrics): ``points_sent``, ``flush_ms``..."""
         return self._origin_metric("callwatch", metric)
 
     def process_metric(self, metric: str) -> tuple[str, Mapping[str, str]]:
@@ -126,6 +129,8 @@ class Namer:
         return {k: v for k, v in tags.items() if v}
 
     def points(self, snap: Snapshot) -> list[Point]:
+        """Every point of the interval ``snap``: handlers, watched functions and groups,
+        spikes, the process's metrics and the profiles (not the self-metrics)."""
         out: list[Point] = []
         for (h, split), hs in sorted(self._merged(snap).items(), key=lambda kv: (kv[0][0], kv[0][1] or ("", ""))):
             if h != BACKGROUND:
@@ -283,6 +288,7 @@ class Pattern:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Pattern:
+        """The patterns of the names a configuration's namer writes."""
         return cls(cfg.graphite.prefix, cfg.graphite.tags, bool(cfg.host) or cfg.worker != "none")
 
     def _namer(self, origin: str) -> Namer:
@@ -304,6 +310,7 @@ class Pattern:
         return self._query(*self._namer(origin).profile_metric(handler, function, metric))
 
     def self_metric(self, metric: str, origin: str = ANY) -> str:
+        """One of callwatch's own metrics (``points_sent``, ``flush_ms``...) of matching series."""
         return self._query(*self._namer(origin).self_metric(metric))
 
     def process(self, metric: str, origin: str = ANY) -> str:

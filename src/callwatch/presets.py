@@ -46,6 +46,8 @@ __all__ = ["PRESETS", "Preset"]
 
 @dataclass(frozen=True)
 class Preset:
+    """One preset (``watch: [{preset: NAME}]``): the library it needs and how it patches it."""
+
     name: str
     group: str
     needs: tuple[str, ...]  # any one of these modules

@@ -18,10 +18,13 @@ __all__ = ["Queries", "fields"]
 
 @dataclass(frozen=True)
 class Queries:
+    """The targets of the alert rules, from the names the exporter writes (``pattern``)."""
+
     pattern: Pattern
 
     @classmethod
     def from_config(cls, cfg: Config) -> Queries:
+        """The targets of a configuration's metric names."""
         return cls(Pattern.from_config(cfg))
 
     def requests_by_origin_handler(self) -> str:
@@ -46,6 +49,7 @@ class Queries:
         return p.alias(p.process("memory.leak_suspects"), "origin")
 
     def requests_total(self) -> str:
+        """One series: requests per interval, summed over every origin and handler."""
         return f"sumSeries({self.pattern.handler('requests')})"
 
     def spike_ratio(self, floor: float, baseline: str) -> str:

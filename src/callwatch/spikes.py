@@ -90,6 +90,7 @@ class Rule:
 
     @classmethod
     def from_config(cls, cfg: SpikesConfig) -> Rule:
+        """The in-process detector's rule (the ``spikes:`` section)."""
         return cls(cfg.factor, cfg.floor, cfg.baseline_intervals, cfg.min_requests)
 
     def for_response_time(self) -> Rule:
@@ -119,6 +120,9 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Spike:
+    """A spike's start: a handler's watched function or group, its calls per request in
+    the interval that began at ``when``, and the baseline it was judged against."""
+
     handler: str
     function: str  # entry name; groups as the group's name
     is_group: bool
@@ -128,9 +132,11 @@ class Spike:
 
     @property
     def ratio(self) -> float:
+        """The value over the baseline (inf for a baseline of 0)."""
         return self.value / self.baseline if self.baseline else float("inf")
 
     def describe(self) -> str:
+        """One line for the log and the Graphite event."""
         kind = "group" if self.is_group else "function"
         return (f"callwatch spike: handler {self.handler}, {kind} {self.function}: "
                 f"{self.value:.2f} calls/request, baseline {self.baseline:.2f} (x{self.ratio:.2f})")

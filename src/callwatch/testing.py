@@ -40,6 +40,7 @@ class RecordingSender(GraphyteSender):
         self._lock = threading.Lock()
 
     def send_message(self, message: bytes) -> None:
+        """Keep ``message`` in ``payloads``, or raise when ``fail`` is set."""
         if self.fail:
             raise self.fail if isinstance(self.fail, BaseException) else ConnectionRefusedError("fail = True")
         with self._lock:
@@ -47,10 +48,12 @@ class RecordingSender(GraphyteSender):
 
     @property
     def data(self) -> bytes:
+        """Every payload kept, joined: the bytes carbon would have read."""
         return b"".join(self.payloads)
 
     @property
     def lines(self) -> list[str]:
+        """The lines sent, ``metric value timestamp``."""
         return self.data.decode().splitlines()
 
     def values(self) -> dict[tuple[str, int], float]:
@@ -74,9 +77,11 @@ class FakeClock:
         self._saved: list[object] = []
 
     def time(self) -> float:
+        """The wall clock, seconds (as ``time.time()``)."""
         return self._wall
 
     def perf_counter_ns(self) -> int:
+        """The duration clock, ns (as ``time.perf_counter_ns()``)."""
         return self._ns
 
     def advance(self, seconds: float) -> None:

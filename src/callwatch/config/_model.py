@@ -154,14 +154,17 @@ class WatchTarget:
 
     @property
     def module(self) -> str:
+        """The module part of ``target`` (before the ``:``)."""
         return self.target.partition(":")[0]
 
     @property
     def qualname(self) -> str:
+        """The name part of ``target`` (after the ``:``): a qualified name, or a glob."""
         return self.target.partition(":")[2]
 
     @property
     def is_glob(self) -> bool:
+        """Whether ``qualname`` is a glob over the module's names (``*``, ``?``, ``[``)."""
         return any(ch in self.qualname for ch in "*?[")
 
 
@@ -299,6 +302,9 @@ _N = NamingConfig()
 
 @dataclass(frozen=True)
 class Config:
+    """A whole configuration, checked (:func:`load`): the sections, and ``naming:``
+    resolved into ``host``, ``worker`` and ``slot_dir``."""
+
     enabled: bool = key(True, "false: callwatch does nothing (same as CALLWATCH_DISABLED=1 in the "
                         "environment).", "bool")
     graphite: GraphiteConfig = GraphiteConfig()

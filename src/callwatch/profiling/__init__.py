@@ -71,6 +71,9 @@ Token = tuple[int, Any, int, "str | None"]
 
 @dataclass
 class ProfiledRequest:
+    """One profiled request: its handler, duration, when it was read (``wall``), its rows
+    per function, and for a dump its pstats data."""
+
     handler: str
     elapsed_ns: int
     wall: float
@@ -183,6 +186,8 @@ class Profiler:
         self.policy.profile_now(handler, seconds)
 
     def after_fork_in_child(self) -> None:
+        """A forked child: a new lock, no dumps queued (they are the parent's), sampling
+        and budget of its own."""
         self._lock = threading.Lock()
         # A request profiled across the fork costs this process from the fork on (its
         # thread's CPU clock started again: no thread matches, so the wall clock counts).
@@ -194,6 +199,8 @@ class Profiler:
     # -- flush side (the exporter's thread) ------------------------------------------
 
     def on_flush(self) -> None:
+        """At each tick of the flush clock: the sampling rate and budget updated, the
+        trigger file read, the queued dumps written."""
         self.policy.on_flush()
         self._poll_trigger()
         self.dumps.write()
