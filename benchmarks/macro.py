@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {median(cc):+.1f} % | {quartiles(cc)} |")
     print(f"noise: bare's rate moved by up to {max((abs(x) for x in drift), default=0.0):.1f} % between rounds")
     cost = median(costs["callwatch defaults"])
-    print(f"callwatch at defaults costs {cost:.1f} % of throughput ({'meets' if cost <= 1 else 'MISSES'} the 1 % "
+    print(f"callwatch at defaults costs {cost:.2f} % of throughput ({'meets' if cost <= 1 else 'MISSES'} the 1 % "
           "target)")
     return 0
 

@@ -106,7 +106,7 @@ def report(out: Rounds, servers: Servers, args: argparse.Namespace) -> float:
               f"{max(cost[m]) - min(cost[m]):.1f} points); {servers.sinks[m].summary(m)}")
     print(f"bare's rate moved by up to {moved:.1f} % between rounds")
     at_defaults = median(cost["callwatch"])
-    print(f"callwatch at defaults costs {at_defaults:.1f} % of throughput "
+    print(f"callwatch at defaults costs {at_defaults:.2f} % of throughput "
           f"({'meets' if at_defaults <= 1 else 'misses'} the 1 % target)")
     return at_defaults
 
